@@ -1,0 +1,98 @@
+"""BlazeApp: the registry of models and the @app.model decorator."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from typing import TypeVar
+
+from blazerpc.errors import DefinitionError
+from blazerpc.schema import ModelSpec, ServiceSpec, is_package_name, is_wire_identifier
+from blazerpc.signature import read_model
+
+__all__ = ("BlazeApp", "Registry")
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+class BlazeApp:
+    """A registry of model functions, served as one gRPC service.
+
+    The proto package is `blazerpc` and the service `InferenceService` unless given.
+    """
+
+    def __init__(self, *, package: str = "blazerpc", service: str = "InferenceService") -> None:
+        if not is_package_name(package):
+            raise DefinitionError(
+                f"BlazeApp(package={package!r}): a proto package is lower-case ASCII words "
+                "joined by dots. Use a name such as 'blazerpc' or 'acme.vision'."
+            )
+        if not is_wire_identifier(service):
+            raise DefinitionError(
+                f"BlazeApp(service={service!r}): a service name is an ASCII identifier. "
+                "Use a name such as 'InferenceService'."
+            )
+        self._schema = ServiceSpec.build(package, service, ())
+        self._registry = Registry(self)
+
+    def model(self, name: str, *, streaming: bool | None = None) -> Callable[[F], F]:
+        """Register a function as model `name`; the function itself is returned unchanged.
+
+        The shape (unary, server, client or bidirectional streaming) is read from the
+        signature; `streaming` only states what the signature must agree with.
+        """
+
+        def register(function: F) -> F:
+            caller_locals = sys._getframe(1).f_locals
+            spec = read_model(name, function, streaming=streaming, localns=caller_locals)
+            self._add(spec)
+            return function
+
+        return register
+
+    @property
+    def registry(self) -> Registry:
+        """A read-only mapping from model name to its spec, in registration order."""
+        return self._registry
+
+    @property
+    def schema(self) -> ServiceSpec:
+        """The whole service schema: the source of the .proto, the descriptor and the codec."""
+        return self._schema
+
+    def _add(self, spec: ModelSpec) -> None:
+        for existing in self._schema.models:
+            if existing.name == spec.name or existing.rpc_name == spec.rpc_name:
+                raise DefinitionError(
+                    f"model {spec.name!r} ({spec.location}): the name is taken by model "
+                    f"{existing.name!r} ({existing.location}), which also becomes rpc "
+                    f"{existing.rpc_name}. Give each model a distinct name."
+                )
+        self._schema = ServiceSpec.build(
+            self._schema.package, self._schema.name, (*self._schema.models, spec)
+        )
+
+
+class Registry(Mapping[str, ModelSpec]):
+    """A read-only view of an app's models; `schema` is the service they make up."""
+
+    __slots__ = ("_app",)
+
+    def __init__(self, app: BlazeApp) -> None:
+        self._app = app
+
+    @property
+    def schema(self) -> ServiceSpec:
+        return self._app.schema
+
+    def __getitem__(self, name: str) -> ModelSpec:
+        return self._app.schema.model(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([model.name for model in self._app.schema.models])
+
+    def __len__(self) -> int:
+        return len(self._app.schema.models)
+
+    def __repr__(self) -> str:
+        return f"Registry({list(self)!r})"

@@ -1,0 +1,368 @@
+"""The one description of a model: every wire artefact (.proto, descriptor, codec) is read off it.
+
+Wire names are derived here and only here, following the BlazeRPC convention: model
+`text-embed` is `rpc PredictTextEmbed(TextEmbedRequest) returns (TextEmbedResponse)`.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from blazerpc.errors import DefinitionError
+
+__all__ = (
+    "NO_DEFAULT",
+    "RESULT_FIELD",
+    "EnumRef",
+    "EnumSpec",
+    "EnumValueSpec",
+    "FieldSpec",
+    "Label",
+    "MessageKind",
+    "MessageRef",
+    "MessageSpec",
+    "ModelSpec",
+    "Scalar",
+    "ServiceSpec",
+    "Shape",
+    "ValueType",
+    "WellKnown",
+    "doc_summary",
+    "is_model_name",
+    "is_package_name",
+    "is_wire_identifier",
+    "json_name",
+    "wire_stem",
+)
+
+RESULT_FIELD = "result"
+"""The response field that carries a model's return value (or one streamed item)."""
+
+_MODEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_.][A-Za-z0-9]+)*")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PACKAGE = re.compile(r"[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*")
+
+
+class _NoDefault:
+    """The marker for a field that has no default value."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NO_DEFAULT"
+
+
+NO_DEFAULT = _NoDefault()
+
+
+class Shape(enum.Enum):
+    """How many messages flow each way: read from the function's signature."""
+
+    UNARY = "unary"
+    SERVER_STREAMING = "server_streaming"
+    CLIENT_STREAMING = "client_streaming"
+    BIDIRECTIONAL = "bidirectional"
+
+    @property
+    def is_client_streaming(self) -> bool:
+        return self in (Shape.CLIENT_STREAMING, Shape.BIDIRECTIONAL)
+
+    @property
+    def is_server_streaming(self) -> bool:
+        return self in (Shape.SERVER_STREAMING, Shape.BIDIRECTIONAL)
+
+
+class Scalar(enum.Enum):
+    """The protobuf scalar types a Python annotation can map to."""
+
+    INT64 = "int64"
+    DOUBLE = "double"
+    BOOL = "bool"
+    STRING = "string"
+    BYTES = "bytes"
+
+    @property
+    def is_packable(self) -> bool:
+        """Numbers and bools are packed when repeated (the proto3 default)."""
+        return self in (Scalar.INT64, Scalar.DOUBLE, Scalar.BOOL)
+
+
+class WellKnown(enum.Enum):
+    """Google's well-known message types, imported rather than redefined."""
+
+    TIMESTAMP = "google.protobuf.Timestamp"
+    DURATION = "google.protobuf.Duration"
+
+    @property
+    def import_path(self) -> str:
+        return {
+            WellKnown.TIMESTAMP: "google/protobuf/timestamp.proto",
+            WellKnown.DURATION: "google/protobuf/duration.proto",
+        }[self]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRef:
+    """A message defined in this schema, by its unqualified name."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnumRef:
+    """An enum defined in this schema, by its unqualified name."""
+
+    name: str
+
+
+ValueType = Scalar | WellKnown | MessageRef | EnumRef
+
+
+class Label(enum.Enum):
+    """How many values a field holds."""
+
+    SINGULAR = "singular"
+    REPEATED = "repeated"
+    MAP = "map"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One protobuf field and the Python value it decodes to.
+
+    Singular scalar and enum fields are declared proto3 `optional`, so that the server can tell
+    a field the caller left out from one set to zero; a response's non-nullable `result` is not,
+    since the server always sets it.
+    """
+
+    name: str
+    number: int
+    label: Label
+    value_type: ValueType
+    annotation: object
+    """The Python annotation a wire value is converted to, constraints included."""
+    key_type: Scalar | None = None
+    is_nullable: bool = False
+    """The Python side accepts None (`T | None`); a missing value decodes as None."""
+    default: object = NO_DEFAULT
+    constraints: tuple[tuple[str, object], ...] = ()
+    doc: str = ""
+    tracks_presence: bool = True
+    """Whether the wire tells "left out" from zero; off only for a non-nullable result."""
+
+    @property
+    def has_default(self) -> bool:
+        return self.default is not NO_DEFAULT
+
+    @property
+    def is_required(self) -> bool:
+        """A caller must send this field: it has no default and cannot be None or empty."""
+        return not self.has_default and not self.is_nullable and self.label is Label.SINGULAR
+
+    @property
+    def is_proto3_optional(self) -> bool:
+        """Declared `optional`: a singular scalar or enum whose presence the server needs."""
+        return (
+            self.tracks_presence
+            and self.label is Label.SINGULAR
+            and isinstance(self.value_type, Scalar | EnumRef)
+        )
+
+
+class MessageKind(enum.Enum):
+    """Where a message comes from: it decides how the codec converts it."""
+
+    REQUEST = "request"
+    RESPONSE = "response"
+    STRUCT = "struct"
+    """A user's msgspec.Struct or dataclass."""
+    WRAPPER = "wrapper"
+    """Holds a list or map inside a list or map, which protobuf cannot nest directly."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSpec:
+    """One protobuf message."""
+
+    name: str
+    kind: MessageKind
+    fields: tuple[FieldSpec, ...]
+    python_type: type | None = None
+    doc: str = ""
+
+    def field_named(self, name: str) -> FieldSpec:
+        for spec in self.fields:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+
+@dataclass(frozen=True, slots=True)
+class EnumValueSpec:
+    """One enum value: the prefixed protobuf name, its number and the Python member's name."""
+
+    name: str
+    number: int
+    member: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnumSpec:
+    """One protobuf enum, built from a Python int-valued enum."""
+
+    name: str
+    values: tuple[EnumValueSpec, ...]
+    python_type: type[enum.Enum]
+    doc: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """A decorated function and everything derived from its signature."""
+
+    name: str
+    function: Callable[..., object] = field(compare=False)
+    shape: Shape
+    is_async: bool
+    request: MessageSpec
+    response: MessageSpec
+    messages: tuple[MessageSpec, ...]
+    """Every other message the request and response need, in first-use order."""
+    enums: tuple[EnumSpec, ...]
+    location: str
+    """`qualname in file:line`, for error messages."""
+    doc: str = ""
+
+    @property
+    def rpc_name(self) -> str:
+        return f"Predict{wire_stem(self.name)}"
+
+    @property
+    def streamed_parameter(self) -> str | None:
+        """The parameter that receives the client's stream, if the model takes one."""
+        return self.request.fields[0].name if self.shape.is_client_streaming else None
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    """The whole schema of an app: one proto package, one service, its messages and enums."""
+
+    package: str
+    name: str
+    models: tuple[ModelSpec, ...]
+    messages: tuple[MessageSpec, ...]
+    enums: tuple[EnumSpec, ...]
+
+    @classmethod
+    def build(cls, package: str, name: str, models: Iterable[ModelSpec]) -> ServiceSpec:
+        """Gather the models' messages, sharing those reused and refusing clashing names."""
+        models = tuple(models)
+        types = _TypeNames()
+        messages: list[MessageSpec] = []
+        enums: list[EnumSpec] = []
+        for model in models:
+            for message in (model.request, model.response, *model.messages):
+                if types.claim(message.name, message, model):
+                    messages.append(message)
+            for enum_spec in model.enums:
+                if types.claim(enum_spec.name, enum_spec, model):
+                    enums.append(enum_spec)
+        return cls(package, name, models, tuple(messages), tuple(enums))
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.package}.{self.name}"
+
+    @property
+    def file_name(self) -> str:
+        """The path protoc knows the schema by: `blazerpc.proto`, `acme/vision.proto`."""
+        return self.package.replace(".", "/") + ".proto"
+
+    @property
+    def imports(self) -> tuple[str, ...]:
+        used = {
+            spec.value_type.import_path
+            for message in self.messages
+            for spec in message.fields
+            if isinstance(spec.value_type, WellKnown)
+        }
+        return tuple(sorted(used))
+
+    def message(self, name: str) -> MessageSpec:
+        for message in self.messages:
+            if message.name == name:
+                return message
+        raise KeyError(name)
+
+    def model(self, name: str) -> ModelSpec:
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise KeyError(name)
+
+
+class _TypeNames:
+    """The message and enum names taken so far, and by whom."""
+
+    def __init__(self) -> None:
+        self._owners: dict[str, tuple[MessageSpec | EnumSpec, ModelSpec]] = {}
+
+    def claim(self, name: str, spec: MessageSpec | EnumSpec, model: ModelSpec) -> bool:
+        """Record `spec` under `name`; False if the same type is already there."""
+        taken = self._owners.get(name)
+        if taken is None:
+            self._owners[name] = (spec, model)
+            return True
+        other, other_model = taken
+        if _same_type(spec, other):
+            return False
+        raise DefinitionError(
+            f"model {model.name!r} ({model.location}): {_what(spec)} and {_what(other)} "
+            f"(used by model {other_model.name!r}) both need the protobuf name {name!r}. "
+            "Rename one of the classes (or the model) so that every message name is unique."
+        )
+
+
+def _same_type(a: MessageSpec | EnumSpec, b: MessageSpec | EnumSpec) -> bool:
+    if isinstance(a, MessageSpec) and isinstance(b, MessageSpec) and a.kind is MessageKind.WRAPPER:
+        return a == b
+    return a.python_type is not None and a.python_type is b.python_type
+
+
+def _what(spec: MessageSpec | EnumSpec) -> str:
+    if spec.python_type is not None:
+        return f"class {spec.python_type.__module__}.{spec.python_type.__qualname__}"
+    return f"the generated {spec.name}"
+
+
+def wire_stem(model_name: str) -> str:
+    """The CamelCase stem of a model's wire names: `text-embed` -> `TextEmbed`."""
+    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[-_.]", model_name))
+
+
+def is_model_name(name: str) -> bool:
+    """A model name becomes an rpc name: ASCII letters and digits, joined by `-`, `_` or `.`."""
+    return _MODEL_NAME.fullmatch(name) is not None
+
+
+def is_wire_identifier(name: str) -> bool:
+    """Protobuf identifiers are ASCII: a Python name like `größe` cannot be a field name."""
+    return _IDENTIFIER.fullmatch(name) is not None
+
+
+def is_package_name(name: str) -> bool:
+    return _PACKAGE.fullmatch(name) is not None
+
+
+def json_name(field_name: str) -> str:
+    """The proto3 JSON name protoc derives: `max_tokens` -> `maxTokens`."""
+    head, *rest = field_name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def doc_summary(doc: str | None) -> str:
+    """The first line of a docstring: it becomes the comment above an rpc or message."""
+    return (doc or "").strip().split("\n", 1)[0].strip()

@@ -1,0 +1,73 @@
+"""`module:attr` and `path/to/file.py:attr` targets -> the BlazeApp they name."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from blazerpc.app import BlazeApp
+from blazerpc.errors import TargetError
+
+__all__ = ("load_app",)
+
+
+def load_app(target: str) -> BlazeApp:
+    """Import the target and return its BlazeApp; TargetError says what to fix.
+
+    The attribute defaults to `app`. Module targets are imported from the working directory
+    first, as `python -m` would. Whatever the imported code raises passes through.
+    """
+    location, _, attribute = target.partition(":")
+    attribute = attribute or "app"
+    if not location:
+        raise TargetError(f"target {target!r} names no module. Write module:attr or file.py:attr.")
+    module = _import_file(location) if location.endswith(".py") else _import_module(location)
+    if not hasattr(module, attribute):
+        raise TargetError(f"{location!r} has no attribute {attribute!r}.{_apps_hint(module)}")
+    app = getattr(module, attribute)
+    if not isinstance(app, BlazeApp):
+        kind = type(app).__name__
+        raise TargetError(
+            f"{location}:{attribute} is a {kind}, not a BlazeApp.{_apps_hint(module)}"
+        )
+    return app
+
+
+def _import_module(name: str) -> ModuleType:
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        if err.name is not None and (name == err.name or name.startswith(f"{err.name}.")):
+            raise TargetError(
+                f"no module named {name!r}. Check the spelling, run from the project's root, "
+                "or give a file path such as path/to/app.py:app."
+            ) from err
+        raise
+
+
+def _import_file(location: str) -> ModuleType:
+    path = Path(location)
+    if not path.is_file():
+        raise TargetError(f"file {location!r} does not exist. Check the path to the app's file.")
+    name = path.stem
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise TargetError(f"file {location!r} cannot be imported as Python.")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.resolve().parent))
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _apps_hint(module: ModuleType) -> str:
+    found = sorted(name for name, value in vars(module).items() if isinstance(value, BlazeApp))
+    if not found:
+        return " The module defines no BlazeApp: create one with `app = BlazeApp()`."
+    return f" BlazeApp objects in it: {', '.join(found)}."
