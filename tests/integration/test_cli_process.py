@@ -1,0 +1,71 @@
+"""The `blaze` executable as a user runs it: a real process, its stdout, stderr and exit code."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BLAZE = shutil.which("blaze", path=str(Path(sys.executable).parent)) or "blaze"
+SET_PARAM_APP = """\
+from blazerpc import BlazeApp
+app = BlazeApp()
+
+@app.model("rank")
+def rank(ids: set[int]) -> int:
+    return len(ids)
+"""
+
+
+def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_blaze_proto_prints_a_schema_protoc_compiles(tmp_path: Path) -> None:
+    result = _run(BLAZE, "proto", "examples/chat.py:app")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "rpc PredictGenerate(GenerateRequest) returns (stream GenerateResponse);" in result.stdout
+    )
+
+    (tmp_path / "blazerpc.proto").write_text(result.stdout, encoding="utf-8")
+    compiled = _run(
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
+        f"-I{tmp_path}",
+        f"--python_out={tmp_path}",
+        f"--grpc_python_out={tmp_path}",
+        "blazerpc.proto",
+        cwd=tmp_path,
+    )
+    assert compiled.returncode == 0, compiled.stderr
+    assert (tmp_path / "blazerpc_pb2_grpc.py").is_file()
+
+
+def test_unsupported_annotation_fails_at_import_even_under_python_dash_O(tmp_path: Path) -> None:
+    (tmp_path / "ranker.py").write_text(SET_PARAM_APP, encoding="utf-8")
+    result = _run(sys.executable, "-O", "-c", "import ranker", cwd=tmp_path)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("blazerpc.errors.DefinitionError: model 'rank' (rank in ")
+    assert "ranker.py:4): parameter 'ids' is annotated set[int]" in last
+    assert "Use list[int]" in last
+
+
+def test_blaze_proto_reports_a_definition_error_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "ranker.py").write_text(SET_PARAM_APP, encoding="utf-8")
+    result = _run(BLAZE, "proto", "ranker.py:app", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("blaze: DefinitionError: model 'rank' (rank in ranker.py:4)")
+    assert result.stderr.count("\n") == 1
+    assert result.stdout == ""
+
+
+def test_debug_prints_the_traceback(tmp_path: Path) -> None:
+    (tmp_path / "ranker.py").write_text(SET_PARAM_APP, encoding="utf-8")
+    result = _run(BLAZE, "--debug", "proto", "ranker.py:app", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback (most recent call last)" in result.stderr

@@ -1,0 +1,96 @@
+"""`blaze proto` through click's CliRunner: output, files, and one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from blazerpc import __version__
+from blazerpc.cli import main
+from tests.conftest import GOLDEN
+
+BROKEN_APPS = {
+    "raises.py": "import blazerpc\n1 / 0\n",
+    "no_app.py": "x = 1\n",
+    "set_param.py": (
+        "from blazerpc import BlazeApp\n"
+        "app = BlazeApp()\n"
+        "@app.model('rank')\n"
+        "def rank(ids: set[int]) -> int:\n"
+        "    return len(ids)\n"
+    ),
+}
+
+
+@pytest.fixture
+def broken(tmp_path: Path) -> Path:
+    for name, text in BROKEN_APPS.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    return tmp_path
+
+
+def test_proto_prints_the_schema_of_a_file_target() -> None:
+    result = CliRunner().invoke(main, ["proto", "examples/chat.py:app"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (GOLDEN / "chat.proto").read_text(encoding="utf-8")
+
+
+def test_proto_accepts_a_module_target_and_defaults_the_attribute_to_app() -> None:
+    result = CliRunner().invoke(main, ["proto", "examples.detect"])
+    assert result.exit_code == 0, result.output
+    assert "rpc PredictDetect(DetectRequest) returns (DetectResponse);" in result.stdout
+
+
+def test_proto_writes_a_file_with_dash_o(tmp_path: Path) -> None:
+    out = tmp_path / "chat.proto"
+    result = CliRunner().invoke(main, ["proto", "examples/chat.py:app", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert out.read_text(encoding="utf-8") == (GOLDEN / "chat.proto").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("examples.nope:app", "no module named 'examples.nope'"),
+        ("missing/file.py:app", "file 'missing/file.py' does not exist"),
+        ("examples.chat:ap", "'examples.chat' has no attribute 'ap'. BlazeApp objects in it: app"),
+        ("examples.chat:generate", "examples.chat:generate is a function, not a BlazeApp"),
+        (":app", "names no module"),
+    ],
+)
+def test_a_bad_target_is_one_line_and_exit_2(target: str, expected: str) -> None:
+    result = CliRunner().invoke(main, ["proto", target])
+    assert result.exit_code == 2
+    assert expected in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("file", "expected"),
+    [
+        ("raises.py", "raised ZeroDivisionError: division by zero"),
+        ("no_app.py", "has no attribute 'app'. The module defines no BlazeApp"),
+        ("set_param.py", "parameter 'ids' is annotated set[int]; protobuf has no set type"),
+    ],
+)
+def test_a_broken_app_is_one_line_and_exit_2(broken: Path, file: str, expected: str) -> None:
+    result = CliRunner().invoke(main, ["proto", f"{broken / file}:app"])
+    assert result.exit_code == 2
+    assert expected in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_debug_shows_the_real_exception(broken: Path) -> None:
+    result = CliRunner().invoke(main, ["proto", f"{broken / 'raises.py'}:app", "--debug"])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, ZeroDivisionError)
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.stdout
