@@ -258,7 +258,12 @@ def _location(function: Callable[..., object]) -> str:
 
 
 def _not_a_function(name: str, target: object) -> DefinitionError:
+    got = (
+        f"the class {target.__qualname__}"
+        if isinstance(target, type)
+        else f"a {type(target).__name__} object"
+    )
     return DefinitionError(
-        f"model {name!r}: @app.model decorates a function, not {describe(type(target))} "
-        f"{target!r}. Decorate a `def` or `async def` function."
+        f"model {name!r}: @app.model decorates a function, but got {got}. "
+        "Decorate a `def` or `async def` function (call your object from inside it)."
     )
