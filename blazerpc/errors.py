@@ -1,8 +1,24 @@
-"""The exception hierarchy: every mistake a user can make reads like advice on how to fix it."""
+"""The exception hierarchy, and the only place an exception becomes a gRPC status."""
 
 from __future__ import annotations
 
-__all__ = ("BlazeError", "DefinitionError", "TargetError")
+import logging
+
+from grpclib.const import Status
+
+__all__ = (
+    "BlazeError",
+    "DefinitionError",
+    "ModelError",
+    "ResultError",
+    "RpcError",
+    "Status",
+    "TargetError",
+    "WireError",
+    "to_status",
+)
+
+log = logging.getLogger(__name__)
 
 
 class BlazeError(Exception):
@@ -18,3 +34,51 @@ class DefinitionError(BlazeError, TypeError):
 
 class TargetError(BlazeError):
     """A `module:attr` target given to the command line does not lead to a BlazeApp."""
+
+
+class WireError(BlazeError, ValueError):
+    """Bytes that do not match the schema; the message names the field path to fix."""
+
+
+class ResultError(BlazeError):
+    """A model returned a value its annotation does not allow: a server bug, not the caller's."""
+
+
+class ModelError(BlazeError):
+    """Raise it in a model to answer with a chosen status: `ModelError(Status.NOT_FOUND, "...")`."""
+
+    def __init__(self, status: Status, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class RpcError(BlazeError):
+    """A call failed: `.status` is the gRPC status and `.message` says why."""
+
+    def __init__(self, status: Status, message: str) -> None:
+        super().__init__(f"{status.name}: {message}")
+        self.status = status
+        self.message = message
+
+
+def to_status(error: Exception, model: str) -> tuple[Status, str]:
+    """The status and message a failed call answers with; logs once, as STYLE.md says.
+
+    Expected failures log at INFO without a traceback; anything else is INTERNAL and logs its
+    traceback, because it is a bug in the model.
+    """
+    if isinstance(error, WireError):
+        status, message = Status.INVALID_ARGUMENT, str(error)
+    elif isinstance(error, ModelError):
+        status, message = error.status, error.message
+    elif isinstance(error, ResultError):
+        message = f"model {model!r} returned an invalid result: {error}"
+        log.error("%s", message)
+        return Status.INTERNAL, message
+    else:
+        message = f"model {model!r} failed: {type(error).__name__}: {error}"
+        log.error("%s", message, exc_info=error)
+        return Status.INTERNAL, message
+    log.info("model %r: %s: %s", model, status.name, message)
+    return status, message

@@ -1,0 +1,272 @@
+"""BlazeClient: call an app's models from Python, with the app's own types.
+
+Calls name a model by its name (`await client.predict("add", a=1, b=2)`, untyped) or by the
+decorated function itself (`await client.predict(add, a=1, b=2)`), which mypy checks against
+the function's signature and types the result of. Failures raise RpcError; nothing from
+grpclib or h2 leaks out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+)
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, overload
+
+import h2.exceptions
+from grpclib.client import Channel
+from grpclib.client import Stream as ClientStream
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+
+from blazerpc.app import BlazeApp, Registry
+from blazerpc.codec import CARDINALITIES, ModelCodec, RawBytesCodec, SchemaCodec
+from blazerpc.errors import RpcError, Status
+from blazerpc.schema import RESULT_FIELD, ModelSpec, Shape
+
+__all__ = ("BlazeClient",)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+ModelRef = str | Callable[..., object]
+
+
+class BlazeClient:
+    """An async gRPC client for one app: `async with BlazeClient(port=50051, app=app) as client`.
+
+    `timeout` is the default deadline of every call, in seconds (None: no deadline).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 50051,
+        *,
+        registry: Registry | None = None,
+        app: BlazeApp | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        if registry is None and app is not None:
+            registry = app.registry
+        if registry is None:
+            raise TypeError(
+                "BlazeClient needs the app's schema: pass registry=app.registry or app=app."
+            )
+        self._schema = registry.schema
+        self._codecs = SchemaCodec(self._schema)
+        self._channel = Channel(host, port, codec=RawBytesCodec())
+        self._owns_channel = True
+        self.timeout = timeout
+
+    def with_timeout(self, timeout: float | None) -> BlazeClient:
+        """The same connection with another default deadline, for typed calls that need one."""
+        view = object.__new__(BlazeClient)
+        view.__dict__.update(self.__dict__)
+        view._owns_channel = False
+        view.timeout = timeout
+        return view
+
+    async def __aenter__(self) -> BlazeClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owns_channel:
+            self._channel.close()
+
+    @overload
+    async def predict(
+        self, model: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R: ...
+    @overload
+    async def predict(self, model: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    async def predict(
+        self, model: str, /, *, timeout: float | None = ..., **fields: Any
+    ) -> Any: ...
+    async def predict(self, model: ModelRef, /, *args: Any, **fields: Any) -> Any:
+        """Call a unary model and return its result."""
+        spec, codec, timeout = self._prepare(model, Shape.UNARY, args, fields)
+        payload = codec.request.encode(fields)
+        async with self._call(spec, timeout) as stream:
+            await stream.send_message(payload, end=True)
+            return _result(codec, await stream.recv_message())
+
+    @overload
+    def stream(
+        self, model: Callable[P, AsyncIterator[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> AsyncIterator[T]: ...
+    @overload
+    def stream(
+        self, model: Callable[P, Iterator[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> AsyncIterator[T]: ...
+    @overload
+    def stream(
+        self, model: str, /, *, timeout: float | None = ..., **fields: Any
+    ) -> AsyncIterator[Any]: ...
+    def stream(self, model: ModelRef, /, *args: Any, **fields: Any) -> AsyncIterator[Any]:
+        """Call a server-streaming model; iterate its items as they arrive.
+
+        Leaving the loop early cancels the call, which closes the model's generator.
+        """
+        spec, codec, timeout = self._prepare(model, Shape.SERVER_STREAMING, args, fields)
+        return self._stream(spec, codec, codec.request.encode(fields), timeout)
+
+    async def send_stream(
+        self,
+        model: ModelRef,
+        items: Iterable[Any] | AsyncIterable[Any],
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """Call a client-streaming model with each of `items`, and return its one result."""
+        spec, codec, deadline = self._prepare(
+            model, Shape.CLIENT_STREAMING, (), {"timeout": timeout} if timeout else {}
+        )
+        async with self._call(spec, deadline) as stream:
+            await _send_all(stream, codec, spec, items)
+            return _result(codec, await stream.recv_message())
+
+    def exchange(
+        self,
+        model: ModelRef,
+        items: Iterable[Any] | AsyncIterable[Any],
+        *,
+        timeout: float | None = None,
+    ) -> AsyncIterator[Any]:
+        """Call a bidirectional model: send `items` while its answers arrive.
+
+        `items` is read lazily, so an async generator can wait for an answer before sending
+        its next request (ping-pong).
+        """
+        spec, codec, deadline = self._prepare(
+            model, Shape.BIDIRECTIONAL, (), {"timeout": timeout} if timeout else {}
+        )
+        return self._exchange(spec, codec, items, deadline)
+
+    async def _stream(
+        self, spec: ModelSpec, codec: ModelCodec, payload: bytes, deadline: float | None
+    ) -> AsyncIterator[Any]:
+        async with self._call(spec, deadline) as stream:
+            await stream.send_message(payload, end=True)
+            while (data := await stream.recv_message()) is not None:
+                yield _result(codec, data)
+
+    async def _exchange(
+        self,
+        spec: ModelSpec,
+        codec: ModelCodec,
+        items: Iterable[Any] | AsyncIterable[Any],
+        deadline: float | None,
+    ) -> AsyncIterator[Any]:
+        async with self._call(spec, deadline) as stream:
+            await stream.send_request()  # headers first, so answers can arrive before items end
+            sender = asyncio.ensure_future(_send_all(stream, codec, spec, items))
+            try:
+                while (data := await stream.recv_message()) is not None:
+                    yield _result(codec, data)
+                await sender
+            finally:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sender
+
+    def _prepare(
+        self, model: ModelRef, shape: Shape, args: tuple[Any, ...], fields: dict[str, Any]
+    ) -> tuple[ModelSpec, ModelCodec, float | None]:
+        """The model's spec and codec, and the call's deadline (popped from `fields`)."""
+        spec = self._find(model)
+        timeout = fields.pop("timeout", self.timeout) if isinstance(model, str) else self.timeout
+        if spec.shape is not shape:
+            raise TypeError(
+                f"model {spec.name!r} is {spec.shape.value.replace('_', ' ')}: call it with "
+                f"client.{_METHODS[spec.shape]}(), not {_METHODS[shape]}()."
+            )
+        if args:
+            names = [f.name for f in spec.request.fields]
+            fields.update(zip(names, args, strict=False))
+        known = {f.name for f in spec.request.fields}
+        unknown = sorted(set(fields) - known) if not shape.is_client_streaming else []
+        if unknown:
+            raise TypeError(
+                f"model {spec.name!r} has no parameter {unknown[0]!r}. "
+                f"Its parameters: {', '.join(f.name for f in spec.request.fields) or 'none'}."
+            )
+        return spec, self._codecs.models[spec.name], timeout
+
+    def _find(self, model: ModelRef) -> ModelSpec:
+        for spec in self._schema.models:
+            if spec.name == model or spec.function is model:
+                return spec
+        names = ", ".join(spec.name for spec in self._schema.models)
+        raise RpcError(Status.NOT_FOUND, f"model {model!r} is not in this app; it has: {names}.")
+
+    @contextlib.asynccontextmanager
+    async def _call(
+        self, spec: ModelSpec, deadline: float | None
+    ) -> AsyncIterator[ClientStream[bytes, bytes]]:
+        path = f"/{self._schema.full_name}/{spec.rpc_name}"
+        try:
+            async with self._channel.request(
+                path, CARDINALITIES[spec.shape], bytes, bytes, timeout=deadline
+            ) as stream:
+                yield stream
+        except GRPCError as err:
+            raise RpcError(err.status, err.message or "") from None
+        except TimeoutError:
+            raise RpcError(
+                Status.DEADLINE_EXCEEDED, f"no answer from model {spec.name!r} within {deadline} s"
+            ) from None
+        except (
+            StreamTerminatedError,
+            ConnectionError,
+            OSError,
+            h2.exceptions.ProtocolError,
+        ) as err:
+            raise RpcError(Status.UNAVAILABLE, f"connection to the server failed: {err}") from None
+
+
+_METHODS = {
+    Shape.UNARY: "predict",
+    Shape.SERVER_STREAMING: "stream",
+    Shape.CLIENT_STREAMING: "send_stream",
+    Shape.BIDIRECTIONAL: "exchange",
+}
+
+
+def _result(codec: ModelCodec, data: bytes | None) -> Any:
+    if data is None:
+        raise RpcError(Status.INTERNAL, "the server ended the call without a response")
+    values = codec.response.decode(data)
+    return values.get(RESULT_FIELD)
+
+
+async def _send_all(
+    stream: ClientStream[bytes, bytes],
+    codec: ModelCodec,
+    spec: ModelSpec,
+    items: Iterable[Any] | AsyncIterable[Any],
+) -> None:
+    field = spec.streamed_parameter or ""
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            await stream.send_message(codec.request.encode({field: item}))
+    else:
+        for item in items:
+            await stream.send_message(codec.request.encode({field: item}))
+    await stream.end()
