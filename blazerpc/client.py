@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
     Callable,
@@ -110,16 +111,16 @@ class BlazeClient:
     @overload
     def stream(
         self, model: Callable[P, AsyncIterator[T]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> AsyncIterator[T]: ...
+    ) -> AsyncGenerator[T, None]: ...
     @overload
     def stream(
         self, model: Callable[P, Iterator[T]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> AsyncIterator[T]: ...
+    ) -> AsyncGenerator[T, None]: ...
     @overload
     def stream(
         self, model: str, /, *, timeout: float | None = ..., **fields: Any
-    ) -> AsyncIterator[Any]: ...
-    def stream(self, model: ModelRef, /, *args: Any, **fields: Any) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]: ...
+    def stream(self, model: ModelRef, /, *args: Any, **fields: Any) -> AsyncGenerator[Any, None]:
         """Call a server-streaming model; iterate its items as they arrive.
 
         Leaving the loop early cancels the call, which closes the model's generator.
@@ -148,7 +149,7 @@ class BlazeClient:
         items: Iterable[Any] | AsyncIterable[Any],
         *,
         timeout: float | None = None,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """Call a bidirectional model: send `items` while its answers arrive.
 
         `items` is read lazily, so an async generator can wait for an answer before sending
@@ -161,7 +162,7 @@ class BlazeClient:
 
     async def _stream(
         self, spec: ModelSpec, codec: ModelCodec, payload: bytes, deadline: float | None
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         async with self._call(spec, deadline) as stream:
             await stream.send_message(payload, end=True)
             while (data := await stream.recv_message()) is not None:
@@ -173,7 +174,7 @@ class BlazeClient:
         codec: ModelCodec,
         items: Iterable[Any] | AsyncIterable[Any],
         deadline: float | None,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         async with self._call(spec, deadline) as stream:
             await stream.send_request()  # headers first, so answers can arrive before items end
             sender = asyncio.ensure_future(_send_all(stream, codec, spec, items))

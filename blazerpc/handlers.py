@@ -13,9 +13,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.from_thread
@@ -31,6 +32,7 @@ from blazerpc.schema import RESULT_FIELD, ModelSpec, ServiceSpec, Shape
 __all__ = ("ServiceHandlers",)
 
 _DONE = object()
+T = TypeVar("T")
 
 RawStream = Stream[bytes, bytes]
 Adapter = Callable[[RawStream], Awaitable[None]]
@@ -129,18 +131,34 @@ class _Call:
 
     async def _stream_sync(self, stream: RawStream, items: Iterator[Any]) -> None:
         try:
-            while (item := await anyio.to_thread.run_sync(next, items, _DONE)) is not _DONE:
+            while (item := await _in_thread(next, items, _DONE)) is not _DONE:
                 await stream.send_message(self._encode(item))
         finally:
             close = getattr(items, "close", None)
             if close is not None:
-                await anyio.to_thread.run_sync(close)
+                await _in_thread(close)
 
     def _encode(self, result: object) -> bytes:
         try:
             return self._response.encode({RESULT_FIELD: result})
         except WireError as err:
             raise ResultError(str(err)) from None
+
+
+async def _in_thread(function: Callable[..., T], *args: object) -> T:
+    """Run `function` in a worker thread; if the call is cancelled, first let the thread finish.
+
+    The generator it steps is then idle again, so it can be closed at once (a generator
+    cannot be closed while another thread is inside it).
+    """
+    work = asyncio.ensure_future(anyio.to_thread.run_sync(function, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        while not work.done():  # a deadline and a reset may both cancel us: wait out both
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({work})
+        raise
 
 
 async def _receive_one(stream: RawStream) -> bytes:

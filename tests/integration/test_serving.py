@@ -1,0 +1,254 @@
+"""Serving behaviour a caller notices: statuses, cancellation, deadlines, fairness, bad bytes."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import anyio
+import anyio.to_thread
+import grpc
+import pytest
+from grpclib.client import Channel
+from grpclib.const import Cardinality
+
+from blazerpc import BlazeApp
+from blazerpc.codec import RawBytesCodec
+from blazerpc.errors import ModelError, RpcError, Status
+from blazerpc.server import BlazeServer
+from blazerpc.testing import serve_app
+
+pytestmark = pytest.mark.anyio
+
+GENERATE = "/blazerpc.InferenceService/PredictGenerate"
+MALFORMED = {
+    "truncated varint": b"\x10\x80",
+    "wrong wire type": b"\x08\x05",
+    "invalid UTF-8": b"\x0a\x02\xff\xfe",
+    "length past the end": b"\x0a\x05ab",
+    "random bytes": b"\xff\xff\xff\x07garbage",
+}
+
+
+class Probe:
+    """What a streaming model did: items produced, and whether its `finally` ran."""
+
+    def __init__(self) -> None:
+        self.produced = 0
+        self.closed = threading.Event()
+
+    async def wait_closed(self) -> None:
+        assert await anyio.to_thread.run_sync(self.closed.wait, 5), "the generator stayed open"
+
+
+def make_app(probe: Probe) -> BlazeApp:
+    app = BlazeApp()
+
+    @app.model("generate", streaming=True)
+    async def generate(prompt: str, max_tokens: int = 1000) -> AsyncIterator[str]:
+        try:
+            for i in range(max_tokens):
+                probe.produced += 1
+                yield f"{prompt}{i}"
+                await anyio.sleep(0.01)
+        finally:
+            probe.closed.set()
+
+    @app.model("generate-sync")
+    def generate_sync(prompt: str, max_tokens: int = 1000) -> Iterator[str]:
+        try:
+            for i in range(max_tokens):
+                probe.produced += 1
+                yield f"{prompt}{i}"
+                time.sleep(0.01)
+        finally:
+            probe.closed.set()
+
+    @app.model("slow-sync")
+    def slow_sync(n: int) -> Iterator[int]:
+        for i in range(n):
+            time.sleep(0.3)
+            yield i
+
+    @app.model("add")
+    async def add(a: int, b: int = 0) -> int:
+        return a + b
+
+    @app.model("lookup")
+    def lookup(key: str) -> str:
+        if key == "missing":
+            raise ModelError(Status.NOT_FOUND, f"key {key!r} is not in the table")
+        if key == "boom":
+            raise ValueError("the model broke")
+        return key.upper()
+
+    @app.model("wrong-result")
+    def wrong_result(n: int) -> list[int]:
+        return ["not", "ints"] if n else []  # type: ignore[list-item]  # the bug under test
+
+    return app
+
+
+@pytest.fixture
+def probe() -> Probe:
+    return Probe()
+
+
+@pytest.fixture
+def app(probe: Probe) -> BlazeApp:
+    return make_app(probe)
+
+
+async def test_missing_required_field_is_invalid_argument_naming_it(app: BlazeApp) -> None:
+    async with serve_app(app) as client:
+        with pytest.raises(RpcError) as err:
+            await client.predict("add", b=2)
+        assert err.value.status is Status.INVALID_ARGUMENT
+        assert "field 'a' is required" in err.value.message
+        assert await client.predict("add", a=1) == 1
+
+
+async def test_model_error_status_passes_through(app: BlazeApp) -> None:
+    async with serve_app(app) as client:
+        with pytest.raises(RpcError) as err:
+            await client.predict("lookup", key="missing")
+        assert err.value.status is Status.NOT_FOUND
+        assert err.value.message == "key 'missing' is not in the table"
+        assert await client.predict("lookup", key="ok") == "OK"
+
+
+async def test_a_plain_exception_is_internal_naming_the_model(app: BlazeApp) -> None:
+    async with serve_app(app) as client:
+        with pytest.raises(RpcError) as err:
+            await client.predict("lookup", key="boom")
+        assert err.value.status is Status.INTERNAL
+        assert err.value.message == "model 'lookup' failed: ValueError: the model broke"
+        assert await client.predict("lookup", key="ok") == "OK"
+
+
+async def test_a_wrongly_typed_result_is_internal_naming_model_and_field(app: BlazeApp) -> None:
+    async with serve_app(app) as client:
+        with pytest.raises(RpcError) as err:
+            await client.predict("wrong-result", n=1)
+        assert err.value.status is Status.INTERNAL
+        assert "model 'wrong-result' returned an invalid result" in err.value.message
+        assert "field 'result'" in err.value.message
+        assert await client.predict("wrong-result", n=0) == []
+
+
+async def _raw_call(
+    port: int, path: str, body: bytes, streaming: bool
+) -> tuple[grpc.StatusCode, str]:
+    """A stock grpcio call with raw bytes, in a thread (grpcio's sync API blocks)."""
+
+    def call() -> tuple[grpc.StatusCode, str]:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            try:
+                if streaming:
+                    list(channel.unary_stream(path)(body, timeout=5))
+                else:
+                    channel.unary_unary(path)(body, timeout=5)
+            except grpc.RpcError as err:
+                return err.code(), err.details() or ""
+            return grpc.StatusCode.OK, ""
+
+    return await anyio.to_thread.run_sync(call)
+
+
+@pytest.mark.parametrize("body", MALFORMED.values(), ids=MALFORMED.keys())
+async def test_malformed_bodies_are_invalid_argument_and_the_channel_still_works(
+    app: BlazeApp, body: bytes
+) -> None:
+    async with BlazeServer(app, port=0) as server:
+        code, details = await _raw_call(server.port, GENERATE, body, streaming=True)
+        assert code is grpc.StatusCode.INVALID_ARGUMENT
+        assert "GenerateRequest" in details or "field 'prompt'" in details
+        ok, _ = await _raw_call(server.port, GENERATE, b"\x0a\x01a\x10\x02", streaming=True)
+        assert ok is grpc.StatusCode.OK
+
+
+async def test_unknown_rpc_is_unimplemented(app: BlazeApp) -> None:
+    async with BlazeServer(app, port=0) as server:
+        code, _ = await _raw_call(server.port, "/blazerpc.InferenceService/PredictNope", b"", False)
+        assert code is grpc.StatusCode.UNIMPLEMENTED
+
+
+@pytest.mark.parametrize("model", ["generate", "generate-sync"])
+async def test_breaking_out_of_a_stream_closes_the_generator(
+    app: BlazeApp, probe: Probe, model: str
+) -> None:
+    async with serve_app(app) as client:
+        async with contextlib.aclosing(client.stream(model, prompt="t")) as tokens:
+            async for token in tokens:
+                if token == "t2":
+                    break
+        produced_at_cancel = probe.produced
+        await probe.wait_closed()
+        assert probe.produced <= produced_at_cancel + 1
+
+
+@pytest.mark.parametrize("model", ["generate", "generate-sync"])
+async def test_a_passed_deadline_closes_the_generator(
+    app: BlazeApp, probe: Probe, model: str
+) -> None:
+    async with serve_app(app) as client:
+        with pytest.raises(RpcError) as err:
+            async for _ in client.stream(model, prompt="t", timeout=0.2):
+                pass
+        assert err.value.status is Status.DEADLINE_EXCEEDED
+        produced_at_deadline = probe.produced
+        await probe.wait_closed()
+        assert probe.produced <= produced_at_deadline + 1
+        assert await client.predict("add", a=2, b=3) == 5
+
+
+@pytest.mark.parametrize("model", ["generate", "generate-sync"])
+async def test_a_dropped_connection_closes_the_generator(
+    app: BlazeApp, probe: Probe, model: str
+) -> None:
+    path = (
+        f"/blazerpc.InferenceService/Predict{'Generate' if model == 'generate' else 'GenerateSync'}"
+    )
+    async with BlazeServer(app, port=0) as server:
+        channel = Channel("127.0.0.1", server.port, codec=RawBytesCodec())
+        async with channel.request(path, Cardinality.UNARY_STREAM, bytes, bytes) as stream:
+            await stream.send_message(b"\x0a\x01t", end=True)
+            assert await stream.recv_message() is not None
+            channel.close()  # the client vanishes without ending the call
+            produced_at_drop = probe.produced
+        await probe.wait_closed()
+        assert probe.produced <= produced_at_drop + 1
+
+
+async def test_a_slow_sync_generator_does_not_block_unary_calls(app: BlazeApp) -> None:
+    async with serve_app(app) as client:
+        latencies: list[float] = []
+
+        async def stream_slowly() -> None:
+            async for _ in client.stream("slow-sync", n=3):
+                pass
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(stream_slowly)
+            await anyio.sleep(0.05)
+            for _ in range(10):
+                started = time.perf_counter()
+                assert await client.predict("add", a=1, b=1) == 2
+                latencies.append(time.perf_counter() - started)
+        assert max(latencies) < 0.25  # a blocked loop would wait out a 0.3 s sleep
+
+
+async def test_typed_calls_check_and_type_the_result(app: BlazeApp) -> None:
+    registry = app.registry
+    add = registry["add"].function
+    async with serve_app(app) as client:
+        with pytest.raises(TypeError, match="model 'add' has no parameter 'c'"):
+            await client.predict("add", a=1, c=2)
+        with pytest.raises(TypeError, match=r"call it with client.stream\(\), not predict\(\)"):
+            await client.predict("generate", prompt="x")
+        with pytest.raises(RpcError) as err:
+            await client.predict("nope")
+        assert err.value.status is Status.NOT_FOUND
+        assert await client.predict(add, a=40, b=2) == 42
