@@ -1,7 +1,10 @@
-"""The `blaze` command: `blaze proto app:app` exports the schema."""
+"""The `blaze` command: `blaze serve app:app` serves an app, `blaze proto app:app` exports it."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +16,7 @@ from blazerpc import __version__
 from blazerpc.app import BlazeApp
 from blazerpc.codegen import render_proto
 from blazerpc.errors import DefinitionError, TargetError
+from blazerpc.server import BlazeServer
 from blazerpc.target import load_app
 
 __all__ = ("main",)
@@ -67,6 +71,44 @@ def proto(target: str, output: Path | None) -> None:
     else:
         output.write_text(text, encoding="utf-8")
         click.echo(f"wrote {output}", err=True)
+
+
+@main.command()
+@click.argument("target")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    default=50051,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on; 0 picks a free one (printed on the first line).",
+)
+@_debug_option
+def serve(target: str, host: str, port: int) -> None:
+    """Serve the app TARGET (module:attr or path/to/file.py:attr) over gRPC.
+
+    The first line printed is `blazerpc serving N models on HOST:PORT`, with the real port.
+    SIGINT or SIGTERM stops the server, and the command exits 0.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    app = _load(target)
+    try:
+        asyncio.run(_serve_until_signal(BlazeServer(app, host=host, port=port)))
+    except OSError as err:
+        _fail(err, f"cannot listen on {host}:{port}: {err.strerror or err}.")
+
+
+async def _serve_until_signal(server: BlazeServer) -> None:
+    await server.start()
+    count = len(server.app.registry)
+    click.echo(f"blazerpc serving {count} models on {server.host}:{server.port}")
+    sys.stdout.flush()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await server.close()
 
 
 def _load(target: str) -> BlazeApp:

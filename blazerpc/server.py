@@ -24,8 +24,8 @@ class BlazeServer:
         self.app = app
         self.host = host
         self._requested_port = port
-        codecs = SchemaCodec(app.schema)
-        self._server = Server([ServiceHandlers(app.schema, codecs)], codec=RawBytesCodec())
+        self._handlers = ServiceHandlers(app.schema, SchemaCodec(app.schema))
+        self._server: Server | None = None
         self._socket: socket.socket | None = None
 
     @property
@@ -37,19 +37,23 @@ class BlazeServer:
 
     async def start(self) -> None:
         """Bind and start accepting calls."""
+        # grpclib's Server binds to the running loop when created, so create it here
+        self._server = Server([self._handlers], codec=RawBytesCodec())
         self._socket = _bind(self.host, self._requested_port)
         await self._server.start(sock=self._socket)
 
     async def serve(self) -> None:
         """Start if needed, then serve until close() is called."""
-        if self._socket is None:
+        if self._server is None:
             await self.start()
-        await self._server.wait_closed()
+        if self._server is not None:
+            await self._server.wait_closed()
 
     async def close(self) -> None:
         """Stop accepting calls and end the open ones."""
-        self._server.close()
-        await self._server.wait_closed()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
 
     async def __aenter__(self) -> BlazeServer:
         await self.start()
