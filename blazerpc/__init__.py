@@ -5,8 +5,24 @@ from __future__ import annotations
 from importlib.metadata import version
 
 from blazerpc.app import BlazeApp, Registry
-from blazerpc.errors import BlazeError, DefinitionError
+from blazerpc.client import BlazeClient
+from blazerpc.context import Context
+from blazerpc.errors import BlazeError, DefinitionError, ModelError, RpcError, Status, WireError
+from blazerpc.server import BlazeServer
 
-__all__ = ("BlazeApp", "BlazeError", "DefinitionError", "Registry", "__version__")
+__all__ = (
+    "BlazeApp",
+    "BlazeClient",
+    "BlazeError",
+    "BlazeServer",
+    "Context",
+    "DefinitionError",
+    "ModelError",
+    "Registry",
+    "RpcError",
+    "Status",
+    "WireError",
+    "__version__",
+)
 
 __version__ = version("blazerpc")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -26,6 +27,7 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from blazerpc.codec import CARDINALITIES, MessageCodec, ModelCodec, SchemaCodec
+from blazerpc.context import Context
 from blazerpc.errors import ResultError, WireError, to_status
 from blazerpc.schema import RESULT_FIELD, ModelSpec, ServiceSpec, Shape
 
@@ -66,8 +68,16 @@ def _adapter(model: ModelSpec, codec: ModelCodec) -> Adapter:
     }[model.shape]
 
     async def handle(stream: RawStream) -> None:
+        context = _context(stream) if model.context_parameter else None
+        injected: dict[str, object] = {}
+        if model.context_parameter is not None:
+            injected[model.context_parameter] = context
         try:
-            await body(stream)
+            await body(stream, injected)
+        except asyncio.CancelledError:
+            if context is not None:
+                context.cancel()
+            raise
         except Exception as error:  # the one boundary: every failure becomes a status
             status, message = to_status(error, model.name)
             raise GRPCError(status, message) from None
@@ -85,33 +95,35 @@ class _Call:
         self._response = codec.response
         self._streamed = model.streamed_parameter
 
-    async def unary(self, stream: RawStream) -> None:
-        kwargs = self._request.decode(await _receive_one(stream))
+    async def unary(self, stream: RawStream, injected: dict[str, object]) -> None:
+        kwargs = self._request.decode(await _receive_one(stream)) | injected
         if self._model.is_async:
             result = await self._function(**kwargs)
         else:
             result = await anyio.to_thread.run_sync(functools.partial(self._function, **kwargs))
         await stream.send_message(self._encode(result))
 
-    async def client_streaming(self, stream: RawStream) -> None:
+    async def client_streaming(self, stream: RawStream, injected: dict[str, object]) -> None:
         items = _items(stream, self._request, self._streamed or "")
         try:
             if self._model.is_async:
-                result = await self._function(items)
+                result = await self._function(items, **injected)
             else:
-                result = await anyio.to_thread.run_sync(self._function, _blocking(items))
+                call = functools.partial(self._function, _blocking(items), **injected)
+                result = await anyio.to_thread.run_sync(call)
         finally:
             await items.aclose()
         await stream.send_message(self._encode(result))
 
-    async def server_streaming(self, stream: RawStream) -> None:
+    async def server_streaming(self, stream: RawStream, injected: dict[str, object]) -> None:
         """Server and bidirectional streaming: the generator's items, one message each."""
         if self._streamed is None:
-            arguments = self._request.decode(await _receive_one(stream))
+            arguments = self._request.decode(await _receive_one(stream)) | injected
             requests = None
         else:
             requests = _items(stream, self._request, self._streamed)
-            arguments = {self._streamed: requests if self._model.is_async else _blocking(requests)}
+            feed = requests if self._model.is_async else _blocking(requests)
+            arguments = {self._streamed: feed} | injected
         try:
             if self._model.is_async:
                 await self._stream_async(stream, self._function(**arguments))
@@ -143,6 +155,17 @@ class _Call:
             return self._response.encode({RESULT_FIELD: result})
         except WireError as err:
             raise ResultError(str(err)) from None
+
+
+def _context(stream: RawStream) -> Context:
+    """The Context a model asked for, read off grpclib's stream."""
+    remaining = stream.deadline.time_remaining() if stream.deadline is not None else None
+    address = stream.peer.addr() if stream.peer is not None else None
+    return Context(
+        {key: value for key, value in (stream.metadata or {}).items() if isinstance(value, str)},
+        deadline=None if remaining is None else time.monotonic() + remaining,
+        peer=f"{address[0]}:{address[1]}" if address else None,
+    )
 
 
 async def _in_thread(function: Callable[..., T], *args: object) -> T:

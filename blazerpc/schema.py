@@ -235,6 +235,8 @@ class ModelSpec:
     location: str
     """`qualname in file:line`, for error messages."""
     doc: str = ""
+    context_parameter: str | None = None
+    """The parameter annotated `Context`, injected by the server and absent from the wire."""
 
     @property
     def rpc_name(self) -> str:

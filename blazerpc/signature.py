@@ -19,6 +19,7 @@ import os
 import typing
 from collections.abc import Callable, Mapping
 
+from blazerpc.context import Context
 from blazerpc.errors import DefinitionError
 from blazerpc.schema import (
     NO_DEFAULT,
@@ -73,6 +74,8 @@ def read_model(
     _check_streaming_flag(streaming, is_generator, site)
     hints = _type_hints(function, localns, site)
     parameters = _parameters(function, hints, site)
+    context = _context_parameter(parameters, site)
+    parameters = [(p, ann) for p, ann in parameters if p.name != context]
     streamed = _streamed_parameter(parameters, is_async, site)
     mapper = TypeMapper(localns)
     stem = wire_stem(name)
@@ -96,6 +99,7 @@ def read_model(
         enums=mapper.enums,
         location=site.location,
         doc=doc_summary(function.__doc__),
+        context_parameter=context,
     )
 
 
@@ -144,6 +148,19 @@ def _parameters(
             )
         found.append((parameter, hints[parameter.name]))
     return found
+
+
+def _context_parameter(
+    parameters: list[tuple[inspect.Parameter, object]], site: Site
+) -> str | None:
+    """The parameter that receives the call's Context, if the model asks for it."""
+    names = [p.name for p, ann in parameters if ann is Context]
+    if len(names) > 1:
+        site.fail(
+            f"parameters {', '.join(map(repr, names))} are all annotated Context.",
+            "Ask for the Context once.",
+        )
+    return names[0] if names else None
 
 
 def _streamed_parameter(

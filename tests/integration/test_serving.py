@@ -14,7 +14,7 @@ import pytest
 from grpclib.client import Channel
 from grpclib.const import Cardinality
 
-from blazerpc import BlazeApp
+from blazerpc import BlazeApp, Context
 from blazerpc.codec import RawBytesCodec
 from blazerpc.errors import ModelError, RpcError, Status
 from blazerpc.server import BlazeServer
@@ -252,3 +252,42 @@ async def test_typed_calls_check_and_type_the_result(app: BlazeApp) -> None:
             await client.predict("nope")
         assert err.value.status is Status.NOT_FOUND
         assert await client.predict(add, a=40, b=2) == 42
+
+
+async def test_context_gives_metadata_deadline_and_peer_and_is_not_on_the_wire() -> None:
+    app = BlazeApp()
+    seen: list[Context] = []
+
+    @app.model("whoami")
+    def whoami(greeting: str, ctx: Context) -> str:
+        seen.append(ctx)
+        return f"{greeting} {ctx.metadata.get('user', '?')}"
+
+    assert [f.name for f in app.registry["whoami"].request.fields] == ["greeting"]
+    async with serve_app(app, timeout=5) as client:
+        assert await client.predict("whoami", greeting="hi") == "hi ?"
+    (ctx,) = seen
+    remaining = ctx.time_remaining
+    assert remaining is not None and 0 < remaining <= 5
+    assert ctx.peer is not None and ctx.peer.startswith("127.0.0.1:")
+    assert not ctx.is_cancelled
+
+
+async def test_context_reports_cancellation_to_a_sync_model() -> None:
+    app = BlazeApp()
+    stopped_early = threading.Event()
+
+    @app.model("long")
+    def long_job(steps: int, ctx: Context) -> int:
+        for step in range(steps):
+            if ctx.is_cancelled:
+                stopped_early.set()
+                return step
+            time.sleep(0.02)
+        return steps
+
+    async with serve_app(app) as client:
+        with pytest.raises(RpcError) as err:
+            await client.predict("long", steps=500, timeout=0.2)
+        assert err.value.status is Status.DEADLINE_EXCEEDED
+        assert await anyio.to_thread.run_sync(stopped_early.wait, 5)
