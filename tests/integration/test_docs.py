@@ -6,6 +6,7 @@ import os
 import re
 import runpy
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 RAISES = "# raises DefinitionError\n"
+SERVES = "# serves until"
 
 
 def _blocks(language: str) -> list[tuple[str, str]]:
@@ -52,6 +54,9 @@ def test_console_example_runs(where: str, commands: str, tmp_path: Path) -> None
     for line in commands.splitlines():
         if not line.startswith("$ "):
             continue
+        if SERVES in line:
+            _serve_then_stop(line[2:].split(SERVES)[0], tmp_path, env)
+            continue
         result = subprocess.run(
             line[2:].replace("python ", f"{sys.executable} ", 1),
             shell=True,
@@ -70,3 +75,16 @@ def test_readme_schema_excerpt_is_what_blaze_proto_prints() -> None:
     (excerpt,) = [body for where, body in _blocks("proto") if where.startswith("README")]
     for line in excerpt.splitlines():
         assert line in golden.splitlines()
+
+
+def _serve_then_stop(command: str, cwd: Path, env: dict[str, str]) -> None:
+    """A serving command: it must announce itself, then exit 0 on SIGTERM."""
+    with subprocess.Popen(
+        f"exec {command}", shell=True, cwd=cwd, env=env, stdout=subprocess.PIPE, text=True
+    ) as server:
+        try:
+            assert server.stdout is not None
+            assert server.stdout.readline().startswith("blazerpc serving ")
+        finally:
+            server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=10) == 0
