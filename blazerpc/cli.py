@@ -99,14 +99,14 @@ def serve(target: str, host: str, port: int) -> None:
 
 
 async def _serve_until_signal(server: BlazeServer) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # before the first line: scripts act on it
+        loop.add_signal_handler(signum, stop.set)
     await server.start()
     count = len(server.app.registry)
     click.echo(f"blazerpc serving {count} models on {server.host}:{server.port}")
     sys.stdout.flush()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     await server.close()
 
