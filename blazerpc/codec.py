@@ -139,10 +139,16 @@ class MessageCodec:
         self._codecs = codecs
         self._fields = spec.fields
         self._numbers = {f.number: f for f in spec.fields}
-        self._converts = {f.name: _needs_convert(f.annotation) for f in spec.fields}
         # Nested messages stay plain data: the top-level field's msgspec.convert builds the
         # Structs, enums and checks constraints in one pass, with the full field path.
         self._is_top_level = spec.kind in (MessageKind.REQUEST, MessageKind.RESPONSE)
+        self._plan = [
+            (f, f.name, _how_to_read(f), self._is_top_level and _needs_convert(f.annotation))
+            for f in spec.fields
+        ]
+        self._is_flat = all(
+            f.label is Label.SINGULAR and isinstance(f.value_type, Scalar) for f in spec.fields
+        )
 
     def decode(self, data: bytes, path: str = "") -> dict[str, Any]:
         """The fields' Python values; a missing field takes its default or raises WireError."""
@@ -159,29 +165,39 @@ class MessageCodec:
         """Like decode, from a parsed message (nested messages come this way)."""
         self._check_wire_types(message, path)
         values: dict[str, Any] = {}
-        for spec in self._fields:
-            value = self._read_field(message, spec, path)
-            if not value and spec.label is not Label.SINGULAR and spec.has_default:
-                value = copy.copy(spec.default)  # protobuf cannot tell empty from left out
+        for spec, name, how, convert in self._plan:
+            if how is _SCALAR:
+                value = getattr(message, name)
+            elif how is _SCALAR_WITH_PRESENCE:
+                value = getattr(message, name) if message.HasField(name) else _MISSING
+            else:
+                value = self._read_field(message, spec, path)
+                if not value and how is _CONTAINER_WITH_DEFAULT:
+                    value = copy.copy(spec.default)  # protobuf cannot tell empty from left out
             if value is _MISSING:
                 if spec.has_default:
                     value = spec.default
                 elif spec.is_nullable:
                     value = None
-                elif self.spec.kind is MessageKind.STRUCT:
+                elif not self._is_top_level:
                     continue  # msgspec applies the class's own defaults and reports what is missing
                 else:
                     raise WireError(
-                        f"field '{_join(path, spec.name)}' is required: set "
-                        f"{self.spec.name}.{spec.name} (field {spec.number})."
+                        f"field '{_join(path, name)}' is required: set "
+                        f"{self.spec.name}.{name} (field {spec.number})."
                     )
-            elif self._converts[spec.name] and self._is_top_level:
-                value = _convert(value, spec.annotation, _join(path, spec.name))
-            values[spec.name] = value
+            elif convert:
+                value = _convert(value, spec.annotation, _join(path, name))
+            values[name] = value
         return values
 
     def encode(self, values: Mapping[str, object]) -> bytes:
         """Serialize the given fields; a value of the wrong type raises WireError naming it."""
+        if self._is_flat:
+            try:  # the common case (a token, a number): upb's constructor checks the types
+                return self.cls(**values).SerializeToString()
+            except (TypeError, ValueError):
+                pass  # let the field-by-field path below name the culprit
         message = self.cls()
         self.write(message, values, "")
         return message.SerializeToString()
@@ -296,6 +312,18 @@ class MessageCodec:
             raise TypeError(f"expected {expected.__name__}, got {type(value).__name__}")
         nested.write(target, {f.name: getattr(value, f.name) for f in nested.spec.fields}, path)
         target.SetInParent()
+
+
+_SCALAR, _SCALAR_WITH_PRESENCE, _CONTAINER_WITH_DEFAULT, _OTHER = "scalar", "presence", "cd", "o"
+
+
+def _how_to_read(spec: FieldSpec) -> str:
+    """The cheapest way to read a field, chosen once: most fields are one plain scalar."""
+    if spec.label is Label.SINGULAR and isinstance(spec.value_type, Scalar | EnumRef):
+        return _SCALAR_WITH_PRESENCE if spec.tracks_presence else _SCALAR
+    if spec.label is not Label.SINGULAR and spec.has_default:
+        return _CONTAINER_WITH_DEFAULT
+    return _OTHER
 
 
 def _needs_convert(annotation: object) -> bool:

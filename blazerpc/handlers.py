@@ -34,6 +34,8 @@ from blazerpc.schema import RESULT_FIELD, ModelSpec, ServiceSpec, Shape
 __all__ = ("ServiceHandlers",)
 
 _DONE = object()
+_TURN_S = 0.0005
+"""How long a stream may keep the event loop before letting the others run (see bench/)."""
 T = TypeVar("T")
 
 RawStream = Stream[bytes, bytes]
@@ -134,10 +136,14 @@ class _Call:
                 await requests.aclose()
 
     async def _stream_async(self, stream: RawStream, items: Any) -> None:
+        clock = asyncio.get_running_loop().time
+        turn_ends = clock() + _TURN_S
         try:
             async for item in items:
                 await stream.send_message(self._encode(item))
-                await asyncio.sleep(0)  # fairness: let other streams run between items
+                if clock() >= turn_ends:  # fairness: a stream holds the loop for one turn at most
+                    await asyncio.sleep(0)
+                    turn_ends = clock() + _TURN_S
         finally:
             await items.aclose()
 

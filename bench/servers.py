@@ -1,0 +1,93 @@
+"""The benchmark's servers, one per process: `python -m bench.servers KIND PORT`.
+
+- blazerpc: bench/apps.py served by BlazeServer.
+- grpclib: a hand-written grpclib servicer using the same upb message classes (the ceiling for
+  a grpclib framework).
+- grpcio: a grpcio aio servicer with the same messages, for reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+from bench.apps import app
+from blazerpc.codec import SchemaCodec
+
+SERVICE = "/blazerpc.InferenceService"
+CLASSES = SchemaCodec(app.schema).classes
+EchoRequest, EchoResponse = CLASSES["EchoRequest"], CLASSES["EchoResponse"]
+TokensRequest, TokensResponse = CLASSES["TokensRequest"], CLASSES["TokensResponse"]
+
+
+async def serve_blazerpc(port: int) -> None:
+    from blazerpc import BlazeServer
+
+    async with BlazeServer(app, port=port) as server:
+        print(f"ready {server.port}", flush=True)
+        await asyncio.Event().wait()
+
+
+async def serve_grpclib(port: int) -> None:
+    from grpclib.const import Cardinality, Handler
+    from grpclib.server import Server
+
+    async def echo(stream: Any) -> None:
+        request = await stream.recv_message()
+        await stream.send_message(EchoResponse(result=request.text))
+
+    async def tokens(stream: Any) -> None:
+        request = await stream.recv_message()
+        for i in range(request.n):
+            await stream.send_message(TokensResponse(result=f"tok{i}"))
+
+    class Servicer:
+        def __mapping__(self) -> dict[str, Handler]:
+            return {
+                f"{SERVICE}/PredictEcho": Handler(
+                    echo, Cardinality.UNARY_UNARY, EchoRequest, EchoResponse
+                ),
+                f"{SERVICE}/PredictTokens": Handler(
+                    tokens, Cardinality.UNARY_STREAM, TokensRequest, TokensResponse
+                ),
+            }
+
+    server = Server([Servicer()])
+    await server.start("127.0.0.1", port)
+    print(f"ready {port}", flush=True)
+    await server.wait_closed()
+
+
+async def serve_grpcio(port: int) -> None:
+    import grpc
+
+    async def echo(request: Any, context: Any) -> Any:
+        return EchoResponse(result=request.text)
+
+    async def tokens(request: Any, context: Any) -> Any:
+        for i in range(request.n):
+            yield TokensResponse(result=f"tok{i}")
+
+    handlers = {
+        "PredictEcho": grpc.unary_unary_rpc_method_handler(
+            echo, EchoRequest.FromString, EchoResponse.SerializeToString
+        ),
+        "PredictTokens": grpc.unary_stream_rpc_method_handler(
+            tokens, TokensRequest.FromString, TokensResponse.SerializeToString
+        ),
+    }
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("blazerpc.InferenceService", handlers)]
+    )
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    print(f"ready {port}", flush=True)
+    await server.wait_for_termination()
+
+
+if __name__ == "__main__":
+    kind, port = sys.argv[1], int(sys.argv[2])
+    runner = {"blazerpc": serve_blazerpc, "grpclib": serve_grpclib, "grpcio": serve_grpcio}[kind]
+    asyncio.run(runner(port))
