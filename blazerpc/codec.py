@@ -294,12 +294,12 @@ class MessageCodec:
         value_type = spec.value_type
         if value_type is WellKnown.TIMESTAMP:
             if not isinstance(value, datetime.datetime):
-                raise TypeError(f"expected a datetime, got {type(value).__name__}")
+                raise WireError(f"field '{path}': expected a datetime, got {type(value).__name__}")
             target.FromDatetime(value)
             return
         if value_type is WellKnown.DURATION:
             if not isinstance(value, datetime.timedelta):
-                raise TypeError(f"expected a timedelta, got {type(value).__name__}")
+                raise WireError(f"field '{path}': expected a timedelta, got {type(value).__name__}")
             target.FromTimedelta(value)
             return
         nested = self._codecs._message(value_type.name)
@@ -309,7 +309,9 @@ class MessageCodec:
             return
         expected = nested.spec.python_type
         if expected is not None and not isinstance(value, expected):
-            raise TypeError(f"expected {expected.__name__}, got {type(value).__name__}")
+            raise WireError(
+                f"field '{path}': expected {expected.__name__}, got {type(value).__name__}"
+            )
         nested.write(target, {f.name: getattr(value, f.name) for f in nested.spec.fields}, path)
         target.SetInParent()
 
