@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import socket
+import weakref
 from types import TracebackType
+from typing import Any
 
+from grpclib.protocol import H2Protocol
 from grpclib.server import Server
 
 from blazerpc.app import BlazeApp
@@ -25,7 +28,7 @@ class BlazeServer:
         self.host = host
         self._requested_port = port
         self._handlers = ServiceHandlers(app.schema, SchemaCodec(app.schema))
-        self._server: Server | None = None
+        self._server: _Server | None = None
         self._socket: socket.socket | None = None
 
     @property
@@ -38,7 +41,7 @@ class BlazeServer:
     async def start(self) -> None:
         """Bind and start accepting calls."""
         # grpclib's Server binds to the running loop when created, so create it here
-        self._server = Server([self._handlers], codec=RawBytesCodec())
+        self._server = _Server([self._handlers], codec=RawBytesCodec())
         self._socket = _bind(self.host, self._requested_port)
         await self._server.start(sock=self._socket)
 
@@ -54,6 +57,7 @@ class BlazeServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+            self._server.close_connections()
 
     async def __aenter__(self) -> BlazeServer:
         await self.start()
@@ -66,6 +70,25 @@ class BlazeServer:
         traceback: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+class _Server(Server):
+    """grpclib's Server, able to close its connections: its own close() leaves them open."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
+
+    def _protocol_factory(self) -> H2Protocol:
+        protocol = super()._protocol_factory()
+        self._protocols.add(protocol)
+        return protocol
+
+    def close_connections(self) -> None:
+        for protocol in list(self._protocols):
+            processor = getattr(protocol, "processor", None)
+            if processor is not None:
+                processor.close("the server closed")
 
 
 def _bind(host: str, port: int) -> socket.socket:
