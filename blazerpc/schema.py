@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from blazerpc.errors import DefinitionError
@@ -237,6 +237,8 @@ class ModelSpec:
     doc: str = ""
     context_parameter: str | None = None
     """The parameter annotated `Context`, injected by the server and absent from the wire."""
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False)
+    """Message or enum name -> `parameter 'box' is annotated Box`, for error messages."""
 
     @property
     def rpc_name(self) -> str:
@@ -321,8 +323,10 @@ class _TypeNames:
         other, other_model = taken
         if _same_type(spec, other):
             return False
+        origin = model.origins.get(name)
+        where = f"{model.name!r} ({model.location}): {origin + '; ' if origin else ''}"
         raise DefinitionError(
-            f"model {model.name!r} ({model.location}): {_what(spec)} and {_what(other)} "
+            f"model {where}{_what(spec)} and {_what(other)} "
             f"(used by model {other_model.name!r}) both need the protobuf name {name!r}. "
             "Rename one of the classes (or the model) so that every message name is unique."
         )

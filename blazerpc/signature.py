@@ -100,6 +100,7 @@ def read_model(
         location=site.location,
         doc=doc_summary(function.__doc__),
         context_parameter=context,
+        origins=mapper.origins,
     )
 
 

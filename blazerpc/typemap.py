@@ -76,6 +76,12 @@ class Site:
     def at(self, subject: str, annotation: object) -> Site:
         return Site(self.model, self.location, (*self.trail, (subject, annotation)))
 
+    @property
+    def origin(self) -> str:
+        """`parameter 'box' is annotated Box`: the first step of the trail."""
+        subject, annotation = self.trail[0] if self.trail else ("the model", None)
+        return f"{subject} is annotated {describe(annotation)}"
+
     def fail(self, problem: str, fix: str, culprit: object = None) -> NoReturn:
         """Raise the DefinitionError: model, function, parameter, annotation, problem, fix."""
         where = "; ".join(f"{subject} is annotated {describe(ann)}" for subject, ann in self.trail)
@@ -98,6 +104,8 @@ class TypeMapper:
         self._messages: dict[object, MessageSpec | None] = {}
         self._enums: dict[type, EnumSpec] = {}
         self._building: list[tuple[type, bool]] = []
+        self.origins: dict[str, str] = {}
+        """Message or enum name -> the parameter that first brought it in, for error messages."""
 
     @property
     def messages(self) -> tuple[MessageSpec, ...]:
@@ -138,7 +146,7 @@ class TypeMapper:
             )
         base, constraints = _strip_annotated(annotation)
         base, is_nullable = _strip_none(base, site)
-        base, inner_constraints = _strip_annotated(base)
+        base, inner_constraints = _strip_annotated(_unwrap_new_type(base))
         constraints = (*constraints, *inner_constraints)
         origin = typing.get_origin(base)
         key_type: Scalar | None = None
@@ -151,6 +159,11 @@ class TypeMapper:
                 _refuse(base, site)
             key, value = typing.get_args(base)
             key_type = _map_key(key, site)
+            if value in (Any, object):
+                site.fail(
+                    "protobuf map values need one type.",
+                    f"Use dict[{describe(key)}, str] or a msgspec.Struct.",
+                )
             value_type = self._value(value, site, required_edge=False)
         else:
             label = Label.SINGULAR
@@ -212,6 +225,7 @@ class TypeMapper:
                 "Rename the class with ASCII letters, digits and underscores.",
             )
         self._messages[cls] = None
+        self.origins.setdefault(name, site.origin)
         self._building.append((cls, required_edge))
         fields = tuple(
             self._field(
@@ -271,6 +285,7 @@ class TypeMapper:
     def _enum(self, cls: type[enum.Enum], site: Site) -> str:
         if cls not in self._enums:
             self._enums[cls] = _enum_spec(cls, site)
+            self.origins.setdefault(cls.__name__, site.origin)
         return cls.__name__
 
 
@@ -357,7 +372,7 @@ def _only_arg(annotation: object, site: Site) -> object:
 
 
 def _map_key(key: object, site: Site) -> Scalar:
-    bare, _ = _strip_annotated(key)
+    bare, _ = _strip_annotated(_unwrap_new_type(key))
     if bare not in _MAP_KEYS:
         site.fail(
             "protobuf map keys must be strings or integers.",
@@ -375,8 +390,8 @@ def _refuse(annotation: object, site: Site) -> NoReturn:
         problem, fix = "a bare container does not say what it holds.", _BARE_FIX[origin]
     elif isinstance(origin, type) and issubclass(origin, datetime.date | datetime.time):
         problem, fix = _DATES
-    args = typing.get_args(annotation)
-    item = describe(args[0]) if len(args) == 1 else "T"
+    items = {arg for arg in typing.get_args(annotation) if arg is not Ellipsis}
+    item = describe(items.pop()) if len(items) == 1 else "T"
     site.fail(problem, fix.replace("{item}", item), culprit=annotation)
 
 

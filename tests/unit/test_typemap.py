@@ -8,7 +8,6 @@ import enum
 from typing import Annotated, NewType, Optional
 
 import msgspec
-import pytest
 
 from blazerpc import BlazeApp
 from blazerpc.schema import (
@@ -392,10 +391,6 @@ def test_new_type_is_its_supertype() -> None:
     assert model.response.fields[0].value_type is Scalar.INT64
 
 
-@pytest.mark.xfail(
-    reason="library bug: typemap._field looks for list/dict before unwrapping NewType, so "
-    "NewType('Ids', list[int]) becomes a required singular Int64List field, not repeated int64",
-)
 def test_new_type_over_a_list_is_repeated() -> None:
     app = BlazeApp()
 
@@ -408,10 +403,6 @@ def test_new_type_over_a_list_is_repeated() -> None:
     )
 
 
-@pytest.mark.xfail(
-    reason="library bug: typemap._map_key does not unwrap NewType, so dict[UserId, str] "
-    "is refused although UserId is an int",
-)
 def test_new_type_over_int_is_a_map_key() -> None:
     app = BlazeApp()
 
