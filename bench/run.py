@@ -1,10 +1,11 @@
 """Serving benchmark: blazerpc against a hand-written grpclib servicer and a grpcio servicer.
 
-    .venv/bin/python -m bench.run [--window 3]
+    .venv/bin/python -m bench.run [--window 3] [--rounds 2]
 
 Each server runs in its own process on loopback; this process is the load generator (a grpcio
 aio client sending raw bytes, as in ../shared/BENCHMARKS.md). Servers are measured one after
-the other in the same run, and reported as ratios against the grpclib servicer.
+the other, in interleaved rounds, and reported as medians and ratios against the grpclib
+servicer.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import grpc
 HERE = Path(__file__).parent
 SERVICE = "/blazerpc.InferenceService"
 ECHO = b"\x0a\x05hello"  # EchoRequest(text="hello")
-SERVERS = ("grpclib", "blazerpc", "grpcio")
+SERVERS = ("grpclib", "blazerpc", "blazerpc+uvloop", "grpcio")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -148,8 +149,15 @@ def table(results: dict[str, dict[str, float]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--window", type=float, default=3.0, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (medians)")
     args = parser.parse_args()
-    results = {kind: measure(kind, args.window) for kind in SERVERS}
+    rounds = [{kind: measure(kind, args.window) for kind in SERVERS} for _ in range(args.rounds)]
+    results = {
+        kind: {
+            metric: statistics.median(r[kind][metric] for r in rounds) for metric in rounds[0][kind]
+        }
+        for kind in SERVERS
+    }
     print(table(results))
 
 

@@ -89,5 +89,10 @@ async def serve_grpcio(port: int) -> None:
 
 if __name__ == "__main__":
     kind, port = sys.argv[1], int(sys.argv[2])
-    runner = {"blazerpc": serve_blazerpc, "grpclib": serve_grpclib, "grpcio": serve_grpcio}[kind]
-    asyncio.run(runner(port))
+    if kind == "blazerpc+uvloop":
+        import uvloop
+
+        uvloop.run(serve_blazerpc(port))
+    else:
+        runner = {"blazerpc": serve_blazerpc, "grpclib": serve_grpclib, "grpcio": serve_grpcio}
+        asyncio.run(runner[kind](port))
