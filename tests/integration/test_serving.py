@@ -291,3 +291,27 @@ async def test_context_reports_cancellation_to_a_sync_model() -> None:
             await client.predict("long", steps=500, timeout=0.2)
         assert err.value.status is Status.DEADLINE_EXCEEDED
         assert await anyio.to_thread.run_sync(stopped_early.wait, 5)
+
+
+async def test_an_error_mid_stream_ends_it_with_its_status_after_the_items_sent() -> None:
+    app = BlazeApp()
+
+    @app.model("flaky", streaming=True)
+    async def flaky(fail_after: int) -> AsyncIterator[int]:
+        for i in range(fail_after):
+            yield i
+        raise ModelError(Status.RESOURCE_EXHAUSTED, "out of GPU memory")
+
+    received: list[int] = []
+    async with serve_app(app) as client:
+        with pytest.raises(RpcError) as err:
+            async for item in client.stream("flaky", fail_after=2):
+                received.append(item)
+        assert received == [0, 1]
+        assert err.value.status is Status.RESOURCE_EXHAUSTED
+        assert err.value.message == "out of GPU memory"
+        again: list[int] = []
+        with pytest.raises(RpcError):  # the next call on the same channel is served too
+            async for item in client.stream("flaky", fail_after=1):
+                again.append(item)
+        assert again == [0]
