@@ -136,9 +136,7 @@ class BlazeClient:
         timeout: float | None = None,
     ) -> Any:
         """Call a client-streaming model with each of `items`, and return its one result."""
-        spec, codec, deadline = self._prepare(
-            model, Shape.CLIENT_STREAMING, (), {"timeout": timeout} if timeout else {}
-        )
+        spec, codec, deadline = self._prepare(model, Shape.CLIENT_STREAMING, (), {}, timeout)
         async with self._call(spec, deadline) as stream:
             await _send_all(stream, codec, spec, items)
             return _result(codec, await stream.recv_message())
@@ -155,9 +153,7 @@ class BlazeClient:
         `items` is read lazily, so an async generator can wait for an answer before sending
         its next request (ping-pong).
         """
-        spec, codec, deadline = self._prepare(
-            model, Shape.BIDIRECTIONAL, (), {"timeout": timeout} if timeout else {}
-        )
+        spec, codec, deadline = self._prepare(model, Shape.BIDIRECTIONAL, (), {}, timeout)
         return self._exchange(spec, codec, items, deadline)
 
     async def _stream(
@@ -188,11 +184,21 @@ class BlazeClient:
                     await sender
 
     def _prepare(
-        self, model: ModelRef, shape: Shape, args: tuple[Any, ...], fields: dict[str, Any]
+        self,
+        model: ModelRef,
+        shape: Shape,
+        args: tuple[Any, ...],
+        fields: dict[str, Any],
+        timeout: float | None = None,
     ) -> tuple[ModelSpec, ModelCodec, float | None]:
-        """The model's spec and codec, and the call's deadline (popped from `fields`)."""
+        """The model's spec and codec, and the call's deadline: `timeout`, else the default.
+
+        A model named by string may also carry its `timeout` among the fields.
+        """
         spec = self._find(model)
-        timeout = fields.pop("timeout", self.timeout) if isinstance(model, str) else self.timeout
+        if isinstance(model, str) and timeout is None:
+            timeout = fields.pop("timeout", None)
+        deadline = self.timeout if timeout is None else timeout
         if spec.shape is not shape:
             raise TypeError(
                 f"model {spec.name!r} is {spec.shape.value.replace('_', ' ')}: call it with "
@@ -208,7 +214,7 @@ class BlazeClient:
                 f"model {spec.name!r} has no parameter {unknown[0]!r}. "
                 f"Its parameters: {', '.join(f.name for f in spec.request.fields) or 'none'}."
             )
-        return spec, self._codecs.models[spec.name], timeout
+        return spec, self._codecs.models[spec.name], deadline
 
     def _find(self, model: ModelRef) -> ModelSpec:
         for spec in self._schema.models:

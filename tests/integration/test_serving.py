@@ -315,3 +315,40 @@ async def test_an_error_mid_stream_ends_it_with_its_status_after_the_items_sent(
             async for item in client.stream("flaky", fail_after=1):
                 again.append(item)
         assert again == [0]
+
+
+async def test_sync_stream_models_read_the_client_stream_in_a_worker_thread() -> None:
+    app = BlazeApp()
+
+    @app.model("sum")
+    def total(values: Iterator[int]) -> int:
+        return sum(values)
+
+    @app.model("doubles")
+    def doubles(values: Iterator[int]) -> Iterator[int]:
+        for value in values:
+            yield value * 2
+
+    async with serve_app(app) as client:
+        assert await client.send_stream(total, [1, 2, 3]) == 6
+        assert [d async for d in client.exchange("doubles", [1, 2, 3])] == [2, 4, 6]
+
+
+async def test_per_call_timeouts_reach_client_streams() -> None:
+    app = BlazeApp()
+
+    @app.model("never-ends")
+    async def never_ends(values: AsyncIterator[int]) -> int:
+        async for _ in values:
+            pass
+        return 0
+
+    async def forever() -> AsyncIterator[int]:
+        while True:
+            yield 1
+            await anyio.sleep(0.01)
+
+    async with serve_app(app, timeout=30) as client:
+        with anyio.fail_after(10), pytest.raises(RpcError) as err:
+            await client.send_stream(never_ends, forever(), timeout=0.2)
+        assert err.value.status is Status.DEADLINE_EXCEEDED
