@@ -138,8 +138,9 @@ class BlazeClient:
         """Call a client-streaming model with each of `items`, and return its one result."""
         spec, codec, deadline = self._prepare(model, Shape.CLIENT_STREAMING, (), {}, timeout)
         async with self._call(spec, deadline) as stream:
-            await _send_all(stream, codec, spec, items)
-            return _result(codec, await stream.recv_message())
+            async for data in _send_while_receiving(stream, codec, spec, items):
+                return _result(codec, data)
+            return _result(codec, None)
 
     def exchange(
         self,
@@ -172,16 +173,8 @@ class BlazeClient:
         deadline: float | None,
     ) -> AsyncGenerator[Any, None]:
         async with self._call(spec, deadline) as stream:
-            await stream.send_request()  # headers first, so answers can arrive before items end
-            sender = asyncio.ensure_future(_send_all(stream, codec, spec, items))
-            try:
-                while (data := await stream.recv_message()) is not None:
-                    yield _result(codec, data)
-                await sender
-            finally:
-                sender.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await sender
+            async for data in _send_while_receiving(stream, codec, spec, items):
+                yield _result(codec, data)
 
     def _prepare(
         self,
@@ -261,6 +254,39 @@ def _result(codec: ModelCodec, data: bytes | None) -> Any:
         raise RpcError(Status.INTERNAL, "the server ended the call without a response")
     values = codec.response.decode(data)
     return values.get(RESULT_FIELD)
+
+
+async def _send_while_receiving(
+    stream: ClientStream[bytes, bytes],
+    codec: ModelCodec,
+    spec: ModelSpec,
+    items: Iterable[Any] | AsyncIterable[Any],
+) -> AsyncGenerator[bytes, None]:
+    """Send `items` in the background while yielding what the server answers.
+
+    Answers are read while the items are still being produced, so a server's early status (a
+    passed deadline, a bad item) ends the call at once; an item that cannot be encoded does too.
+    """
+    await stream.send_request()  # headers first, so answers can arrive before the items end
+    sender = asyncio.ensure_future(_send_all(stream, codec, spec, items))
+    receive: asyncio.Future[bytes | None] | None = None
+    try:
+        while True:
+            receive = asyncio.ensure_future(stream.recv_message())
+            await asyncio.wait({receive, sender}, return_when=asyncio.FIRST_COMPLETED)
+            if not receive.done() and sender.exception() is not None:
+                raise sender.exception()  # type: ignore[misc]  # checked just above
+            data = await receive
+            if data is None:
+                return
+            yield data
+    finally:
+        for task in (receive, sender):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+        if not sender.cancelled():
+            sender.exception()  # retrieved, so asyncio does not warn about it
 
 
 async def _send_all(

@@ -13,6 +13,7 @@ __all__ = (
     "ResultError",
     "RpcError",
     "Status",
+    "StreamEndedError",
     "TargetError",
     "WireError",
     "to_status",
@@ -51,6 +52,10 @@ class ModelError(BlazeError):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class StreamEndedError(BlazeError):
+    """Raised in a sync model waiting for its client's next message when the call has ended."""
 
 
 class RpcError(BlazeError):

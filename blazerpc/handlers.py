@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import anyio
@@ -28,7 +28,7 @@ from grpclib.server import Stream
 
 from blazerpc.codec import CARDINALITIES, MessageCodec, ModelCodec, SchemaCodec
 from blazerpc.context import Context
-from blazerpc.errors import ResultError, WireError, to_status
+from blazerpc.errors import ResultError, StreamEndedError, WireError, to_status
 from blazerpc.schema import RESULT_FIELD, ModelSpec, ServiceSpec, Shape
 
 __all__ = ("ServiceHandlers",)
@@ -106,34 +106,44 @@ class _Call:
         await stream.send_message(self._encode(result))
 
     async def client_streaming(self, stream: RawStream, injected: dict[str, object]) -> None:
-        items = _items(stream, self._request, self._streamed or "")
-        try:
-            if self._model.is_async:
-                result = await self._function(items, **injected)
-            else:
-                call = functools.partial(self._function, _blocking(items), **injected)
-                result = await anyio.to_thread.run_sync(call)
-        finally:
-            await items.aclose()
+        requests = _items(stream, self._request, self._streamed or "")
+        if self._model.is_async:
+            try:
+                result = await self._function(**{self._streamed or "": requests}, **injected)
+            finally:
+                await requests.aclose()
+        else:
+            feed = _Feed(requests)
+            call = functools.partial(self._function, **{self._streamed or "": feed}, **injected)
+            try:
+                result = await _in_thread(call, interrupt=feed.aclose)
+            finally:
+                await feed.aclose()
         await stream.send_message(self._encode(result))
 
     async def server_streaming(self, stream: RawStream, injected: dict[str, object]) -> None:
         """Server and bidirectional streaming: the generator's items, one message each."""
         if self._streamed is None:
             arguments = self._request.decode(await _receive_one(stream)) | injected
-            requests = None
-        else:
-            requests = _items(stream, self._request, self._streamed)
-            feed = requests if self._model.is_async else _blocking(requests)
-            arguments = {self._streamed: feed} | injected
-        try:
             if self._model.is_async:
                 await self._stream_async(stream, self._function(**arguments))
             else:
-                await self._stream_sync(stream, self._function(**arguments))
-        finally:
-            if requests is not None:
+                await self._stream_sync(stream, self._function(**arguments), _no_feed)
+            return
+        requests = _items(stream, self._request, self._streamed)
+        if self._model.is_async:
+            try:
+                arguments = {self._streamed: requests} | injected
+                await self._stream_async(stream, self._function(**arguments))
+            finally:
                 await requests.aclose()
+        else:
+            feed = _Feed(requests)
+            try:
+                arguments = {self._streamed: feed} | injected
+                await self._stream_sync(stream, self._function(**arguments), feed.aclose)
+            finally:
+                await feed.aclose()
 
     async def _stream_async(self, stream: RawStream, items: Any) -> None:
         clock = asyncio.get_running_loop().time
@@ -147,14 +157,16 @@ class _Call:
         finally:
             await items.aclose()
 
-    async def _stream_sync(self, stream: RawStream, items: Iterator[Any]) -> None:
+    async def _stream_sync(
+        self, stream: RawStream, items: Iterator[Any], interrupt: Callable[[], Awaitable[None]]
+    ) -> None:
         try:
-            while (item := await _in_thread(next, items, _DONE)) is not _DONE:
+            while (item := await _in_thread(next, items, _DONE, interrupt=interrupt)) is not _DONE:
                 await stream.send_message(self._encode(item))
         finally:
             close = getattr(items, "close", None)
             if close is not None:
-                await _in_thread(close)
+                await _in_thread(close, interrupt=interrupt)
 
     def _encode(self, result: object) -> bytes:
         try:
@@ -174,20 +186,33 @@ def _context(stream: RawStream) -> Context:
     )
 
 
-async def _in_thread(function: Callable[..., T], *args: object) -> T:
-    """Run `function` in a worker thread; if the call is cancelled, first let the thread finish.
+async def _in_thread(
+    function: Callable[..., T],
+    *args: object,
+    interrupt: Callable[[], Awaitable[None]] | None = None,
+) -> T:
+    """Run `function` in a worker thread; if the call is cancelled, let the thread finish first.
 
-    The generator it steps is then idle again, so it can be closed at once (a generator
-    cannot be closed while another thread is inside it).
+    `interrupt` wakes a thread that waits for the client's stream. Once the thread is done, the
+    generator it stepped is idle, so it can be closed (a generator cannot be closed while
+    another thread is inside it).
     """
     work = asyncio.ensure_future(anyio.to_thread.run_sync(function, *args))
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
+        if interrupt is not None:
+            await interrupt()
         while not work.done():  # a deadline and a reset may both cancel us: wait out both
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait({work})
+        if not work.cancelled():
+            work.exception()  # the call is over; what the thread raised goes nowhere
         raise
+
+
+async def _no_feed() -> None:
+    """Nothing to interrupt: the model takes no client stream."""
 
 
 async def _receive_one(stream: RawStream) -> bytes:
@@ -203,11 +228,42 @@ async def _items(stream: RawStream, request: MessageCodec, field: str) -> AsyncG
         yield request.decode(data)[field]
 
 
-def _blocking(items: AsyncIterator[Any]) -> Iterator[Any]:
-    """The client's stream for a sync model in a worker thread: each item fetched on the loop."""
-    while (item := anyio.from_thread.run(_next, items)) is not _DONE:
-        yield item
+class _Feed:
+    """The client's stream for a sync model: the worker thread asks, the event loop fetches.
 
+    The call owns the fetch, so it can cancel it: a model blocked waiting for the client's
+    next message wakes up with StreamEndedError when the call is cancelled.
+    """
 
-async def _next(items: AsyncIterator[Any]) -> Any:
-    return await anext(items, _DONE)
+    def __init__(self, requests: AsyncGenerator[Any]) -> None:
+        self._requests = requests
+        self._pending: asyncio.Future[Any] | None = None
+        self._is_closed = False
+
+    def __iter__(self) -> Iterator[Any]:
+        while (item := anyio.from_thread.run(self._next)) is not _DONE:
+            yield item
+
+    async def _next(self) -> Any:
+        if self._is_closed:
+            raise StreamEndedError("the call has ended")
+        self._pending = asyncio.ensure_future(anext(self._requests, _DONE))
+        try:
+            return await self._pending
+        except asyncio.CancelledError:
+            if self._is_closed:  # our own aclose() cancelled the fetch, not this task
+                raise StreamEndedError("the call has ended") from None
+            raise
+        finally:
+            self._pending = None
+
+    async def aclose(self) -> None:
+        """Stop fetching and close the client's stream; safe to call twice."""
+        if self._is_closed:
+            return
+        self._is_closed = True
+        pending = self._pending
+        if pending is not None:
+            pending.cancel()
+            await asyncio.wait({pending})
+        await self._requests.aclose()

@@ -352,3 +352,40 @@ async def test_per_call_timeouts_reach_client_streams() -> None:
         with anyio.fail_after(10), pytest.raises(RpcError) as err:
             await client.send_stream(never_ends, forever(), timeout=0.2)
         assert err.value.status is Status.DEADLINE_EXCEEDED
+
+
+@pytest.mark.parametrize("shape", ["client-streaming", "bidirectional"])
+async def test_a_deadline_wakes_a_sync_model_waiting_for_the_clients_next_message(
+    shape: str,
+) -> None:
+    app = BlazeApp()
+    closed = threading.Event()
+
+    @app.model("sum")
+    def total(values: Iterator[int]) -> int:
+        try:
+            return sum(values)
+        finally:
+            closed.set()
+
+    @app.model("echo")
+    def echo(values: Iterator[int]) -> Iterator[int]:
+        try:
+            yield from values
+        finally:
+            closed.set()
+
+    async def slow() -> AsyncIterator[int]:
+        yield 1
+        await anyio.sleep(30)  # the client goes quiet; the deadline must end the call
+
+    with anyio.fail_after(10):
+        async with serve_app(app) as client:
+            with pytest.raises(RpcError) as err:
+                if shape == "client-streaming":
+                    await client.send_stream("sum", slow(), timeout=0.3)
+                else:
+                    async for _ in client.exchange("echo", slow(), timeout=0.3):
+                        pass
+            assert err.value.status is Status.DEADLINE_EXCEEDED
+            assert await anyio.to_thread.run_sync(closed.wait, 5), "the model is still waiting"
