@@ -29,7 +29,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from blazerpc.app import BlazeApp, Registry
 from blazerpc.codec import CARDINALITIES, ModelCodec, RawBytesCodec, SchemaCodec
-from blazerpc.errors import RpcError, Status
+from blazerpc.errors import RpcError, Status, WireError
 from blazerpc.schema import RESULT_FIELD, ModelSpec, Shape
 
 __all__ = ("BlazeClient",)
@@ -252,7 +252,10 @@ _METHODS = {
 def _result(codec: ModelCodec, data: bytes | None) -> Any:
     if data is None:
         raise RpcError(Status.INTERNAL, "the server ended the call without a response")
-    values = codec.response.decode(data)
+    try:
+        values = codec.response.decode(data)
+    except WireError as err:
+        raise RpcError(Status.INTERNAL, f"the server's response does not match: {err}") from None
     return values.get(RESULT_FIELD)
 
 

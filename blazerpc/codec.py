@@ -193,7 +193,7 @@ class MessageCodec:
 
     def encode(self, values: Mapping[str, object]) -> bytes:
         """Serialize the given fields; a value of the wrong type raises WireError naming it."""
-        if self._is_flat:
+        if self._is_flat and None not in values.values():
             try:  # the common case (a token, a number): upb's constructor checks the types
                 return self.cls(**values).SerializeToString()
             except (TypeError, ValueError):
@@ -205,8 +205,14 @@ class MessageCodec:
     def write(self, message: Message, values: Mapping[str, object], path: str) -> None:
         for spec in self._fields:
             value = values.get(spec.name, _MISSING)
-            if value is _MISSING or value is None:
+            if value is _MISSING:
                 continue
+            if value is None:
+                if spec.is_nullable or spec.has_default:
+                    continue  # sent as "left out": the receiver applies None or the default
+                raise WireError(
+                    f"field '{_join(path, spec.name)}': expected {_type_name(spec)}, got None"
+                )
             try:
                 self._write_field(message, spec, value, _join(path, spec.name))
             except (TypeError, ValueError, AttributeError) as err:
@@ -251,10 +257,14 @@ class MessageCodec:
         value_type = spec.value_type
         if isinstance(value_type, Scalar | EnumRef):
             return value
-        if value_type is WellKnown.TIMESTAMP:
-            return value.ToDatetime(tzinfo=datetime.UTC)
-        if value_type is WellKnown.DURATION:
-            return value.ToTimedelta()
+        try:
+            if value_type is WellKnown.TIMESTAMP:
+                naive = ("tz", False) in spec.constraints  # Meta(tz=False) wants naive UTC
+                return value.ToDatetime() if naive else value.ToDatetime(tzinfo=datetime.UTC)
+            if value_type is WellKnown.DURATION:
+                return value.ToTimedelta()
+        except (ValueError, OverflowError) as err:
+            raise WireError(f"field '{path}': {err}") from None
         nested = self._codecs._message(value_type.name)
         fields = nested.read(value, path)
         if nested.spec.kind is MessageKind.WRAPPER:

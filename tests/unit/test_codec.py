@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import pytest
 
+from blazerpc import BlazeApp
 from blazerpc.codec import SchemaCodec
 from blazerpc.errors import WireError
 from examples.chat import app as chat_app
@@ -147,3 +148,35 @@ def test_a_wrongly_typed_value_is_named_when_encoding(value: object, expected: s
 def test_an_integer_beyond_int64_is_refused() -> None:
     with pytest.raises(WireError, match="field 'max_tokens'"):
         GENERATE.encode({"prompt": "a", "max_tokens": 2**63})
+
+
+def test_none_where_the_annotation_does_not_allow_it_is_refused() -> None:
+    with pytest.raises(WireError, match=r"field 'result': expected int64, got None"):
+        CODEC.models["count.up"].response.encode({"result": None})
+    with pytest.raises(WireError, match=r"field 'result\[0\].x': expected double, got None"):
+        CODEC.models["boxes"].response.encode({"result": [Box(x=None, y=1.0)]})  # type: ignore[arg-type]
+    assert CODEC.models["maybe"].response.encode({"result": None}) == b""
+
+
+def test_a_timestamp_beyond_datetimes_range_is_a_wire_error() -> None:
+    ticks = CODEC.models["ticks"].response
+    body: Any = CODEC.classes["TicksResponse"]()
+    body.result.seconds = 2**62
+    with pytest.raises(WireError, match=r"field 'result': "):
+        ticks.decode(body.SerializeToString())
+
+
+class Stamped(msgspec.Struct):
+    at: Annotated[datetime.datetime, msgspec.Meta(tz=False)]
+
+
+def test_a_naive_datetime_constraint_gets_naive_utc() -> None:
+    local = BlazeApp()
+
+    @local.model("stamp")
+    def stamp(event: Stamped) -> int:
+        return 0
+
+    request = SchemaCodec(local.schema).models["stamp"].request
+    when = datetime.datetime(2026, 1, 2, 3, 4, 5)
+    assert request.decode(request.encode({"event": Stamped(when)})) == {"event": Stamped(when)}
