@@ -189,23 +189,27 @@ class BlazeClient:
         A model named by string may also carry its `timeout` among the fields.
         """
         spec = self._find(model)
-        if isinstance(model, str) and timeout is None:
-            timeout = fields.pop("timeout", None)
+        names = [f.name for f in spec.request.fields]
+        if isinstance(model, str) and timeout is None and "timeout" not in names:
+            timeout = fields.pop("timeout", None)  # a model's own `timeout` field wins
         deadline = self.timeout if timeout is None else timeout
         if spec.shape is not shape:
             raise TypeError(
                 f"model {spec.name!r} is {spec.shape.value.replace('_', ' ')}: call it with "
                 f"client.{_METHODS[spec.shape]}(), not {_METHODS[shape]}()."
             )
-        if args:
-            names = [f.name for f in spec.request.fields]
-            fields.update(zip(names, args, strict=False))
+        if len(args) > len(names):
+            raise TypeError(f"model {spec.name!r} takes {len(names)} fields, got {len(args)}.")
+        for name, value in zip(names, args, strict=False):
+            if name in fields:
+                raise TypeError(f"model {spec.name!r} got field {name!r} twice.")
+            fields[name] = value
         known = {f.name for f in spec.request.fields}
         unknown = sorted(set(fields) - known) if not shape.is_client_streaming else []
         if unknown:
             raise TypeError(
                 f"model {spec.name!r} has no parameter {unknown[0]!r}. "
-                f"Its parameters: {', '.join(f.name for f in spec.request.fields) or 'none'}."
+                f"Its parameters: {', '.join(names) or 'none'}."
             )
         return spec, self._codecs.models[spec.name], deadline
 

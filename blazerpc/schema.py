@@ -270,9 +270,11 @@ class ServiceSpec:
         for model in models:
             for message in (model.request, model.response, *model.messages):
                 if types.claim(message.name, message, model):
+                    _check_json_names(message, model)
                     messages.append(message)
             for enum_spec in model.enums:
                 if types.claim(enum_spec.name, enum_spec, model):
+                    types.claim_values(enum_spec, model)
                     enums.append(enum_spec)
         return cls(package, name, models, tuple(messages), tuple(enums))
 
@@ -313,6 +315,18 @@ class _TypeNames:
 
     def __init__(self) -> None:
         self._owners: dict[str, tuple[MessageSpec | EnumSpec, ModelSpec]] = {}
+        self._enum_values: dict[str, str] = {}
+
+    def claim_values(self, spec: EnumSpec, model: ModelSpec) -> None:
+        """Enum values share the package's scope: `Foo.BAR_BAZ` and `FooBar.BAZ` would clash."""
+        for value in spec.values:
+            owner = self._enum_values.setdefault(value.name, spec.name)
+            if owner != spec.name:
+                raise DefinitionError(
+                    f"model {model.name!r} ({model.location}): enums {owner} and {spec.name} "
+                    f"both give the protobuf value name {value.name}, and enum values share "
+                    "one scope per package. Rename a member or one of the enums."
+                )
 
     def claim(self, name: str, spec: MessageSpec | EnumSpec, model: ModelSpec) -> bool:
         """Record `spec` under `name`; False if the same type is already there."""
@@ -330,6 +344,19 @@ class _TypeNames:
             f"(used by model {other_model.name!r}) both need the protobuf name {name!r}. "
             "Rename one of the classes (or the model) so that every message name is unique."
         )
+
+
+def _check_json_names(message: MessageSpec, model: ModelSpec) -> None:
+    """protoc refuses two fields with one JSON name (`max_tokens` and `maxTokens`)."""
+    seen: dict[str, str] = {}
+    for spec in message.fields:
+        other = seen.setdefault(json_name(spec.name), spec.name)
+        if other != spec.name:
+            raise DefinitionError(
+                f"model {model.name!r} ({model.location}): fields {other!r} and {spec.name!r} "
+                f"of {message.name} both have the JSON name {json_name(spec.name)!r}, which "
+                "protoc refuses. Rename one of them."
+            )
 
 
 def _same_type(a: MessageSpec | EnumSpec, b: MessageSpec | EnumSpec) -> bool:

@@ -56,8 +56,8 @@ class BlazeServer:
         """Stop accepting calls and end the open ones."""
         if self._server is not None:
             self._server.close()
+            self._server.close_connections()  # before waiting: Python 3.12+ waits for them
             await self._server.wait_closed()
-            self._server.close_connections()
 
     async def __aenter__(self) -> BlazeServer:
         await self.start()

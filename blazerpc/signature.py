@@ -142,6 +142,12 @@ def _parameters(
                 "protobuf field.",
                 "Declare each input as a named, annotated parameter.",
             )
+        if parameter.kind is inspect.Parameter.POSITIONAL_ONLY:
+            site.fail(
+                f"parameter {parameter.name!r} is positional-only, but the server passes "
+                "request fields by name.",
+                "Remove the `/` from the signature.",
+            )
         if parameter.name not in hints:
             site.fail(
                 f"parameter {parameter.name!r} has no annotation, so its wire type is unknown.",

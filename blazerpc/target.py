@@ -56,13 +56,24 @@ def _import_file(location: str) -> ModuleType:
     if not path.is_file():
         raise TargetError(f"file {location!r} does not exist. Check the path to the app's file.")
     name = path.stem
-    spec = importlib.util.spec_from_file_location(name, path)
+    taken = sys.modules.get(name)
+    if taken is not None and getattr(taken, "__file__", None) != str(path.resolve()):
+        raise TargetError(
+            f"file {location!r} would be imported as module {name!r}, which is already "
+            f"{getattr(taken, '__file__', None) or 'a built-in module'}. Rename the file, "
+            "or give the target as module:attr."
+        )
+    spec = importlib.util.spec_from_file_location(name, path.resolve())
     if spec is None or spec.loader is None:
         raise TargetError(f"file {location!r} cannot be imported as Python.")
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(path.resolve().parent))
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]  # as `import` does: a failed module is not left half-made
+        raise
     return module
 
 

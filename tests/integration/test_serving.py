@@ -389,3 +389,28 @@ async def test_a_deadline_wakes_a_sync_model_waiting_for_the_clients_next_messag
                         pass
             assert err.value.status is Status.DEADLINE_EXCEEDED
             assert await anyio.to_thread.run_sync(closed.wait, 5), "the model is still waiting"
+
+
+async def test_client_positional_fields_and_a_field_named_timeout() -> None:
+    app = BlazeApp()
+
+    @app.model("add")
+    async def add(a: int, b: int = 0) -> int:
+        return a + b
+
+    @app.model("wait")
+    def wait(timeout: float) -> float:
+        return timeout * 2
+
+    @app.model("collect")
+    async def collect(ctx: Context, values: AsyncIterator[int]) -> int:
+        return sum([v async for v in values])
+
+    async with serve_app(app) as client:
+        assert await client.predict(add, 40, 2) == 42
+        with pytest.raises(TypeError, match="model 'add' takes 2 fields, got 3"):
+            await client.predict(add, 1, 2, 3)
+        with pytest.raises(TypeError, match="model 'add' got field 'a' twice"):
+            await client.predict(add, 1, a=5)
+        assert await client.predict("wait", timeout=1.5) == 3.0  # the model's field, not a deadline
+        assert await client.send_stream("collect", [1, 2]) == 3  # Context before the stream

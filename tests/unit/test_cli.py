@@ -94,3 +94,13 @@ def test_version() -> None:
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0
     assert __version__ in result.stdout
+
+
+def test_a_file_named_like_an_imported_module_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "json.py").write_text("from blazerpc import BlazeApp\napp = BlazeApp()\n")
+    result = CliRunner().invoke(main, ["proto", f"{tmp_path / 'json.py'}:app"])
+    assert result.exit_code == 2
+    assert "would be imported as module 'json', which is already" in result.stderr
+    import json
+
+    assert json.dumps([1]) == "[1]"  # the standard library's json is untouched

@@ -581,3 +581,40 @@ def test_a_message_name_clash_names_the_parameter(case: str) -> None:
     else:
         message = _refusal(generate, "generate", app=app)
         assert "parameter 'box' is annotated GenerateRequest" in message
+
+
+def test_positional_only_parameters_are_refused() -> None:
+    def add(a: int, /, b: int) -> int:
+        return a + b
+
+    message = _refusal(add)
+    assert "parameter 'a' is positional-only" in message
+    assert "Remove the `/` from the signature." in message
+
+
+def test_two_fields_with_one_json_name_are_refused() -> None:
+    def generate(max_tokens: int, maxTokens: int) -> str:
+        return ""
+
+    message = _refusal(generate, "generate")
+    assert (
+        "fields 'max_tokens' and 'maxTokens' of GenerateRequest both have the JSON name" in message
+    )
+
+
+class Foo(enum.IntEnum):
+    UNSPECIFIED = 0
+    BAR_BAZ = 1
+
+
+class FooBar(enum.IntEnum):
+    UNSPECIFIED = 0
+    BAZ = 1
+
+
+def test_enum_values_that_clash_across_enums_are_refused() -> None:
+    def pick(first: Foo, second: FooBar) -> int:
+        return 0
+
+    message = _refusal(pick, "pick")
+    assert "enums Foo and FooBar both give the protobuf value name FOO_BAR_BAZ" in message
