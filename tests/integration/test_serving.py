@@ -409,8 +409,8 @@ async def test_client_positional_fields_and_a_field_named_timeout() -> None:
     async with serve_app(app) as client:
         assert await client.predict(add, 40, 2) == 42
         with pytest.raises(TypeError, match="model 'add' takes 2 fields, got 3"):
-            await client.predict(add, 1, 2, 3)  # type: ignore[call-overload]  # runtime check
+            await client.predict(add, 1, 2, 3)  # type: ignore[call-overload]  # the runtime check under test
         with pytest.raises(TypeError, match="model 'add' got field 'a' twice"):
-            await client.predict(add, 1, a=5)  # type: ignore[call-overload]  # runtime check
+            await client.predict(add, 1, a=5)  # type: ignore[misc]  # the runtime check under test
         assert await client.predict("wait", timeout=1.5) == 3.0  # the model's field, not a deadline
         assert await client.send_stream("collect", [1, 2]) == 3  # Context before the stream
