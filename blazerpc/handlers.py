@@ -6,8 +6,8 @@
   `finally` runs at once and it produces at most one more item.
 - Nothing is buffered between a generator and its stream: one awaited send per item, so a
   slow reader slows the producer.
-- After each streamed item the handler yields to the event loop once, so a generator that
-  never awaits cannot starve the other streams.
+- A stream keeps the event loop for one turn (`_TURN_S`) at most, so a generator that never
+  awaits cannot starve the other streams.
 """
 
 from __future__ import annotations

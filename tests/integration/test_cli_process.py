@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +70,14 @@ def test_debug_prints_the_traceback(tmp_path: Path) -> None:
     result = _run(BLAZE, "--debug", "proto", "ranker.py:app", cwd=tmp_path)
     assert result.returncode == 1
     assert "Traceback (most recent call last)" in result.stderr
+
+
+def test_blaze_serve_on_a_busy_port_is_one_line_and_exit_2() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = _run(BLAZE, "serve", "examples/chat.py:app", "--port", str(port))
+    assert result.returncode == 2
+    assert f"blaze: cannot listen on 127.0.0.1:{port}: Address already in use." in result.stderr
+    assert "Traceback" not in result.stderr
