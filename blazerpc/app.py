@@ -83,6 +83,7 @@ class Registry(Mapping[str, ModelSpec]):
 
     @property
     def schema(self) -> ServiceSpec:
+        """The service the registered models make up."""
         return self._app.schema
 
     def __getitem__(self, name: str) -> ModelSpec:

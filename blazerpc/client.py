@@ -87,6 +87,7 @@ class BlazeClient:
         self.close()
 
     def close(self) -> None:
+        """Close the connection (a view from with_timeout() leaves it to its parent)."""
         if self._owns_channel:
             self._channel.close()
 
@@ -224,7 +225,7 @@ class BlazeClient:
     async def _call(
         self, spec: ModelSpec, deadline: float | None
     ) -> AsyncIterator[ClientStream[bytes, bytes]]:
-        path = f"/{self._schema.full_name}/{spec.rpc_name}"
+        path = self._schema.rpc_path(spec)
         try:
             async with self._channel.request(
                 path, CARDINALITIES[spec.shape], bytes, bytes, timeout=deadline

@@ -13,8 +13,6 @@ import copy
 import datetime
 import enum
 import re
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -68,7 +66,6 @@ _WIRE_TYPE_NAMES = {
     2: "a length-delimited value",
     5: "a 32-bit value",
 }
-_PLAIN = (int, float, str, bytes, bool, datetime.datetime, datetime.timedelta)
 _MSGSPEC_PATH = re.compile(r" - at `\$(.*)`$")
 
 
@@ -116,9 +113,11 @@ class RawBytesCodec(CodecBase):
     __content_subtype__ = "proto"
 
     def encode(self, message: Any, message_type: Any) -> bytes:
+        """The bytes, as they are."""
         return bytes(message)
 
     def decode(self, data: bytes, message_type: Any) -> bytes:
+        """The bytes, as they are: decoding happens inside our error boundary."""
         return data
 
 
@@ -143,7 +142,7 @@ class MessageCodec:
         # Structs, enums and checks constraints in one pass, with the full field path.
         self._is_top_level = spec.kind in (MessageKind.REQUEST, MessageKind.RESPONSE)
         self._plan = [
-            (f, f.name, _how_to_read(f), self._is_top_level and _needs_convert(f.annotation))
+            (f, f.name, _how_to_read(f), self._is_top_level and f.needs_conversion)
             for f in spec.fields
         ]
         self._is_flat = all(
@@ -203,6 +202,7 @@ class MessageCodec:
         return message.SerializeToString()
 
     def write(self, message: Message, values: Mapping[str, object], path: str) -> None:
+        """Set the fields of a message being built; `path` names it in errors."""
         for spec in self._fields:
             value = values.get(spec.name, _MISSING)
             if value is _MISSING:
@@ -336,18 +336,6 @@ def _how_to_read(spec: FieldSpec) -> str:
     if spec.label is not Label.SINGULAR and spec.has_default:
         return _CONTAINER_WITH_DEFAULT
     return _OTHER
-
-
-def _needs_convert(annotation: object) -> bool:
-    """Plain scalars come out of upb as the right Python type already; skip msgspec for them."""
-    if annotation in _PLAIN:
-        return False
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType, list, dict):
-        return any(
-            _needs_convert(arg) for arg in typing.get_args(annotation) if arg is not types.NoneType
-        )
-    return True
 
 
 def _convert(value: object, annotation: object, path: str) -> Any:

@@ -19,6 +19,7 @@ from blazerpc.schema import (
     ServiceSpec,
     ValueType,
     json_name,
+    map_entry_name,
 )
 
 __all__ = ("file_descriptor",)
@@ -85,8 +86,7 @@ def _message(message: MessageSpec, package: str) -> descriptor_pb2.DescriptorPro
 
 def _map_entry(spec: FieldSpec, package: str) -> descriptor_pb2.DescriptorProto:
     """The nested `XxxEntry` message protoc synthesises for `map<K, V> xxx`."""
-    camel = json_name(spec.name)
-    entry = descriptor_pb2.DescriptorProto(name=f"{camel[:1].upper()}{camel[1:]}Entry")
+    entry = descriptor_pb2.DescriptorProto(name=map_entry_name(spec.name))
     entry.options.map_entry = True
     key_type = spec.key_type or Scalar.STRING
     entry.field.add(

@@ -47,7 +47,7 @@ class ServiceHandlers:
 
     def __init__(self, schema: ServiceSpec, codecs: SchemaCodec) -> None:
         self._mapping = {
-            f"/{schema.full_name}/{model.rpc_name}": Handler(
+            schema.rpc_path(model): Handler(
                 _adapter(model, codecs.models[model.name]),
                 CARDINALITIES[model.shape],
                 bytes,
@@ -98,6 +98,7 @@ class _Call:
         self._streamed = model.streamed_parameter
 
     async def unary(self, stream: RawStream, injected: dict[str, object]) -> None:
+        """One request in, one response out."""
         kwargs = self._request.decode(await _receive_one(stream)) | injected
         if self._model.is_async:
             result = await self._function(**kwargs)
@@ -106,6 +107,7 @@ class _Call:
         await stream.send_message(self._encode(result))
 
     async def client_streaming(self, stream: RawStream, injected: dict[str, object]) -> None:
+        """The client's stream in, one response out."""
         requests = _items(stream, self._request, self._streamed or "")
         if self._model.is_async:
             try:

@@ -33,9 +33,14 @@ __all__ = (
     "doc_summary",
     "is_model_name",
     "is_package_name",
+    "enum_value_name",
     "is_wire_identifier",
     "json_name",
+    "map_entry_name",
+    "request_name",
+    "response_name",
     "wire_stem",
+    "wrapper_name",
 )
 
 RESULT_FIELD = "result"
@@ -68,10 +73,12 @@ class Shape(enum.Enum):
 
     @property
     def is_client_streaming(self) -> bool:
+        """The client sends a stream of messages."""
         return self in (Shape.CLIENT_STREAMING, Shape.BIDIRECTIONAL)
 
     @property
     def is_server_streaming(self) -> bool:
+        """The server answers with a stream of messages."""
         return self in (Shape.SERVER_STREAMING, Shape.BIDIRECTIONAL)
 
 
@@ -84,11 +91,6 @@ class Scalar(enum.Enum):
     STRING = "string"
     BYTES = "bytes"
 
-    @property
-    def is_packable(self) -> bool:
-        """Numbers and bools are packed when repeated (the proto3 default)."""
-        return self in (Scalar.INT64, Scalar.DOUBLE, Scalar.BOOL)
-
 
 class WellKnown(enum.Enum):
     """Google's well-known message types, imported rather than redefined."""
@@ -98,6 +100,7 @@ class WellKnown(enum.Enum):
 
     @property
     def import_path(self) -> str:
+        """The file a .proto imports to use this type."""
         return {
             WellKnown.TIMESTAMP: "google/protobuf/timestamp.proto",
             WellKnown.DURATION: "google/protobuf/duration.proto",
@@ -149,12 +152,14 @@ class FieldSpec:
     """The Python side accepts None (`T | None`); a missing value decodes as None."""
     default: object = NO_DEFAULT
     constraints: tuple[tuple[str, object], ...] = ()
-    doc: str = ""
+    needs_conversion: bool = False
+    """Decoding needs msgspec.convert (Structs, enums, constraints), not just upb's value."""
     tracks_presence: bool = True
     """Whether the wire tells "left out" from zero; off only for a non-nullable result."""
 
     @property
     def has_default(self) -> bool:
+        """A value the receiver applies when the field is left out."""
         return self.default is not NO_DEFAULT
 
     @property
@@ -194,6 +199,7 @@ class MessageSpec:
     doc: str = ""
 
     def field_named(self, name: str) -> FieldSpec:
+        """The field called `name`; KeyError if there is none."""
         for spec in self.fields:
             if spec.name == name:
                 return spec
@@ -202,11 +208,10 @@ class MessageSpec:
 
 @dataclass(frozen=True, slots=True)
 class EnumValueSpec:
-    """One enum value: the prefixed protobuf name, its number and the Python member's name."""
+    """One enum value: the prefixed protobuf name and its number."""
 
     name: str
     number: int
-    member: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +247,7 @@ class ModelSpec:
 
     @property
     def rpc_name(self) -> str:
+        """`generate` -> `PredictGenerate`."""
         return f"Predict{wire_stem(self.name)}"
 
     @property
@@ -280,6 +286,7 @@ class ServiceSpec:
 
     @property
     def full_name(self) -> str:
+        """`blazerpc.InferenceService`: the service's name on the wire."""
         return f"{self.package}.{self.name}"
 
     @property
@@ -289,6 +296,7 @@ class ServiceSpec:
 
     @property
     def imports(self) -> tuple[str, ...]:
+        """The well-known .proto files the schema needs, sorted."""
         used = {
             spec.value_type.import_path
             for message in self.messages
@@ -297,13 +305,19 @@ class ServiceSpec:
         }
         return tuple(sorted(used))
 
+    def rpc_path(self, model: ModelSpec) -> str:
+        """The HTTP/2 path of a model's rpc: `/blazerpc.InferenceService/PredictGenerate`."""
+        return f"/{self.full_name}/{model.rpc_name}"
+
     def message(self, name: str) -> MessageSpec:
+        """The message called `name`; KeyError if the schema has none."""
         for message in self.messages:
             if message.name == name:
                 return message
         raise KeyError(name)
 
     def model(self, name: str) -> ModelSpec:
+        """The model called `name`; KeyError if there is none."""
         for model in self.models:
             if model.name == name:
                 return model
@@ -376,6 +390,43 @@ def wire_stem(model_name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in re.split(r"[-_.]", model_name))
 
 
+def request_name(model_name: str) -> str:
+    """`text-embed` -> `TextEmbedRequest`."""
+    return f"{wire_stem(model_name)}Request"
+
+
+def response_name(model_name: str) -> str:
+    """`text-embed` -> `TextEmbedResponse`."""
+    return f"{wire_stem(model_name)}Response"
+
+
+def wrapper_name(items: FieldSpec) -> str:
+    """The message wrapping a nested list or map: `DoubleList`, `StringInt64Map`."""
+    if items.key_type is not None:
+        return f"{_type_word(items.key_type)}{_type_word(items.value_type)}Map"
+    return f"{_type_word(items.value_type)}List"
+
+
+def enum_value_name(enum_name: str, member: str) -> str:
+    """`Color.DARK_RED` -> `COLOR_DARK_RED`: enum values share the package's scope."""
+    prefix = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", enum_name).upper()
+    return f"{prefix}_{member.upper()}"
+
+
+def map_entry_name(field_name: str) -> str:
+    """The nested message protoc synthesises for `map<K, V> field_name`: `FieldNameEntry`."""
+    camel = json_name(field_name)
+    return f"{camel[:1].upper()}{camel[1:]}Entry"
+
+
+def _type_word(value_type: ValueType) -> str:
+    if isinstance(value_type, Scalar):
+        return value_type.value.capitalize()
+    if isinstance(value_type, WellKnown):
+        return value_type.value.rsplit(".", 1)[-1]
+    return value_type.name
+
+
 def is_model_name(name: str) -> bool:
     """A model name becomes an rpc name: ASCII letters and digits, joined by `-`, `_` or `.`."""
     return _MODEL_NAME.fullmatch(name) is not None
@@ -387,6 +438,7 @@ def is_wire_identifier(name: str) -> bool:
 
 
 def is_package_name(name: str) -> bool:
+    """A proto package: lower-case ASCII words joined by dots."""
     return _PACKAGE.fullmatch(name) is not None
 
 

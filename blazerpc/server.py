@@ -85,6 +85,7 @@ class _Server(Server):
         return protocol
 
     def close_connections(self) -> None:
+        """Close every client connection still open."""
         for protocol in list(self._protocols):
             processor = getattr(protocol, "processor", None)
             if processor is not None:

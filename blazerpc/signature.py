@@ -31,7 +31,8 @@ from blazerpc.schema import (
     Shape,
     doc_summary,
     is_model_name,
-    wire_stem,
+    request_name,
+    response_name,
 )
 from blazerpc.typemap import Site, TypeMapper, describe
 
@@ -78,9 +79,8 @@ def read_model(
     parameters = [(p, ann) for p, ann in parameters if p.name != context]
     streamed = _streamed_parameter(parameters, is_async, site)
     mapper = TypeMapper(localns)
-    stem = wire_stem(name)
-    request = _request(stem, parameters, streamed, mapper, site)
-    response = _response(stem, hints, is_generator, mapper, site)
+    request = _request(name, parameters, streamed, mapper, site)
+    response = _response(name, hints, is_generator, mapper, site)
     client_streams = streamed is not None
     shape = {
         (False, False): Shape.UNARY,
@@ -209,7 +209,7 @@ def _streamed_parameter(
 
 
 def _request(
-    stem: str,
+    name: str,
     parameters: list[tuple[inspect.Parameter, object]],
     streamed: inspect.Parameter | None,
     mapper: TypeMapper,
@@ -224,11 +224,11 @@ def _request(
             continue
         default = NO_DEFAULT if parameter.default is inspect.Parameter.empty else parameter.default
         fields.append(mapper.field(parameter.name, number, annotation, at, default=default))
-    return MessageSpec(f"{stem}Request", MessageKind.REQUEST, tuple(fields))
+    return MessageSpec(request_name(name), MessageKind.REQUEST, tuple(fields))
 
 
 def _response(
-    stem: str, hints: Mapping[str, object], is_generator: bool, mapper: TypeMapper, site: Site
+    name: str, hints: Mapping[str, object], is_generator: bool, mapper: TypeMapper, site: Site
 ) -> MessageSpec:
     """The return value (or each streamed item) in a field named `result`; None sends nothing."""
     if "return" not in hints:
@@ -246,10 +246,10 @@ def _response(
             "Produce the items with `yield` in the model itself.",
         )
     elif annotation is None or annotation is type(None):
-        return MessageSpec(f"{stem}Response", MessageKind.RESPONSE, ())
+        return MessageSpec(response_name(name), MessageKind.RESPONSE, ())
     result = mapper.field(RESULT_FIELD, 1, annotation, at)
     result = dataclasses.replace(result, tracks_presence=result.is_nullable)
-    return MessageSpec(f"{stem}Response", MessageKind.RESPONSE, (result,))
+    return MessageSpec(response_name(name), MessageKind.RESPONSE, (result,))
 
 
 def _yielded(annotation: object, site: Site) -> object:

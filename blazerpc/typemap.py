@@ -9,7 +9,6 @@ import collections.abc
 import dataclasses
 import datetime
 import enum
-import re
 import types
 import typing
 from collections.abc import Mapping
@@ -33,7 +32,9 @@ from blazerpc.schema import (
     ValueType,
     WellKnown,
     doc_summary,
+    enum_value_name,
     is_wire_identifier,
+    wrapper_name,
 )
 
 __all__ = ("Site", "TypeMapper", "describe")
@@ -74,6 +75,7 @@ class Site:
     """(subject, annotation) pairs from the parameter down to the nested field at fault."""
 
     def at(self, subject: str, annotation: object) -> Site:
+        """One step deeper: a nested field, for the error's trail."""
         return Site(self.model, self.location, (*self.trail, (subject, annotation)))
 
     @property
@@ -114,6 +116,7 @@ class TypeMapper:
 
     @property
     def enums(self) -> tuple[EnumSpec, ...]:
+        """Every enum mapped so far, in the order of first use."""
         return tuple(self._enums.values())
 
     def field(
@@ -124,11 +127,10 @@ class TypeMapper:
         site: Site,
         *,
         default: object = NO_DEFAULT,
-        doc: str = "",
     ) -> FieldSpec:
         """The field `name` holding values of `annotation`; `site` already names the subject."""
         _check_msgspec_accepts(annotation, site)
-        return self._field(name, number, annotation, site, default, doc)
+        return self._field(name, number, annotation, site, default)
 
     def _field(
         self,
@@ -137,7 +139,6 @@ class TypeMapper:
         annotation: object,
         site: Site,
         default: object,
-        doc: str = "",
     ) -> FieldSpec:
         if not is_wire_identifier(name):
             site.fail(
@@ -186,7 +187,7 @@ class TypeMapper:
             is_nullable=is_nullable,
             default=default,
             constraints=constraints,
-            doc=doc,
+            needs_conversion=_needs_conversion(annotation),
         )
 
     def _value(self, annotation: object, site: Site, *, required_edge: bool) -> ValueType:
@@ -275,10 +276,7 @@ class TypeMapper:
     def _wrapper(self, annotation: object, site: Site) -> str:
         """A message holding a list or map, because protobuf cannot nest them directly."""
         items = self._field("items", 1, annotation, site, NO_DEFAULT)
-        if items.key_type is not None:
-            name = f"{_word(items.key_type)}{_word(items.value_type)}Map"
-        else:
-            name = f"{_word(items.value_type)}List"
+        name = wrapper_name(items)
         self._messages.setdefault(name, MessageSpec(name, MessageKind.WRAPPER, (items,)))
         return name
 
@@ -309,9 +307,8 @@ def _enum_spec(cls: type[enum.Enum], site: Site) -> EnumSpec:
             "Add a member such as UNSPECIFIED = 0.",
             culprit=cls,
         )
-    prefix = _upper_snake(cls.__name__)
     ordered = sorted(members, key=lambda m: m.value != 0)  # proto3: the zero value comes first
-    values = tuple(EnumValueSpec(f"{prefix}_{m.name.upper()}", m.value, m.name) for m in ordered)
+    values = tuple(EnumValueSpec(enum_value_name(cls.__name__, m.name), m.value) for m in ordered)
     if len({v.name for v in values}) != len(values) or not all(
         is_wire_identifier(v.name) for v in values
     ):
@@ -438,6 +435,16 @@ _BARE_FIX = {
 }
 
 
+def _needs_conversion(annotation: object) -> bool:
+    """Plain scalars come out of upb as the right Python type; anything else needs msgspec."""
+    if annotation in _SCALARS or annotation in _WELL_KNOWN:
+        return False
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, list, dict):
+        args = [arg for arg in typing.get_args(annotation) if arg is not types.NoneType]
+        return any(_needs_conversion(arg) for arg in args)
+    return True
+
+
 def _check_msgspec_accepts(annotation: object, site: Site) -> None:
     """msgspec converts wire values at request time, so it must understand the type now."""
     try:
@@ -471,19 +478,6 @@ def _class_doc(cls: type) -> str:
     if dataclasses.is_dataclass(cls) and doc.startswith(f"{cls.__name__}("):
         return ""
     return doc_summary(doc)
-
-
-def _word(value_type: ValueType | Scalar) -> str:
-    """The CamelCase word a wrapper message's name is made of."""
-    if isinstance(value_type, Scalar):
-        return value_type.value.capitalize()
-    if isinstance(value_type, WellKnown):
-        return value_type.value.rsplit(".", 1)[-1]
-    return value_type.name
-
-
-def _upper_snake(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).upper()
 
 
 def describe(annotation: object) -> str:
