@@ -129,6 +129,30 @@ class BlazeClient:
         spec, codec, timeout = self._prepare(model, Shape.SERVER_STREAMING, args, fields)
         return self._stream(spec, codec, codec.request.encode(fields), timeout)
 
+    @overload
+    async def send_stream(
+        self,
+        model: Callable[[AsyncIterator[T]], Coroutine[Any, Any, R]],
+        items: Iterable[T] | AsyncIterable[T],
+        *,
+        timeout: float | None = ...,
+    ) -> R: ...
+    @overload
+    async def send_stream(
+        self,
+        model: Callable[[Iterator[T]], R],
+        items: Iterable[T] | AsyncIterable[T],
+        *,
+        timeout: float | None = ...,
+    ) -> R: ...
+    @overload
+    async def send_stream(
+        self,
+        model: str,
+        items: Iterable[Any] | AsyncIterable[Any],
+        *,
+        timeout: float | None = ...,
+    ) -> Any: ...
     async def send_stream(
         self,
         model: ModelRef,
@@ -143,6 +167,30 @@ class BlazeClient:
                 return _result(codec, data)
             return _result(codec, None)
 
+    @overload
+    def exchange(
+        self,
+        model: Callable[[AsyncIterator[T]], AsyncIterator[R]],
+        items: Iterable[T] | AsyncIterable[T],
+        *,
+        timeout: float | None = ...,
+    ) -> AsyncGenerator[R, None]: ...
+    @overload
+    def exchange(
+        self,
+        model: Callable[[Iterator[T]], Iterator[R]],
+        items: Iterable[T] | AsyncIterable[T],
+        *,
+        timeout: float | None = ...,
+    ) -> AsyncGenerator[R, None]: ...
+    @overload
+    def exchange(
+        self,
+        model: str,
+        items: Iterable[Any] | AsyncIterable[Any],
+        *,
+        timeout: float | None = ...,
+    ) -> AsyncGenerator[Any, None]: ...
     def exchange(
         self,
         model: ModelRef,

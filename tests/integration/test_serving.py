@@ -414,3 +414,14 @@ async def test_client_positional_fields_and_a_field_named_timeout() -> None:
             await client.predict(add, 1, a=5)  # type: ignore[misc]  # the runtime check under test
         assert await client.predict("wait", timeout=1.5) == 3.0  # the model's field, not a deadline
         assert await client.send_stream("collect", [1, 2]) == 3  # Context before the stream
+
+
+async def test_a_model_with_a_defaulted_context_can_be_called_typed() -> None:
+    app = BlazeApp()
+
+    @app.model("hello")
+    def hello(name: str, ctx: Context = Context()) -> str:  # noqa: B008 - replaced by the server
+        return f"hello {name} from {ctx.peer is not None}"
+
+    async with serve_app(app) as client:
+        assert await client.predict(hello, name="ada") == "hello ada from True"

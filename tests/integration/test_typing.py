@@ -8,7 +8,7 @@ from mypy import api
 
 ROOT = Path(__file__).resolve().parents[2]
 SNIPPET = """\
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from blazerpc import BlazeApp, BlazeClient
 
@@ -25,10 +25,23 @@ async def generate(prompt: str, max_tokens: int = 32) -> AsyncIterator[str]:
     yield prompt
 
 
+@app.model("total")
+async def total(values: AsyncIterator[float]) -> float:
+    return sum([v async for v in values])
+
+
+@app.model("doubles")
+def doubles(values: Iterator[int]) -> Iterator[int]:
+    for value in values:
+        yield value * 2
+
+
 async def main(client: BlazeClient) -> None:
     reveal_type(await add(1, 2))  # still the user's own function
     reveal_type(await client.predict(add, a=1, b=2))
     reveal_type(client.stream(generate, prompt="hi"))
+    reveal_type(await client.send_stream(total, [1.0, 2.0]))
+    reveal_type(client.exchange(doubles, [1, 2]))
     await client.predict(add, a="one")
     await client.predict(add, c=3)
 """
@@ -49,6 +62,8 @@ def test_mypy_types_results_and_rejects_bad_fields(tmp_path: Path) -> None:
     assert status == 1
     assert lines.count('note: Revealed type is "int"') == 2
     assert 'note: Revealed type is "typing.AsyncGenerator[str, None]"' in lines
+    assert 'note: Revealed type is "float"' in lines
+    assert 'note: Revealed type is "typing.AsyncGenerator[int, None]"' in lines
     bad_calls = [line for line in lines if 'No overload variant of "predict"' in line]
     assert len(bad_calls) == 2  # a="one" and c=3: both refused before anything is sent
     assert len([line for line in lines if line.startswith("error:")]) == 2
