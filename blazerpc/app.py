@@ -7,7 +7,13 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
 
 from blazerpc.errors import DefinitionError
-from blazerpc.schema import ModelSpec, ServiceSpec, is_package_name, is_wire_identifier
+from blazerpc.schema import (
+    Batching,
+    ModelSpec,
+    ServiceSpec,
+    is_package_name,
+    is_wire_identifier,
+)
 from blazerpc.signature import read_model
 
 __all__ = ("BlazeApp", "Registry")
@@ -35,16 +41,21 @@ class BlazeApp:
         self._schema = ServiceSpec.build(package, service, ())
         self._registry = Registry(self)
 
-    def model(self, name: str, *, streaming: bool | None = None) -> Callable[[F], F]:
+    def model(
+        self, name: str, *, streaming: bool | None = None, batch: Batching | None = None
+    ) -> Callable[[F], F]:
         """Register a function as model `name`; the function itself is returned unchanged.
 
         The shape (unary, server, client or bidirectional streaming) is read from the
-        signature; `streaming` only states what the signature must agree with.
+        signature; `streaming` only states what the signature must agree with. With `batch=`,
+        the function takes lists and is called once for a group of concurrent calls.
         """
 
         def register(function: F) -> F:
             caller_locals = sys._getframe(1).f_locals
-            spec = read_model(name, function, streaming=streaming, localns=caller_locals)
+            spec = read_model(
+                name, function, streaming=streaming, batching=batch, localns=caller_locals
+            )
             self._add(spec)
             return function
 

@@ -10,6 +10,7 @@ __all__ = (
     "BlazeError",
     "DefinitionError",
     "ModelError",
+    "QueueFullError",
     "ResultError",
     "RpcError",
     "Status",
@@ -54,6 +55,10 @@ class ModelError(BlazeError):
         self.message = message
 
 
+class QueueFullError(BlazeError):
+    """A batched model's queue is full: the call is refused at once, not queued."""
+
+
 class StreamEndedError(BlazeError):
     """Raised in a sync model waiting for its client's next message when the call has ended."""
 
@@ -77,6 +82,8 @@ def to_status(error: Exception, model: str) -> tuple[Status, str]:
         status, message = Status.INVALID_ARGUMENT, str(error)
     elif isinstance(error, ModelError):
         status, message = error.status, error.message
+    elif isinstance(error, QueueFullError):
+        status, message = Status.RESOURCE_EXHAUSTED, str(error)
     elif isinstance(error, ResultError):
         message = f"model {model!r} returned an invalid result: {error}"
         log.error("%s", message)

@@ -26,6 +26,7 @@ from grpclib.const import Handler
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
+from blazerpc.batcher import Batcher
 from blazerpc.codec import CARDINALITIES, MessageCodec, ModelCodec, SchemaCodec
 from blazerpc.context import Context
 from blazerpc.errors import ResultError, StreamEndedError, WireError, to_status
@@ -46,9 +47,14 @@ class ServiceHandlers:
     """grpclib's handler mapping for one schema: `/package.Service/PredictX` -> adapter."""
 
     def __init__(self, schema: ServiceSpec, codecs: SchemaCodec) -> None:
+        self.batchers = {
+            model.name: Batcher(model, model.batching)
+            for model in schema.models
+            if model.batching is not None
+        }
         self._mapping = {
             schema.rpc_path(model): Handler(
-                _adapter(model, codecs.models[model.name]),
+                _adapter(model, codecs.models[model.name], self.batchers.get(model.name)),
                 CARDINALITIES[model.shape],
                 bytes,
                 bytes,
@@ -59,9 +65,14 @@ class ServiceHandlers:
     def __mapping__(self) -> dict[str, Handler]:
         return self._mapping
 
+    async def close(self) -> None:
+        """Let running batches finish."""
+        for batcher in self.batchers.values():
+            await batcher.close()
 
-def _adapter(model: ModelSpec, codec: ModelCodec) -> Adapter:
-    call = _Call(model, codec)
+
+def _adapter(model: ModelSpec, codec: ModelCodec, batcher: Batcher | None) -> Adapter:
+    call = _Call(model, codec, batcher)
     body = {
         Shape.UNARY: call.unary,
         Shape.SERVER_STREAMING: call.server_streaming,
@@ -90,8 +101,9 @@ def _adapter(model: ModelSpec, codec: ModelCodec) -> Adapter:
 class _Call:
     """Runs one model for one rpc: decode, call (in a thread if sync), encode, send."""
 
-    def __init__(self, model: ModelSpec, codec: ModelCodec) -> None:
+    def __init__(self, model: ModelSpec, codec: ModelCodec, batcher: Batcher | None) -> None:
         self._model = model
+        self._batcher = batcher
         self._function: Callable[..., Any] = model.function
         self._request = codec.request
         self._response = codec.response
@@ -100,7 +112,9 @@ class _Call:
     async def unary(self, stream: RawStream, injected: dict[str, object]) -> None:
         """One request in, one response out."""
         kwargs = self._request.decode(await _receive_one(stream)) | injected
-        if self._model.is_async:
+        if self._batcher is not None:
+            result = await self._batcher.submit(kwargs, _loop_deadline(stream))
+        elif self._model.is_async:
             result = await self._function(**kwargs)
         else:
             result = await anyio.to_thread.run_sync(functools.partial(self._function, **kwargs))
@@ -175,6 +189,13 @@ class _Call:
             return self._response.encode({RESULT_FIELD: result})
         except WireError as err:
             raise ResultError(str(err)) from None
+
+
+def _loop_deadline(stream: RawStream) -> float | None:
+    """The caller's deadline on the event loop's clock, for the batcher."""
+    if stream.deadline is None:
+        return None
+    return asyncio.get_running_loop().time() + stream.deadline.time_remaining()
 
 
 def _context(stream: RawStream) -> Context:

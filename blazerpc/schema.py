@@ -15,6 +15,7 @@ from blazerpc.errors import DefinitionError
 
 __all__ = (
     "NO_DEFAULT",
+    "Batching",
     "RESULT_FIELD",
     "EnumRef",
     "EnumSpec",
@@ -225,6 +226,43 @@ class EnumSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Batching:
+    """How a batched model groups concurrent calls; every knob has one exact meaning.
+
+    - `max_size`: the most calls in one batch, never exceeded.
+    - `max_wait_s`: the longest a call waits for company, counted from its arrival; 0 means
+      never wait: a batch starts as soon as the model is free.
+    - `max_queue`: calls waiting beyond this many are refused at once (RESOURCE_EXHAUSTED).
+    - `max_concurrent`: how many batches may run at the same time.
+
+    While a batch runs, new calls queue and form the next one, so batches grow with load
+    without adding latency to a lone call.
+    """
+
+    max_size: int = 32
+    max_wait_s: float = 0.0
+    max_queue: int = 1024
+    max_concurrent: int = 1
+
+    def __post_init__(self) -> None:
+        for knob, value, smallest in (
+            ("max_size", self.max_size, 1),
+            ("max_queue", self.max_queue, 1),
+            ("max_concurrent", self.max_concurrent, 1),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < smallest:
+                raise DefinitionError(
+                    f"Batching({knob}={value!r}): {knob} is a whole number of at least "
+                    f"{smallest}. Use for example {knob}={max(smallest, 8)}."
+                )
+        if not isinstance(self.max_wait_s, int | float) or not 0 <= self.max_wait_s < 60:
+            raise DefinitionError(
+                f"Batching(max_wait_s={self.max_wait_s!r}): the wait is in seconds, from 0 "
+                "(never wait) to under 60. Use for example max_wait_s=0.002."
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class ModelSpec:
     """A decorated function and everything derived from its signature."""
 
@@ -242,6 +280,8 @@ class ModelSpec:
     doc: str = ""
     context_parameter: str | None = None
     """The parameter annotated `Context`, injected by the server and absent from the wire."""
+    batching: Batching | None = None
+    """Set for a batch function: it is called with lists, one item per concurrent call."""
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
     """Message or enum name -> `parameter 'box' is annotated Box`, for error messages."""
 

@@ -58,6 +58,7 @@ class BlazeServer:
             self._server.close()
             self._server.close_connections()  # before waiting: Python 3.12+ waits for them
             await self._server.wait_closed()
+        await self._handlers.close()
 
     async def __aenter__(self) -> BlazeServer:
         await self.start()

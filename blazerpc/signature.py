@@ -24,6 +24,7 @@ from blazerpc.errors import DefinitionError
 from blazerpc.schema import (
     NO_DEFAULT,
     RESULT_FIELD,
+    Batching,
     FieldSpec,
     MessageKind,
     MessageSpec,
@@ -55,6 +56,7 @@ def read_model(
     function: Callable[..., object],
     *,
     streaming: bool | None = None,
+    batching: Batching | None = None,
     localns: Mapping[str, object] | None = None,
 ) -> ModelSpec:
     """Read a model's shape and wire messages off its signature; DefinitionError if it has none.
@@ -78,6 +80,9 @@ def read_model(
     context = _context_parameter(parameters, site)
     parameters = [(p, ann) for p, ann in parameters if p.name != context]
     streamed = _streamed_parameter(parameters, is_async, site)
+    if batching is not None:
+        _check_batchable(is_generator, streamed, context, site)
+        parameters, hints = _per_item(parameters, hints, site)
     mapper = TypeMapper(localns)
     request = _request(name, parameters, streamed, mapper, site)
     response = _response(name, hints, is_generator, mapper, site)
@@ -100,8 +105,49 @@ def read_model(
         location=site.location,
         doc=doc_summary(function.__doc__),
         context_parameter=context,
+        batching=batching,
         origins=mapper.origins,
     )
+
+
+def _check_batchable(
+    is_generator: bool, streamed: inspect.Parameter | None, context: str | None, site: Site
+) -> None:
+    if is_generator or streamed is not None:
+        site.fail(
+            "batch= is given, but the model streams, and streams are served one by one: they "
+            "bypass batching.",
+            "Drop batch= from the streaming model, or make it a unary batch function.",
+        )
+    if context is not None:
+        site.fail(
+            f"a batch function serves many calls at once, so it cannot take one {context!r}.",
+            "Drop the Context parameter from the batch function.",
+        )
+
+
+def _per_item(
+    parameters: list[tuple[inspect.Parameter, object]], hints: Mapping[str, object], site: Site
+) -> tuple[list[tuple[inspect.Parameter, object]], dict[str, object]]:
+    """A batch function's `list[T]` parameters and `list[R]` return -> the per-call T and R.
+
+    The wire schema is the per-call one, so a client cannot tell a batched model.
+    """
+    items = []
+    for parameter, annotation in parameters:
+        if typing.get_origin(annotation) is not list:
+            site.at(f"parameter {parameter.name!r}", annotation).fail(
+                "a batch function receives one list per parameter, one item per call.",
+                f"Annotate it list[{describe(annotation)}].",
+            )
+        items.append((parameter.replace(default=inspect.Parameter.empty), _item(annotation, site)))
+    result = hints.get("return")
+    if typing.get_origin(result) is not list:
+        site.at("the return value", result).fail(
+            "a batch function returns one result per call, in order.",
+            f"Annotate it -> list[{describe(result)}].",
+        )
+    return items, {**hints, "return": _item(result, site)}
 
 
 def _check_streaming_flag(streaming: bool | None, is_generator: bool, site: Site) -> None:
