@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from blazerpc.errors import QueueFullError, ResultError
+from blazerpc.errors import DeadlineExceededError, QueueFullError, ResultError
 from blazerpc.schema import Batching, ModelSpec
 
 __all__ = ("BatchStats", "Batcher")
@@ -118,11 +118,23 @@ class Batcher:
             await changed.wait()
 
     def _drop_dead(self, now: float) -> None:
-        if any(entry.is_dead(now) for entry in self._queue):
-            alive = [entry for entry in self._queue if not entry.is_dead(now)]
-            self.stats.dropped += len(self._queue) - len(alive)
-            self._queue = collections.deque(alive)
-            self.stats.queue_depth = len(self._queue)
+        if not any(entry.is_dead(now) for entry in self._queue):
+            return
+        alive: collections.deque[_Entry] = collections.deque()
+        for entry in self._queue:
+            if not entry.is_dead(now):
+                alive.append(entry)
+                continue
+            self.stats.dropped += 1
+            if not entry.future.done():
+                entry.future.set_exception(
+                    DeadlineExceededError(
+                        f"the deadline passed while the call waited for model "
+                        f"{self._model.name!r}; it was not computed"
+                    )
+                )
+        self._queue = alive
+        self.stats.queue_depth = len(self._queue)
 
     def _start_batch(self, now: float) -> None:
         size = min(len(self._queue), self._config.max_size)

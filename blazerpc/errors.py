@@ -8,6 +8,7 @@ from grpclib.const import Status
 
 __all__ = (
     "BlazeError",
+    "DeadlineExceededError",
     "DefinitionError",
     "ModelError",
     "QueueFullError",
@@ -55,6 +56,10 @@ class ModelError(BlazeError):
         self.message = message
 
 
+class DeadlineExceededError(BlazeError):
+    """The caller's deadline passed before the work started."""
+
+
 class QueueFullError(BlazeError):
     """A batched model's queue is full: the call is refused at once, not queued."""
 
@@ -82,6 +87,8 @@ def to_status(error: Exception, model: str) -> tuple[Status, str]:
         status, message = Status.INVALID_ARGUMENT, str(error)
     elif isinstance(error, ModelError):
         status, message = error.status, error.message
+    elif isinstance(error, DeadlineExceededError):
+        status, message = Status.DEADLINE_EXCEEDED, str(error)
     elif isinstance(error, QueueFullError):
         status, message = Status.RESOURCE_EXHAUSTED, str(error)
     elif isinstance(error, ResultError):

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import functools
 import inspect
+import operator
 import os
+import types
 import typing
 from collections.abc import Callable, Mapping
 
@@ -147,7 +150,19 @@ def _per_item(
             "a batch function returns one result per call, in order.",
             f"Annotate it -> list[{describe(result)}].",
         )
-    return items, {**hints, "return": _item(result, site)}
+    return items, {**hints, "return": _without_exceptions(_item(result, site))}
+
+
+def _without_exceptions(annotation: object) -> object:
+    """`int | Exception` -> `int`: a batch may return an exception to fail one call alone."""
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return annotation
+    kept = [
+        arg
+        for arg in typing.get_args(annotation)
+        if not (isinstance(arg, type) and issubclass(arg, BaseException))
+    ]
+    return functools.reduce(operator.or_, kept) if kept else annotation
 
 
 def _check_streaming_flag(streaming: bool | None, is_generator: bool, site: Site) -> None:
