@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import weakref
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -11,6 +12,7 @@ from grpclib.protocol import H2Protocol
 from grpclib.server import Server
 
 from blazerpc.app import BlazeApp
+from blazerpc.batcher import BatchStats
 from blazerpc.codec import RawBytesCodec, SchemaCodec
 from blazerpc.handlers import ServiceHandlers
 
@@ -30,6 +32,11 @@ class BlazeServer:
         self._handlers = ServiceHandlers(app.schema, SchemaCodec(app.schema))
         self._server: _Server | None = None
         self._socket: socket.socket | None = None
+
+    @property
+    def batch_stats(self) -> Mapping[str, BatchStats]:
+        """Per batched model: batches run, items, queue depth, sizes, queue time."""
+        return {name: batcher.stats for name, batcher in self._handlers.batchers.items()}
 
     @property
     def port(self) -> int:

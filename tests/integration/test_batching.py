@@ -258,3 +258,23 @@ def _cancel(
     if not task.done():
         events.append((loop.time(), "cancel", index))
         task.cancel()
+
+
+@pytest.mark.anyio
+async def test_sixty_four_stock_grpcio_calls_share_batches() -> None:
+    recorder = Recorder()
+    app = batch_app(Batching(max_size=64), recorder)
+    async with BlazeServer(app, port=0) as server:
+
+        def call_all() -> list[bytes]:
+            with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                double = channel.unary_unary("/blazerpc.InferenceService/PredictDouble")
+                futures = [double.future(b"\x08" + bytes([i]), timeout=10) for i in range(64)]
+                return [future.result() for future in futures]
+
+        replies = await anyio.to_thread.run_sync(call_all)
+        stats = server.batch_stats["double"]
+    assert replies == [b"\x08" + bytes([2 * i]) if i else b"" for i in range(64)]
+    assert stats.items == 64
+    assert stats.batches < 64
+    assert max(stats.sizes) > 1
