@@ -8,9 +8,11 @@ from blazerpc.app import BlazeApp, Registry
 from blazerpc.client import BlazeClient
 from blazerpc.context import Context
 from blazerpc.errors import BlazeError, DefinitionError, ModelError, RpcError, Status, WireError
+from blazerpc.schema import Batching
 from blazerpc.server import BlazeServer
 
 __all__ = (
+    "Batching",
     "BlazeApp",
     "BlazeClient",
     "BlazeError",

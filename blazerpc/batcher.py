@@ -80,7 +80,10 @@ class Batcher:
         entry = _Entry(fields, loop.create_future(), loop.time(), deadline)
         self._queue.append(entry)
         self.stats.queue_depth = len(self._queue)
-        self._wake()
+        if self._is_free_now():
+            self._start_batch(entry.arrived)  # a lone call on an idle model: no dispatcher hop
+        else:
+            self._wake()
         try:
             return await entry.future
         finally:
@@ -93,6 +96,13 @@ class Batcher:
             await asyncio.wait({self._dispatcher})
         if self._batches:
             await asyncio.wait(self._batches)
+
+    def _is_free_now(self) -> bool:
+        return (
+            self._config.max_wait_s == 0
+            and len(self._queue) == 1
+            and self._running < self._config.max_concurrent
+        )
 
     def _wake(self) -> None:
         if self._changed is None:
