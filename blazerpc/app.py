@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
 
 from blazerpc.errors import DefinitionError
+from blazerpc.lifespan import LifespanHook, check_hook
 from blazerpc.schema import (
     Batching,
     ModelSpec,
@@ -19,6 +20,7 @@ from blazerpc.signature import read_model
 __all__ = ("BlazeApp", "Registry")
 
 F = TypeVar("F", bound=Callable[..., object])
+H = TypeVar("H", bound=LifespanHook)
 
 
 class BlazeApp:
@@ -40,6 +42,7 @@ class BlazeApp:
             )
         self._schema = ServiceSpec.build(package, service, ())
         self._registry = Registry(self)
+        self._lifespan_hooks: list[LifespanHook] = []
 
     def model(
         self, name: str, *, streaming: bool | None = None, batch: Batching | None = None
@@ -60,6 +63,21 @@ class BlazeApp:
             return function
 
         return register
+
+    def lifespan(self, hook: H) -> H:
+        """Register a generator function run once per server process: load, `yield`, release.
+
+        The server reports NOT_SERVING until every hook has reached its `yield`, and runs the
+        rest of each hook after its last call has ended. See docs/deployment.md.
+        """
+        check_hook(hook)
+        self._lifespan_hooks.append(hook)
+        return hook
+
+    @property
+    def lifespan_hooks(self) -> tuple[LifespanHook, ...]:
+        """The lifespan hooks, in the order they start."""
+        return tuple(self._lifespan_hooks)
 
     @property
     def registry(self) -> Registry:

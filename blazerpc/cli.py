@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
+import typing
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -15,15 +17,18 @@ import click
 from blazerpc import __version__
 from blazerpc.app import BlazeApp
 from blazerpc.codegen import render_proto
-from blazerpc.errors import DefinitionError, TargetError
+from blazerpc.config import HELP, ConfigError, ServerConfig, env_name, flag_name
+from blazerpc.errors import DefinitionError, LifespanError, TargetError
 from blazerpc.server import BlazeServer
 from blazerpc.target import load_app
 
 __all__ = ("main",)
 
 _USAGE_ERROR = 2
+_RUNTIME_ERROR = 1
 _DEBUG = "blazerpc.debug"
 C = TypeVar("C", bound=Callable[..., object])
+log = logging.getLogger(__name__)
 
 
 def _enable_debug(ctx: click.Context, _: click.Parameter, value: bool) -> None:
@@ -73,29 +78,63 @@ def proto(target: str, output: Path | None) -> None:
         click.echo(f"wrote {output}", err=True)
 
 
+def _config_options(command: C) -> C:
+    """One flag per ServerConfig field, with its help text, default and BLAZE_* variable."""
+    for name, field_type in reversed(list(typing.get_type_hints(ServerConfig).items())):
+        default = getattr(ServerConfig(), name)
+        help_text = f"{HELP[name]} [default: {_shown(default)}; env {env_name(name)}]"
+        if field_type is bool:
+            flag = flag_name(name)
+            decls = [f"{flag}/--no-{flag[2:]}", name]
+            command = click.option(*decls, default=None, help=help_text)(command)
+            continue
+        command = click.option(
+            flag_name(name), name, type=_click_type(field_type), default=None, help=help_text
+        )(command)
+    return command
+
+
+def _click_type(field_type: object) -> click.ParamType[Any]:
+    """The click type of a config field; click only parses, ServerConfig validates."""
+    args = [arg for arg in typing.get_args(field_type) if arg is not type(None)]
+    if typing.get_origin(field_type) is typing.Literal:
+        return click.Choice([str(arg) for arg in args])
+    base = args[0] if args else field_type  # `int | None` -> int
+    return click.INT if base is int else click.FLOAT if base is float else click.STRING
+
+
+def _shown(default: object) -> str:
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    return "none" if default is None else str(default)
+
+
 @main.command()
 @click.argument("target")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option(
-    "--port",
-    default=50051,
-    show_default=True,
-    type=click.IntRange(0, 65535),
-    help="Port to listen on; 0 picks a free one (printed on the first line).",
-)
+@_config_options
 @_debug_option
-def serve(target: str, host: str, port: int) -> None:
+def serve(target: str, **flags: Any) -> None:
     """Serve the app TARGET (module:attr or path/to/file.py:attr) over gRPC.
 
-    The first line printed is `blazerpc serving N models on HOST:PORT`, with the real port.
-    SIGINT or SIGTERM stops the server, and the command exits 0.
+    The first line printed is `blazerpc serving N models on HOST:PORT`, with the real port,
+    once the models are loaded. Every option can also be set with its BLAZE_* environment
+    variable; a flag wins over the variable. SIGTERM or SIGINT drains: running calls get
+    --grace seconds to finish, then the command exits 0; a second signal exits at once (1).
     """
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = ServerConfig.load(flags)
+    except ConfigError as err:
+        _fail(err, str(err))
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
     app = _load(target)
     try:
-        _run(_serve_until_signal(BlazeServer(app, host=host, port=port)))
+        _run(_serve_until_signal(BlazeServer(app, config)))
     except OSError as err:
-        _fail(err, f"cannot listen on {host}:{port}: {err.strerror or err}.")
+        _fail(err, f"cannot listen on {config.host}:{config.port}: {err.strerror or err}.")
+    except LifespanError as err:
+        _fail(err, f"{err}. The server did not start.", status=_RUNTIME_ERROR)
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
@@ -109,16 +148,25 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 
 
 async def _serve_until_signal(server: BlazeServer) -> None:
+    """Serve until the first SIGINT/SIGTERM, then drain; a second signal exits at once."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            click.echo("blaze: second signal: exiting without waiting for running calls", err=True)
+            os._exit(_RUNTIME_ERROR)  # the drain may be waiting on model threads: do not join
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):  # before the first line: scripts act on it
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal)
     await server.start()
     count = len(server.app.registry)
     click.echo(f"blazerpc serving {count} models on {server.host}:{server.port}")
     sys.stdout.flush()
     await stop.wait()
-    await server.close()
+    log.info("draining: %d calls running, grace %.1f s", server.running_calls, server.config.grace)
+    await server.drain()
 
 
 def _load(target: str) -> BlazeApp:
@@ -135,8 +183,8 @@ def _load(target: str) -> BlazeApp:
         )
 
 
-def _fail(err: Exception, message: str) -> NoReturn:
+def _fail(err: Exception, message: str, *, status: int = _USAGE_ERROR) -> NoReturn:
     if click.get_current_context().meta.get(_DEBUG):
         raise err
     click.echo(f"blaze: {message}", err=True)
-    sys.exit(_USAGE_ERROR)
+    sys.exit(status)

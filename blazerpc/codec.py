@@ -19,18 +19,14 @@ from typing import Any
 
 import msgspec
 from google.protobuf import (
-    descriptor_pb2,
-    descriptor_pool,
-    duration_pb2,
     message_factory,
-    timestamp_pb2,
     unknown_fields,
 )
 from google.protobuf.message import DecodeError, Message
 from grpclib.const import Cardinality
-from grpclib.encoding.base import CodecBase
+from grpclib.encoding.proto import ProtoCodec
 
-from blazerpc.descriptor import file_descriptor
+from blazerpc.descriptor import schema_pool
 from blazerpc.errors import WireError
 from blazerpc.schema import (
     EnumRef,
@@ -49,10 +45,6 @@ from blazerpc.schema import (
 __all__ = ("CARDINALITIES", "MessageCodec", "ModelCodec", "RawBytesCodec", "SchemaCodec")
 
 _MISSING: Any = object()
-_WELL_KNOWN_FILES = {
-    "google/protobuf/timestamp.proto": timestamp_pb2.DESCRIPTOR,
-    "google/protobuf/duration.proto": duration_pb2.DESCRIPTOR,
-}
 _WIRE_TYPES = {
     Scalar.INT64: 0,
     Scalar.BOOL: 0,
@@ -73,12 +65,7 @@ class SchemaCodec:
     """The wire classes of one schema, built once at start-up, and a codec per model."""
 
     def __init__(self, schema: ServiceSpec) -> None:
-        pool = descriptor_pool.DescriptorPool()
-        for path in schema.imports:
-            pool.Add(
-                descriptor_pb2.FileDescriptorProto.FromString(_WELL_KNOWN_FILES[path].serialized_pb)
-            )
-        pool.Add(file_descriptor(schema))
+        pool = schema_pool(schema)
         self.classes: dict[str, type[Message]] = {
             spec.name: message_factory.GetMessageClass(
                 pool.FindMessageTypeByName(f"{schema.package}.{spec.name}")
@@ -107,18 +94,24 @@ CARDINALITIES = {
 """How grpclib names each shape."""
 
 
-class RawBytesCodec(CodecBase):
-    """grpclib's codec slot, passing bytes through: we decode inside our error boundary."""
+class RawBytesCodec(ProtoCodec):
+    """grpclib's codec slot: model calls pass bytes through, decoded inside our error boundary.
 
-    __content_subtype__ = "proto"
+    grpclib has one codec per server or channel; protobuf classes (health, reflection) keep
+    grpclib's own protobuf coding.
+    """
 
     def encode(self, message: Any, message_type: Any) -> bytes:
-        """The bytes, as they are."""
-        return bytes(message)
+        """The bytes as they are, or a protobuf message serialized."""
+        if message_type is bytes:
+            return bytes(message)
+        return super().encode(message, message_type)
 
-    def decode(self, data: bytes, message_type: Any) -> bytes:
-        """The bytes, as they are: decoding happens inside our error boundary."""
-        return data
+    def decode(self, data: bytes, message_type: Any) -> Any:
+        """The bytes as they are, or a protobuf message parsed."""
+        if message_type is bytes:
+            return data
+        return super().decode(data, message_type)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ checks that protoc's descriptor equals this one, so the two cannot drift apart.
 
 from __future__ import annotations
 
-from google.protobuf import descriptor_pb2
+from google.protobuf import descriptor, descriptor_pb2, descriptor_pool, duration_pb2, timestamp_pb2
 
 from blazerpc.schema import (
     EnumRef,
@@ -22,7 +22,7 @@ from blazerpc.schema import (
     map_entry_name,
 )
 
-__all__ = ("file_descriptor",)
+__all__ = ("file_descriptor", "schema_pool")
 
 _Field = descriptor_pb2.FieldDescriptorProto
 
@@ -33,6 +33,26 @@ _SCALAR_TYPES = {
     Scalar.STRING: _Field.TYPE_STRING,
     Scalar.BYTES: _Field.TYPE_BYTES,
 }
+
+
+_WELL_KNOWN_FILES = {
+    "google/protobuf/timestamp.proto": timestamp_pb2.DESCRIPTOR,
+    "google/protobuf/duration.proto": duration_pb2.DESCRIPTOR,
+}
+
+
+def schema_pool(
+    schema: ServiceSpec, extra_files: tuple[descriptor.FileDescriptor, ...] = ()
+) -> descriptor_pool.DescriptorPool:
+    """A private pool holding the schema's file, the files it imports, and `extra_files`.
+
+    Private, so two apps with the same package never clash in protobuf's default pool.
+    """
+    pool = descriptor_pool.DescriptorPool()
+    for file in (*(_WELL_KNOWN_FILES[path] for path in schema.imports), *extra_files):
+        pool.Add(descriptor_pb2.FileDescriptorProto.FromString(file.serialized_pb))
+    pool.Add(file_descriptor(schema))
+    return pool
 
 
 def file_descriptor(schema: ServiceSpec) -> descriptor_pb2.FileDescriptorProto:

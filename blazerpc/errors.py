@@ -10,6 +10,8 @@ __all__ = (
     "BlazeError",
     "DeadlineExceededError",
     "DefinitionError",
+    "LifespanError",
+    "LimitError",
     "ModelError",
     "QueueFullError",
     "ResultError",
@@ -17,6 +19,7 @@ __all__ = (
     "Status",
     "StreamEndedError",
     "TargetError",
+    "UnavailableError",
     "WireError",
     "to_status",
 )
@@ -60,8 +63,20 @@ class DeadlineExceededError(BlazeError):
     """The caller's deadline passed before the work started."""
 
 
-class QueueFullError(BlazeError):
+class LimitError(BlazeError):
+    """A call went past a server limit (message size, open streams): refused, never queued."""
+
+
+class QueueFullError(LimitError):
     """A batched model's queue is full: the call is refused at once, not queued."""
+
+
+class UnavailableError(BlazeError):
+    """The server is loading its models or shutting down: retry, on another replica if any."""
+
+
+class LifespanError(BlazeError):
+    """An app's lifespan hook failed, so the server cannot serve; the message names the hook."""
 
 
 class StreamEndedError(BlazeError):
@@ -89,8 +104,10 @@ def to_status(error: Exception, model: str) -> tuple[Status, str]:
         status, message = error.status, error.message
     elif isinstance(error, DeadlineExceededError):
         status, message = Status.DEADLINE_EXCEEDED, str(error)
-    elif isinstance(error, QueueFullError):
+    elif isinstance(error, LimitError):
         status, message = Status.RESOURCE_EXHAUSTED, str(error)
+    elif isinstance(error, UnavailableError):
+        status, message = Status.UNAVAILABLE, str(error)
     elif isinstance(error, ResultError):
         message = f"model {model!r} returned an invalid result: {error}"
         log.error("%s", message)

@@ -15,26 +15,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import struct
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
 import anyio.from_thread
 import anyio.to_thread
-from grpclib.const import Handler
+from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
+from blazerpc.admission import Admission, Ticket
 from blazerpc.batcher import Batcher
-from blazerpc.codec import CARDINALITIES, MessageCodec, ModelCodec, SchemaCodec
+from blazerpc.codec import CARDINALITIES, ModelCodec, SchemaCodec
+from blazerpc.config import ServerConfig
 from blazerpc.context import Context
-from blazerpc.errors import ResultError, StreamEndedError, WireError, to_status
+from blazerpc.errors import LimitError, ResultError, StreamEndedError, WireError, to_status
 from blazerpc.schema import RESULT_FIELD, ModelSpec, ServiceSpec, Shape
 
 __all__ = ("ServiceHandlers",)
 
 _DONE = object()
+_PREFIX = struct.Struct(">?I")
+_ENDED_BY_DRAIN = (
+    "the server shut down before this call finished (its grace period ran out); "
+    "retry, on another replica if there is one."
+)
 _TURN_S = 0.0005
 """How long a stream may keep the event loop before letting the others run (see bench/)."""
 T = TypeVar("T")
@@ -46,15 +55,25 @@ Adapter = Callable[[RawStream], Awaitable[None]]
 class ServiceHandlers:
     """grpclib's handler mapping for one schema: `/package.Service/PredictX` -> adapter."""
 
-    def __init__(self, schema: ServiceSpec, codecs: SchemaCodec) -> None:
+    def __init__(
+        self,
+        schema: ServiceSpec,
+        codecs: SchemaCodec,
+        config: ServerConfig,
+        admission: Admission,
+    ) -> None:
         self.batchers = {
             model.name: Batcher(model, model.batching)
             for model in schema.models
             if model.batching is not None
         }
+        limits = _Limits(config.max_request_bytes, config.max_response_bytes)
         self._mapping = {
             schema.rpc_path(model): Handler(
-                _adapter(model, codecs.models[model.name], self.batchers.get(model.name)),
+                _adapter(
+                    _Call(model, codecs.models[model.name], self.batchers.get(model.name), limits),
+                    admission,
+                ),
                 CARDINALITIES[model.shape],
                 bytes,
                 bytes,
@@ -71,8 +90,14 @@ class ServiceHandlers:
             await batcher.close()
 
 
-def _adapter(model: ModelSpec, codec: ModelCodec, batcher: Batcher | None) -> Adapter:
-    call = _Call(model, codec, batcher)
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    max_request_bytes: int
+    max_response_bytes: int
+
+
+def _adapter(call: _Call, admission: Admission) -> Adapter:
+    model = call.model
     body = {
         Shape.UNARY: call.unary,
         Shape.SERVER_STREAMING: call.server_streaming,
@@ -85,15 +110,23 @@ def _adapter(model: ModelSpec, codec: ModelCodec, batcher: Batcher | None) -> Ad
         injected: dict[str, object] = {}
         if model.context_parameter is not None:
             injected[model.context_parameter] = context
+        ticket: Ticket | None = None
         try:
+            ticket = admission.admit(model)
             await body(stream, injected)
         except asyncio.CancelledError:
             if context is not None:
                 context.cancel()
+            if ticket is not None and ticket.is_ended_by_drain:
+                ticket.task.uncancel()
+                raise GRPCError(Status.UNAVAILABLE, _ENDED_BY_DRAIN) from None
             raise
         except Exception as error:  # the one boundary: every failure becomes a status
             status, message = to_status(error, model.name)
             raise GRPCError(status, message) from None
+        finally:
+            if ticket is not None:
+                admission.release(ticket)
 
     return handle
 
@@ -101,8 +134,11 @@ def _adapter(model: ModelSpec, codec: ModelCodec, batcher: Batcher | None) -> Ad
 class _Call:
     """Runs one model for one rpc: decode, call (in a thread if sync), encode, send."""
 
-    def __init__(self, model: ModelSpec, codec: ModelCodec, batcher: Batcher | None) -> None:
-        self._model = model
+    def __init__(
+        self, model: ModelSpec, codec: ModelCodec, batcher: Batcher | None, limits: _Limits
+    ) -> None:
+        self.model = model
+        self._limits = limits
         self._batcher = batcher
         self._function: Callable[..., Any] = model.function
         self._request = codec.request
@@ -111,10 +147,10 @@ class _Call:
 
     async def unary(self, stream: RawStream, injected: dict[str, object]) -> None:
         """One request in, one response out."""
-        kwargs = self._request.decode(await _receive_one(stream)) | injected
+        kwargs = await self._receive_request(stream) | injected
         if self._batcher is not None:
             result = await self._batcher.submit(kwargs, _loop_deadline(stream))
-        elif self._model.is_async:
+        elif self.model.is_async:
             result = await self._function(**kwargs)
         else:
             result = await anyio.to_thread.run_sync(functools.partial(self._function, **kwargs))
@@ -122,8 +158,8 @@ class _Call:
 
     async def client_streaming(self, stream: RawStream, injected: dict[str, object]) -> None:
         """The client's stream in, one response out."""
-        requests = _items(stream, self._request, self._streamed or "")
-        if self._model.is_async:
+        requests = self._items(stream, self._streamed or "")
+        if self.model.is_async:
             try:
                 result = await self._function(**{self._streamed or "": requests}, **injected)
             finally:
@@ -140,14 +176,14 @@ class _Call:
     async def server_streaming(self, stream: RawStream, injected: dict[str, object]) -> None:
         """Server and bidirectional streaming: the generator's items, one message each."""
         if self._streamed is None:
-            arguments = self._request.decode(await _receive_one(stream)) | injected
-            if self._model.is_async:
+            arguments = await self._receive_request(stream) | injected
+            if self.model.is_async:
                 await self._stream_async(stream, self._function(**arguments))
             else:
                 await self._stream_sync(stream, self._function(**arguments), _no_feed)
             return
-        requests = _items(stream, self._request, self._streamed)
-        if self._model.is_async:
+        requests = self._items(stream, self._streamed)
+        if self.model.is_async:
             try:
                 arguments = {self._streamed: requests} | injected
                 await self._stream_async(stream, self._function(**arguments))
@@ -184,11 +220,29 @@ class _Call:
             if close is not None:
                 await _in_thread(close, interrupt=interrupt)
 
+    async def _receive_request(self, stream: RawStream) -> dict[str, Any]:
+        data = await _receive(stream, self._limits.max_request_bytes)
+        if data is None:
+            raise WireError("the call ended before its request message arrived.")
+        return self._request.decode(data)
+
     def _encode(self, result: object) -> bytes:
         try:
-            return self._response.encode({RESULT_FIELD: result})
+            data = self._response.encode({RESULT_FIELD: result})
         except WireError as err:
             raise ResultError(str(err)) from None
+        if len(data) > self._limits.max_response_bytes:
+            raise LimitError(
+                f"model {self.model.name!r} produced a {len(data)}-byte response, over the "
+                f"server's limit of {self._limits.max_response_bytes} bytes (max_response_bytes)."
+            )
+        return data
+
+    async def _items(self, stream: RawStream, field: str) -> AsyncGenerator[Any]:
+        """The client's stream, decoded lazily: item 1 is handed over before item 2 arrives."""
+        limit = self._limits.max_request_bytes
+        while (data := await _receive(stream, limit)) is not None:
+            yield self._request.decode(data)[field]
 
 
 def _loop_deadline(stream: RawStream) -> float | None:
@@ -238,17 +292,30 @@ async def _no_feed() -> None:
     """Nothing to interrupt: the model takes no client stream."""
 
 
-async def _receive_one(stream: RawStream) -> bytes:
-    data = await stream.recv_message()
-    if data is None:
-        raise WireError("the call ended before its request message arrived.")
+async def _receive(stream: RawStream, limit: int) -> bytes | None:
+    """The next message, or None at the end; one declared larger than `limit` is never read.
+
+    grpclib's own recv_message() buffers whatever length the peer declares, so this reads the
+    5-byte gRPC prefix itself, from grpclib's HTTP/2 stream (pinned to grpclib 0.4).
+    """
+    http2_stream = stream._stream
+    prefix = await http2_stream.recv_data(5)
+    if not prefix:
+        return None
+    if len(prefix) != 5:
+        raise WireError("the request ended inside a message's 5-byte length prefix.")
+    is_compressed, length = _PREFIX.unpack(prefix)
+    if is_compressed:
+        raise WireError("the request is compressed; send it uncompressed (grpc-encoding identity).")
+    if length > limit:
+        raise LimitError(
+            f"the request message is {length} bytes, over the server's limit of {limit} "
+            "bytes (max_request_bytes). Send less per message, or stream it in parts."
+        )
+    data = await http2_stream.recv_data(length)
+    if len(data) != length:
+        raise WireError(f"the request ended after {len(data)} of its {length} declared bytes.")
     return data
-
-
-async def _items(stream: RawStream, request: MessageCodec, field: str) -> AsyncGenerator[Any]:
-    """The client's stream, decoded lazily: item 1 is handed over before item 2 arrives."""
-    while (data := await stream.recv_message()) is not None:
-        yield request.decode(data)[field]
 
 
 class _Feed:

@@ -1,37 +1,66 @@
-"""BlazeServer: a grpclib server for one app, on a socket it binds itself (so `.port` is real)."""
+"""BlazeServer: a grpclib server for one app, on a socket it binds itself (so `.port` is real).
+
+Its life: LOADING (health NOT_SERVING, lifespan hooks running), SERVING, DRAINING (see drain()).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import socket
 import weakref
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+from grpclib._typing import IServable
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server
 
+from blazerpc.admission import Admission, Phase
 from blazerpc.app import BlazeApp
 from blazerpc.batcher import BatchStats
 from blazerpc.codec import RawBytesCodec, SchemaCodec
+from blazerpc.config import ServerConfig
 from blazerpc.handlers import ServiceHandlers
+from blazerpc.health import HealthService
+from blazerpc.lifespan import run_hooks
+from blazerpc.reflection import with_reflection
 
 __all__ = ("BlazeServer",)
+
+log = logging.getLogger(__name__)
 
 
 class BlazeServer:
     """Serves an app's models over gRPC: `async with BlazeServer(app, port=0) as server: ...`.
 
-    The wire classes are built once, here, from the app's schema.
+    Options are ServerConfig's: pass `config=`, or its fields as keywords. The wire classes
+    are built once, here, from the app's schema. Besides the models it serves health
+    (grpc.health.v1) and, unless `reflection=False`, server reflection.
     """
 
-    def __init__(self, app: BlazeApp, *, host: str = "127.0.0.1", port: int = 50051) -> None:
+    def __init__(self, app: BlazeApp, config: ServerConfig | None = None, **options: Any) -> None:
+        config = config or ServerConfig()
+        self.config = config.replace(**options) if options else config
         self.app = app
-        self.host = host
-        self._requested_port = port
-        self._handlers = ServiceHandlers(app.schema, SchemaCodec(app.schema))
+        schema = app.schema
+        self._admission = Admission(self.config.max_streams)
+        self._handlers = ServiceHandlers(schema, SchemaCodec(schema), self.config, self._admission)
+        self.health = HealthService([schema.full_name, *(model.name for model in schema.models)])
+        services: list[IServable] = [self._handlers, self.health]
+        self._services = with_reflection(schema, services) if self.config.reflection else services
         self._server: _Server | None = None
         self._socket: socket.socket | None = None
+        self._lifespan = contextlib.AsyncExitStack()
+        self._drain_started = asyncio.Event()
+        self._drained: asyncio.Future[None] | None = None
+
+    @property
+    def host(self) -> str:
+        """The address the server listens on."""
+        return self.config.host
 
     @property
     def batch_stats(self) -> Mapping[str, BatchStats]:
@@ -45,27 +74,80 @@ class BlazeServer:
             raise RuntimeError("BlazeServer.port is known once start() has run.")
         return int(self._socket.getsockname()[1])
 
+    @property
+    def running_calls(self) -> int:
+        """Model calls admitted and not yet finished."""
+        return self._admission.running
+
+    @property
+    def phase(self) -> Phase:
+        """LOADING until the lifespan hooks are ready, SERVING, then DRAINING."""
+        return self._admission.phase
+
     async def start(self) -> None:
-        """Bind and start accepting calls."""
+        """Bind, answer health checks (NOT_SERVING), run the lifespan hooks, then serve.
+
+        A failing hook closes the server and raises LifespanError.
+        """
         # grpclib's Server binds to the running loop when created, so create it here
-        self._server = _Server([self._handlers], codec=RawBytesCodec())
-        self._socket = _bind(self.host, self._requested_port)
+        self._server = _Server(self._services, codec=RawBytesCodec())
+        self._socket = _bind(self.host, self.config.port, reuse_port=self.config.workers > 1)
         await self._server.start(sock=self._socket)
+        try:
+            await self._lifespan.enter_async_context(run_hooks(self.app.lifespan_hooks))
+        except BaseException:
+            await self.close()
+            raise
+        self._admission.phase = Phase.SERVING
+        self.health.set_serving(True)
+        log.info("serving %d models", len(self.app.registry))
 
     async def serve(self) -> None:
-        """Start if needed, then serve until close() is called."""
+        """Start if needed, then serve until drain() or close() has finished."""
         if self._server is None:
             await self.start()
-        if self._server is not None:
-            await self._server.wait_closed()
+        await self._wait_drained()
+
+    async def drain(self, grace: float | None = None) -> None:
+        """Shut down without dropping work: refuse new calls, finish the running ones.
+
+        Health turns NOT_SERVING and the port stops accepting connections; new calls on open
+        connections get UNAVAILABLE. Calls get `grace` seconds (default: config.grace) to
+        finish; those still running are then ended with UNAVAILABLE, their generators closed.
+        Then the lifespan hooks release what they loaded.
+        """
+        if self._drained is not None:
+            await self._wait_drained()
+            return
+        self._drained = asyncio.get_running_loop().create_future()
+        self._drain_started.set()
+        try:
+            await self._shut_down(self.config.grace if grace is None else grace)
+        finally:
+            self._drained.set_result(None)
 
     async def close(self) -> None:
-        """Stop accepting calls and end the open ones."""
+        """Stop at once: drain with no grace period."""
+        await self.drain(0)
+
+    async def _shut_down(self, grace: float) -> None:
+        self.health.set_serving(False)
+        if self._server is not None:
+            self._server.stop_listening()
+        ended = await self._admission.drain(grace)
+        if ended:
+            log.warning("ended %d calls still running after the %.1f s grace period", ended, grace)
+        await self._handlers.close()
         if self._server is not None:
             self._server.close()
             self._server.close_connections()  # before waiting: Python 3.12+ waits for them
             await self._server.wait_closed()
-        await self._handlers.close()
+        await self._lifespan.aclose()
+
+    async def _wait_drained(self) -> None:
+        await self._drain_started.wait()
+        if self._drained is not None:
+            await asyncio.shield(self._drained)
 
     async def __aenter__(self) -> BlazeServer:
         await self.start()
@@ -92,6 +174,11 @@ class _Server(Server):
         self._protocols.add(protocol)
         return protocol
 
+    def stop_listening(self) -> None:
+        """Accept no new connections; the open ones carry on."""
+        if self._server is not None:
+            self._server.close()
+
     def close_connections(self) -> None:
         """Close every client connection still open."""
         for protocol in list(self._protocols):
@@ -100,7 +187,7 @@ class _Server(Server):
                 processor.close("the server closed")
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """A listening TCP socket; proto IPPROTO_TCP so asyncio sets TCP_NODELAY on connections.
 
     Without it every small response waits ~40 ms for Nagle's algorithm and delayed ACKs.
@@ -110,6 +197,8 @@ def _bind(host: str, port: int) -> socket.socket:
     )[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:  # worker processes share the port; the kernel spreads connections
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind(address)
     except OSError:

@@ -1,0 +1,129 @@
+"""ServerConfig: every server option, merged from defaults, `BLAZE_*` variables and CLI flags.
+
+This is the one module that reads the environment. Each option has one name, used three ways:
+the field `max_streams`, the flag `--max-streams` and the variable `BLAZE_MAX_STREAMS`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+__all__ = ("ENV_PREFIX", "HELP", "ConfigError", "ServerConfig", "env_name", "flag_name")
+
+ENV_PREFIX = "BLAZE_"
+_MIB = 1024 * 1024
+
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+class ConfigError(ValueError):
+    """An option has a bad value; the message names the flag and the variable to fix."""
+
+
+class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How a server listens, limits and shuts down; frozen, validated when built."""
+
+    host: str = "127.0.0.1"
+    port: Port = 50051
+    workers: Annotated[int, msgspec.Meta(ge=1, le=512)] = 1
+    grace: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    max_request_bytes: Annotated[int, msgspec.Meta(ge=1)] = 4 * _MIB
+    max_response_bytes: Annotated[int, msgspec.Meta(ge=1)] = 4 * _MIB
+    max_streams: Annotated[int, msgspec.Meta(ge=1)] = 1024
+    reflection: bool = True
+    metrics_port: Port | None = None
+    log_level: LogLevel = "info"
+
+    def replace(self, **options: Any) -> ServerConfig:
+        """A copy with `options` changed, validated like the rest."""
+        return _validated(msgspec.structs.asdict(self) | options, source=_as_field)
+
+    @classmethod
+    def load(
+        cls, flags: Mapping[str, Any], environ: Mapping[str, str] | None = None
+    ) -> ServerConfig:
+        """Defaults, overridden by `BLAZE_*` variables, overridden by the flags given.
+
+        `flags` holds only the options set on the command line (unset ones are absent or None).
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = _from_environ(environ)
+        values |= {name: value for name, value in flags.items() if value is not None}
+        given_in_env = {name for name in values if name not in flags or flags[name] is None}
+        return _validated(values, source=lambda name: _describe(name, values, given_in_env))
+
+
+HELP = {
+    "host": "Address to listen on; 0.0.0.0 listens on every interface.",
+    "port": "Port to listen on; 0 picks a free one (printed on the first line).",
+    "workers": "Processes serving the port (SO_REUSEPORT), each loading the models itself.",
+    "grace": "Seconds running calls get to finish after SIGTERM before they are ended.",
+    "max_request_bytes": "Largest request message; a larger one gets RESOURCE_EXHAUSTED unread.",
+    "max_response_bytes": "Largest response message; a larger result fails its call the same way.",
+    "max_streams": "Streaming calls open at once, all connections together; more are refused.",
+    "reflection": "Serve gRPC reflection, so grpcurl and Postman need no .proto file.",
+    "metrics_port": "Serve Prometheus metrics on http://HOST:PORT/metrics (blazerpc[metrics]).",
+    "log_level": "Logging level; info logs one access line per call.",
+}
+"""What each option does: `blaze serve --help` shows it, docs/deployment.md lists it."""
+
+
+def flag_name(field: str) -> str:
+    """`max_streams` -> `--max-streams`."""
+    return "--" + field.replace("_", "-")
+
+
+def env_name(field: str) -> str:
+    """`max_streams` -> `BLAZE_MAX_STREAMS`."""
+    return ENV_PREFIX + field.upper()
+
+
+def _from_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """The `BLAZE_*` variables as field values; an unknown one is a typo, and an error."""
+    fields = ServerConfig.__struct_fields__
+    values = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name not in fields:
+            known = [env_name(field) for field in fields]
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"Did you mean {close[0]}? " if close else ""
+            raise ConfigError(
+                f"environment variable {key} is not a blazerpc option. {hint}"
+                f"Known: {', '.join(known)}."
+            )
+        values[name] = value
+    return values
+
+
+def _validated(values: dict[str, Any], *, source: Callable[[str], str]) -> ServerConfig:
+    try:
+        return msgspec.convert(values, ServerConfig, strict=False)
+    except msgspec.ValidationError as err:
+        problem, _, path = str(err).rpartition(" - at `$.")
+        name = path.rstrip("`")
+        if name not in ServerConfig.__struct_fields__:
+            raise ConfigError(str(err)) from None
+        problem = _lower_first(problem).replace(", got `str`", "")
+        raise ConfigError(f"{source(name)}: {problem}.") from None
+
+
+def _describe(name: str, values: Mapping[str, Any], given_in_env: set[str]) -> str:
+    where = env_name(name) if name in given_in_env else flag_name(name)
+    return f"option {flag_name(name)} ({where}={values[name]!r})"
+
+
+def _as_field(name: str) -> str:
+    return f"option {flag_name(name)} ({name}=)"
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
