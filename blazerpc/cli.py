@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
+import msgspec
 
 from blazerpc import __version__
 from blazerpc.app import BlazeApp
@@ -21,6 +22,7 @@ from blazerpc.config import HELP, ConfigError, ServerConfig, env_name, flag_name
 from blazerpc.errors import DefinitionError, LifespanError, TargetError
 from blazerpc.server import BlazeServer
 from blazerpc.target import load_app
+from blazerpc.workers import ForcedExit, Supervisor, WorkerError
 
 __all__ = ("main",)
 
@@ -125,16 +127,75 @@ def serve(target: str, **flags: Any) -> None:
         config = ServerConfig.load(flags)
     except ConfigError as err:
         _fail(err, str(err))
+    _configure_logging(config)
+    app = _load(target)  # in the parent too: a definition error stops before any worker starts
+    if config.workers > 1:
+        _serve_workers(target, config, len(app.registry))
+        return
+    _serve_one(app, config, announce=_print_first_line)
+
+
+@main.command(hidden=True)
+@click.argument("target")
+@click.option("--config", "config_json", required=True)
+@click.option("--ready-fd", type=int, required=True)
+def worker(target: str, config_json: str, ready_fd: int) -> None:
+    """One worker process of `blaze serve --workers N` (started by the parent, not by hand)."""
+    config = msgspec.json.decode(config_json, type=ServerConfig)
+    _configure_logging(config)
+    signal.signal(
+        signal.SIGINT, signal.SIG_IGN
+    )  # a terminal's ^C reaches the parent, which drains us
+
+    def announce(server: BlazeServer) -> None:
+        os.write(ready_fd, b"ready\n")
+        os.close(ready_fd)
+
+    _serve_one(_load(target), config, announce=announce)
+
+
+def _configure_logging(config: ServerConfig) -> None:
+    process = "[%(process)d] " if config.workers > 1 else ""  # which worker said it
     logging.basicConfig(
-        level=config.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+        level=config.log_level.upper(), format=f"%(levelname)s {process}%(name)s: %(message)s"
     )
-    app = _load(target)
+
+
+def _serve_one(
+    app: BlazeApp, config: ServerConfig, announce: Callable[[BlazeServer], None]
+) -> None:
     try:
-        _run(_serve_until_signal(BlazeServer(app, config)))
+        _run(_serve_until_signal(BlazeServer(app, config), announce))
     except OSError as err:
         _fail(err, f"cannot listen on {config.host}:{config.port}: {err.strerror or err}.")
     except LifespanError as err:
         _fail(err, f"{err}. The server did not start.", status=_RUNTIME_ERROR)
+
+
+def _serve_workers(target: str, config: ServerConfig, model_count: int) -> None:
+    supervisor = Supervisor(target, config)
+    try:
+        supervisor.start()
+        _print(f"blazerpc serving {model_count} models on {config.host}:{supervisor.port}")
+        supervisor.supervise()
+    except OSError as err:
+        _fail(err, f"cannot listen on {config.host}:{config.port}: {err.strerror or err}.")
+    except WorkerError as err:
+        _fail(err, str(err), status=_RUNTIME_ERROR)
+    except ForcedExit:
+        click.echo(
+            "blaze: second signal: workers killed without waiting for running calls", err=True
+        )
+        sys.exit(_RUNTIME_ERROR)
+
+
+def _print_first_line(server: BlazeServer) -> None:
+    _print(f"blazerpc serving {len(server.app.registry)} models on {server.host}:{server.port}")
+
+
+def _print(line: str) -> None:
+    click.echo(line)
+    sys.stdout.flush()
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
@@ -147,7 +208,7 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
-async def _serve_until_signal(server: BlazeServer) -> None:
+async def _serve_until_signal(server: BlazeServer, announce: Callable[[BlazeServer], None]) -> None:
     """Serve until the first SIGINT/SIGTERM, then drain; a second signal exits at once."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -160,13 +221,17 @@ async def _serve_until_signal(server: BlazeServer) -> None:
 
     for signum in (signal.SIGINT, signal.SIGTERM):  # before the first line: scripts act on it
         loop.add_signal_handler(signum, on_signal)
-    await server.start()
-    count = len(server.app.registry)
-    click.echo(f"blazerpc serving {count} models on {server.host}:{server.port}")
-    sys.stdout.flush()
-    await stop.wait()
+    start = asyncio.ensure_future(server.start())
+    await asyncio.wait(
+        {start, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
+    )
+    if start.done():
+        start.result()  # a failed lifespan raises here
+        announce(server)
+        await stop.wait()
     log.info("draining: %d calls running, grace %.1f s", server.running_calls, server.config.grace)
     await server.drain()
+    await asyncio.gather(start, return_exceptions=True)
 
 
 def _load(target: str) -> BlazeApp:

@@ -28,7 +28,7 @@ from blazerpc.health import HealthService
 from blazerpc.lifespan import run_hooks
 from blazerpc.reflection import with_reflection
 
-__all__ = ("BlazeServer",)
+__all__ = ("BlazeServer", "bind_tcp")
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class BlazeServer:
         """
         # grpclib's Server binds to the running loop when created, so create it here
         self._server = _Server(self._services, codec=RawBytesCodec())
-        self._socket = _bind(self.host, self.config.port, reuse_port=self.config.workers > 1)
+        self._socket = bind_tcp(self.host, self.config.port, reuse_port=self.config.workers > 1)
         await self._server.start(sock=self._socket)
         try:
             await self._lifespan.enter_async_context(run_hooks(self.app.lifespan_hooks))
@@ -187,8 +187,8 @@ class _Server(Server):
                 processor.close("the server closed")
 
 
-def _bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
-    """A listening TCP socket; proto IPPROTO_TCP so asyncio sets TCP_NODELAY on connections.
+def bind_tcp(host: str, port: int, *, reuse_port: bool, listen: bool = True) -> socket.socket:
+    """A bound TCP socket; proto IPPROTO_TCP so asyncio sets TCP_NODELAY on connections.
 
     Without it every small response waits ~40 ms for Nagle's algorithm and delayed ACKs.
     """
@@ -204,6 +204,7 @@ def _bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     except OSError:
         sock.close()
         raise
-    sock.listen(1024)
-    sock.setblocking(False)
+    if listen:
+        sock.listen(1024)
+        sock.setblocking(False)
     return sock

@@ -1,0 +1,201 @@
+"""Workers: `blaze serve --workers N` runs N server processes on one port.
+
+Each worker is a fresh `python -m blazerpc worker` process that imports the app and runs its
+lifespan hooks itself, so weights load after the process starts (never shared across a fork)
+and each worker has its own health, batcher and drain. The port is shared with SO_REUSEPORT:
+the kernel hands each new *connection* to one worker, so a client with one connection stays
+on one worker. The parent loads no model; it reserves the port, starts the workers, waits
+until every one is ready, forwards SIGTERM/SIGINT as SIGTERM, and restarts a worker that dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import FrameType
+
+import msgspec
+
+from blazerpc.config import ServerConfig
+from blazerpc.errors import BlazeError
+from blazerpc.server import bind_tcp
+
+__all__ = ("ForcedExit", "Supervisor", "WorkerError")
+
+log = logging.getLogger(__name__)
+
+_POLL_S = 0.1
+_MAX_BACKOFF_S = 10.0
+_QUICK_DEATH_S = 5.0
+"""A worker that dies sooner than this after starting is restarted with a growing delay."""
+
+
+class WorkerError(BlazeError):
+    """A worker could not start (its import or lifespan failed), so the server did not start."""
+
+
+@dataclass(slots=True, eq=False)
+class _Worker:
+    index: int
+    process: subprocess.Popen[bytes]
+    ready_fd: int
+    started: float = field(default_factory=time.monotonic)
+    is_ready: bool = False
+
+
+class Supervisor:
+    """Starts, watches and stops the worker processes of one `blaze serve --workers N`."""
+
+    def __init__(
+        self, target: str, config: ServerConfig, *, env: Mapping[str, str] | None = None
+    ) -> None:
+        self.target = target
+        self.config = config
+        self._env = dict(env) if env is not None else None
+        self._workers: dict[int, _Worker] = {}
+        self._reservation: socket.socket | None = None
+        self._stop_requests = 0
+        self._quick_deaths = 0
+        self.port = config.port
+        self.on_worker_exit: list[Callable[[int], None]] = []
+        """Called with each exited worker's pid (metrics forget its live gauges)."""
+
+    def start(self) -> None:
+        """Reserve the port, start every worker and wait until each one serves.
+
+        Raises WorkerError if one exits before it is ready (the others are stopped), and
+        returns early if a stop was requested meanwhile.
+        """
+        self._install_signal_handlers()
+        self._reservation = _reserve(self.config.host, self.config.port)
+        self.port = int(self._reservation.getsockname()[1])
+        for index in range(self.config.workers):
+            self._spawn(index)
+        try:
+            self._wait_ready()
+        except WorkerError:
+            self._terminate_all()
+            self._wait_all_exited()
+            raise
+
+    def supervise(self) -> None:
+        """Until a stop is requested, restart workers that die; then wait for every drain."""
+        while not self._stop_requests:
+            for worker in list(self._workers.values()):
+                if worker.process.poll() is not None:
+                    self._restart(worker)
+            self._read_ready(_POLL_S)
+        self._wait_all_exited()
+        if self._reservation is not None:
+            self._reservation.close()
+
+    def _restart(self, dead: _Worker) -> None:
+        status = dead.process.returncode
+        lived = time.monotonic() - dead.started
+        self._note_exit(dead)
+        self._quick_deaths = self._quick_deaths + 1 if lived < _QUICK_DEATH_S else 0
+        delay = min(_MAX_BACKOFF_S, 0.5 * 2**self._quick_deaths) if self._quick_deaths else 0.0
+        log.warning(
+            "worker %d (pid %d) exited with status %s after %.1f s; restarting it%s",
+            dead.index,
+            dead.process.pid,
+            status,
+            lived,
+            f" in {delay:.1f} s" if delay else "",
+        )
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and not self._stop_requests:
+            time.sleep(_POLL_S)
+        if not self._stop_requests:
+            self._spawn(dead.index)
+
+    def _spawn(self, index: int) -> None:
+        read_fd, write_fd = os.pipe()
+        worker_config = msgspec.json.encode(self.config.replace(port=self.port)).decode()
+        command = [sys.executable, "-m", "blazerpc", "worker", self.target]
+        command += ["--config", worker_config, "--ready-fd", str(write_fd)]
+        process = subprocess.Popen(command, pass_fds=(write_fd,), env=self._env)
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        self._workers[index] = _Worker(index, process, read_fd)
+        log.info("worker %d started (pid %d)", index, process.pid)
+
+    def _wait_ready(self) -> None:
+        while not self._stop_requests and not all(w.is_ready for w in self._workers.values()):
+            for worker in self._workers.values():
+                if not worker.is_ready and worker.process.poll() is not None:
+                    raise WorkerError(
+                        f"worker {worker.index} exited with status {worker.process.returncode} "
+                        "before it was ready (its error is printed above)."
+                    )
+            self._read_ready(_POLL_S)
+
+    def _read_ready(self, timeout: float) -> None:
+        """Mark the workers whose ready line arrived within `timeout` seconds."""
+        waiting = [w for w in self._workers.values() if not w.is_ready]
+        if not waiting:
+            time.sleep(timeout)
+            return
+        with selectors.DefaultSelector() as selector:
+            for worker in waiting:
+                selector.register(worker.ready_fd, selectors.EVENT_READ, worker)
+            for key, _ in selector.select(timeout):
+                worker = key.data
+                with contextlib.suppress(BlockingIOError):
+                    if os.read(worker.ready_fd, 64).startswith(b"ready"):
+                        worker.is_ready = True
+                        os.close(worker.ready_fd)
+
+    def _install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stop_requests += 1
+        if self._stop_requests == 1:
+            log.info("%s: draining %d workers", signal.Signals(signum).name, len(self._workers))
+            self._terminate_all()
+            return
+        for worker in self._workers.values():
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.kill()
+        raise ForcedExit
+
+    def _terminate_all(self) -> None:
+        for worker in self._workers.values():
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.send_signal(signal.SIGTERM)
+
+    def _wait_all_exited(self) -> None:
+        for worker in self._workers.values():
+            worker.process.wait()
+            self._note_exit(worker)
+            if not worker.is_ready:
+                with contextlib.suppress(OSError):
+                    os.close(worker.ready_fd)
+
+    def _note_exit(self, worker: _Worker) -> None:
+        for hook in self.on_worker_exit:
+            hook(worker.process.pid)
+
+
+class ForcedExit(BaseException):
+    """A second signal: the workers were killed; the command exits at once."""
+
+
+def _reserve(host: str, port: int) -> socket.socket:
+    """Bind (not listen) with SO_REUSEPORT: picks port 0's number and holds it for the workers.
+
+    A socket that does not listen never receives connections, so the kernel spreads them over
+    the workers' listening sockets only.
+    """
+    return bind_tcp(host, port, reuse_port=True, listen=False)

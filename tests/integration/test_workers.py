@@ -1,0 +1,77 @@
+"""`blaze serve --workers 2`: two processes on one port, each streaming, restarted when they die."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+
+import anyio
+import pytest
+
+from blazerpc import BlazeClient, RpcError
+from tests.apps import pids as pids_app
+
+from .test_cli_process import BLAZE, ROOT
+
+pytestmark = pytest.mark.anyio
+Served = tuple[subprocess.Popen[str], int]
+
+
+@pytest.fixture
+def two_workers() -> Iterator[Served]:
+    command = [BLAZE, "serve", "tests/apps/pids.py:app", "--port", "0", "--workers", "2"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        first_line = process.stdout.readline()
+        assert first_line.startswith("blazerpc serving 1 models on 127.0.0.1:"), first_line
+        yield process, int(first_line.rsplit(":", 1)[1])
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=20)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+async def _stream_pids(port: int, seen: set[int]) -> None:
+    """One new connection, one stream: the worker that accepted it answers every item."""
+    async with BlazeClient("127.0.0.1", port, app=pids_app.app, timeout=10) as client:
+        items = [pid async for pid in client.stream("whoami", count=5)]
+    assert len(items) == 5 and len(set(items)) == 1
+    seen.add(items[0])
+
+
+async def _until_two_workers_answered(port: int) -> set[int]:
+    seen: set[int] = set()
+    with anyio.fail_after(30):
+        while len(seen) < 2:  # the kernel spreads new connections over both workers
+            async with anyio.create_task_group() as group:
+                for _ in range(4):
+                    group.start_soon(_stream_pids, port, seen)
+    return seen
+
+
+async def test_each_worker_serves_streams_and_sigterm_exits_0(two_workers: Served) -> None:
+    process, port = two_workers
+    seen = await _until_two_workers_answered(port)
+    assert process.pid not in seen  # the parent only supervises
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+
+
+async def test_a_worker_that_dies_is_restarted(two_workers: Served) -> None:
+    process, port = two_workers
+    victim = min(await _until_two_workers_answered(port))
+    os.kill(victim, signal.SIGKILL)
+    seen: set[int] = set()
+    with anyio.fail_after(30):
+        while len(seen) < 2:
+            try:
+                await _stream_pids(port, seen)
+            except RpcError:  # a connection that raced the dying worker
+                await anyio.sleep(0.05)
+    assert victim not in seen
+    assert process.poll() is None
