@@ -6,8 +6,17 @@ from importlib.metadata import version
 
 from blazerpc.app import BlazeApp, Registry
 from blazerpc.client import BlazeClient
+from blazerpc.config import ConfigError, ServerConfig
 from blazerpc.context import Context
-from blazerpc.errors import BlazeError, DefinitionError, ModelError, RpcError, Status, WireError
+from blazerpc.errors import (
+    BlazeError,
+    DefinitionError,
+    LifespanError,
+    ModelError,
+    RpcError,
+    Status,
+    WireError,
+)
 from blazerpc.schema import Batching
 from blazerpc.server import BlazeServer
 
@@ -17,11 +26,14 @@ __all__ = (
     "BlazeClient",
     "BlazeError",
     "BlazeServer",
+    "ConfigError",
     "Context",
     "DefinitionError",
+    "LifespanError",
     "ModelError",
     "Registry",
     "RpcError",
+    "ServerConfig",
     "Status",
     "WireError",
     "__version__",

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from blazerpc.errors import BlazeError
+
 __all__ = ("ENV_PREFIX", "HELP", "ConfigError", "ServerConfig", "env_name", "flag_name")
 
 ENV_PREFIX = "BLAZE_"
@@ -22,7 +24,7 @@ Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 
-class ConfigError(ValueError):
+class ConfigError(BlazeError, ValueError):
     """An option has a bad value; the message names the flag and the variable to fix."""
 
 
