@@ -54,8 +54,14 @@ class _Entry:
 class Batcher:
     """Groups one model's concurrent calls; `await submit(fields)` returns this call's result."""
 
-    def __init__(self, model: ModelSpec, config: Batching) -> None:
+    def __init__(
+        self,
+        model: ModelSpec,
+        config: Batching,
+        on_batch: Callable[[str, int, list[float]], None] | None = None,
+    ) -> None:
         self._model = model
+        self._on_batch = on_batch
         self._config = config
         self._function: Callable[..., Any] = model.function
         self._names = [f.name for f in model.request.fields]
@@ -150,10 +156,11 @@ class Batcher:
         size = min(len(self._queue), self._config.max_size)
         batch = [self._queue.popleft() for _ in range(size)]
         self.stats.queue_depth = len(self._queue)
-        for entry in batch:
-            waited = now - entry.arrived
-            self.stats.queue_time_s += waited
-            self.stats.max_queue_time_s = max(self.stats.max_queue_time_s, waited)
+        waits = [now - entry.arrived for entry in batch]
+        self.stats.queue_time_s += sum(waits)
+        self.stats.max_queue_time_s = max(self.stats.max_queue_time_s, *waits)
+        if self._on_batch is not None:
+            self._on_batch(self._model.name, size, waits)
         self._running += 1
         task = asyncio.ensure_future(self._run(batch))
         self._batches.add(task)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
+import tempfile
 import typing
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -20,6 +22,7 @@ from blazerpc.app import BlazeApp
 from blazerpc.codegen import render_proto
 from blazerpc.config import HELP, ConfigError, ServerConfig, env_name, flag_name
 from blazerpc.errors import DefinitionError, LifespanError, TargetError
+from blazerpc.metrics import Metrics, MetricsUnavailableError, serve_multiprocess_metrics
 from blazerpc.server import BlazeServer
 from blazerpc.target import load_app
 from blazerpc.workers import ForcedExit, Supervisor, WorkerError
@@ -139,7 +142,8 @@ def serve(target: str, **flags: Any) -> None:
 @click.argument("target")
 @click.option("--config", "config_json", required=True)
 @click.option("--ready-fd", type=int, required=True)
-def worker(target: str, config_json: str, ready_fd: int) -> None:
+@click.option("--metrics-dir", type=click.Path(file_okay=False))
+def worker(target: str, config_json: str, ready_fd: int, metrics_dir: str | None) -> None:
     """One worker process of `blaze serve --workers N` (started by the parent, not by hand)."""
     config = msgspec.json.decode(config_json, type=ServerConfig)
     _configure_logging(config)
@@ -151,7 +155,8 @@ def worker(target: str, config_json: str, ready_fd: int) -> None:
         os.write(ready_fd, b"ready\n")
         os.close(ready_fd)
 
-    _serve_one(_load(target), config, announce=announce)
+    metrics = Metrics(multiprocess_dir=metrics_dir) if metrics_dir else None
+    _serve_one(_load(target), config, announce=announce, metrics=metrics)
 
 
 def _configure_logging(config: ServerConfig) -> None:
@@ -162,18 +167,40 @@ def _configure_logging(config: ServerConfig) -> None:
 
 
 def _serve_one(
-    app: BlazeApp, config: ServerConfig, announce: Callable[[BlazeServer], None]
+    app: BlazeApp,
+    config: ServerConfig,
+    announce: Callable[[BlazeServer], None],
+    metrics: Metrics | None = None,
 ) -> None:
     try:
-        _run(_serve_until_signal(BlazeServer(app, config), announce))
+        _run(_serve_until_signal(BlazeServer(app, config, metrics=metrics), announce))
     except OSError as err:
         _fail(err, f"cannot listen on {config.host}:{config.port}: {err.strerror or err}.")
     except LifespanError as err:
         _fail(err, f"{err}. The server did not start.", status=_RUNTIME_ERROR)
+    except MetricsUnavailableError as err:
+        _fail(err, str(err))
 
 
 def _serve_workers(target: str, config: ServerConfig, model_count: int) -> None:
-    supervisor = Supervisor(target, config)
+    with contextlib.ExitStack() as cleanup:
+        metrics_dir = None
+        if config.metrics_port is not None:
+            metrics_dir = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="blazerpc-"))
+        supervisor = Supervisor(target, config, metrics_dir=metrics_dir)
+        if metrics_dir is not None and config.metrics_port is not None:
+            try:
+                _, stop, forget = serve_multiprocess_metrics(
+                    config.host, config.metrics_port, metrics_dir
+                )
+            except MetricsUnavailableError as err:
+                _fail(err, str(err))
+            cleanup.callback(stop)
+            supervisor.on_worker_exit.append(forget)
+        _supervise(supervisor, config, model_count)
+
+
+def _supervise(supervisor: Supervisor, config: ServerConfig, model_count: int) -> None:
     try:
         supervisor.start()
         _print(f"blazerpc serving {model_count} models on {config.host}:{supervisor.port}")

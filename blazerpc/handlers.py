@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import struct
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
@@ -34,6 +35,7 @@ from blazerpc.codec import CARDINALITIES, ModelCodec, SchemaCodec
 from blazerpc.config import ServerConfig
 from blazerpc.context import Context
 from blazerpc.errors import LimitError, ResultError, StreamEndedError, WireError, to_status
+from blazerpc.metrics import Metrics
 from blazerpc.schema import RESULT_FIELD, ModelSpec, ServiceSpec, Shape
 
 __all__ = ("ServiceHandlers",)
@@ -48,6 +50,8 @@ _TURN_S = 0.0005
 """How long a stream may keep the event loop before letting the others run (see bench/)."""
 T = TypeVar("T")
 
+access_log = logging.getLogger("blazerpc.access")
+"""One INFO line per call: `model shape STATUS 1.2ms [items=N] peer=host:port`."""
 RawStream = Stream[bytes, bytes]
 Adapter = Callable[[RawStream], Awaitable[None]]
 
@@ -61,9 +65,10 @@ class ServiceHandlers:
         codecs: SchemaCodec,
         config: ServerConfig,
         admission: Admission,
+        metrics: Metrics | None = None,
     ) -> None:
         self.batchers = {
-            model.name: Batcher(model, model.batching)
+            model.name: Batcher(model, model.batching, metrics.batch_started if metrics else None)
             for model in schema.models
             if model.batching is not None
         }
@@ -73,6 +78,7 @@ class ServiceHandlers:
                 _adapter(
                     _Call(model, codecs.models[model.name], self.batchers.get(model.name), limits),
                     admission,
+                    metrics,
                 ),
                 CARDINALITIES[model.shape],
                 bytes,
@@ -96,7 +102,7 @@ class _Limits:
     max_response_bytes: int
 
 
-def _adapter(call: _Call, admission: Admission) -> Adapter:
+def _adapter(call: _Call, admission: Admission, metrics: Metrics | None) -> Adapter:
     model = call.model
     body = {
         Shape.UNARY: call.unary,
@@ -104,22 +110,27 @@ def _adapter(call: _Call, admission: Admission) -> Adapter:
         Shape.CLIENT_STREAMING: call.client_streaming,
         Shape.BIDIRECTIONAL: call.server_streaming,
     }[model.shape]
+    on_item = metrics.item_sent if metrics is not None else None
 
     async def handle(stream: RawStream) -> None:
+        tally = _Tally(model.name, on_item)
         context = _context(stream) if model.context_parameter else None
         injected: dict[str, object] = {}
         if model.context_parameter is not None:
             injected[model.context_parameter] = context
         ticket: Ticket | None = None
+        status = Status.OK
         try:
             ticket = admission.admit(model)
-            await body(stream, injected)
+            await body(stream, injected, tally)
         except asyncio.CancelledError:
             if context is not None:
                 context.cancel()
             if ticket is not None and ticket.is_ended_by_drain:
+                status = Status.UNAVAILABLE
                 ticket.task.uncancel()
-                raise GRPCError(Status.UNAVAILABLE, _ENDED_BY_DRAIN) from None
+                raise GRPCError(status, _ENDED_BY_DRAIN) from None
+            status = _why_cancelled(stream)
             raise
         except Exception as error:  # the one boundary: every failure becomes a status
             status, message = to_status(error, model.name)
@@ -127,8 +138,57 @@ def _adapter(call: _Call, admission: Admission) -> Adapter:
         finally:
             if ticket is not None:
                 admission.release(ticket)
+            duration_s = time.perf_counter() - tally.started
+            if metrics is not None:
+                metrics.call_ended(model.name, model.shape.value, status, duration_s)
+            if access_log.isEnabledFor(logging.INFO):
+                _log_access(model, status, duration_s, tally, stream)
 
     return handle
+
+
+class _Tally:
+    """One call's clock and item count; feeds stream timings to the metrics when they are on."""
+
+    __slots__ = ("_model", "_on_item", "items", "last", "started")
+
+    def __init__(self, model: str, on_item: Callable[[str, float, bool], None] | None) -> None:
+        self._model = model
+        self._on_item = on_item
+        self.items = 0
+        self.started = self.last = time.perf_counter()
+
+    def item_sent(self) -> None:
+        self.items += 1
+        if self._on_item is not None:
+            now = time.perf_counter()
+            self._on_item(self._model, now - self.last, self.items == 1)
+            self.last = now
+
+
+def _why_cancelled(stream: RawStream) -> Status:
+    deadline = stream.deadline
+    if deadline is not None and deadline.time_remaining() <= 0:
+        return Status.DEADLINE_EXCEEDED
+    return Status.CANCELLED
+
+
+def _log_access(
+    model: ModelSpec, status: Status, duration_s: float, tally: _Tally, stream: RawStream
+) -> None:
+    """`generate server_streaming OK 12.3ms items=40 peer=127.0.0.1:5123`, one line per call."""
+    address = stream.peer.addr() if stream.peer is not None else None
+    peer = f"{address[0]}:{address[1]}" if address else "-"
+    items = f" items={tally.items}" if model.shape.is_server_streaming else ""
+    access_log.info(
+        "%s %s %s %.1fms%s peer=%s",
+        model.name,
+        model.shape.value,
+        status.name,
+        duration_s * 1e3,
+        items,
+        peer,
+    )
 
 
 class _Call:
@@ -145,7 +205,7 @@ class _Call:
         self._response = codec.response
         self._streamed = model.streamed_parameter
 
-    async def unary(self, stream: RawStream, injected: dict[str, object]) -> None:
+    async def unary(self, stream: RawStream, injected: dict[str, object], tally: _Tally) -> None:
         """One request in, one response out."""
         kwargs = await self._receive_request(stream) | injected
         if self._batcher is not None:
@@ -156,7 +216,9 @@ class _Call:
             result = await anyio.to_thread.run_sync(functools.partial(self._function, **kwargs))
         await stream.send_message(self._encode(result))
 
-    async def client_streaming(self, stream: RawStream, injected: dict[str, object]) -> None:
+    async def client_streaming(
+        self, stream: RawStream, injected: dict[str, object], tally: _Tally
+    ) -> None:
         """The client's stream in, one response out."""
         requests = self._items(stream, self._streamed or "")
         if self.model.is_async:
@@ -173,36 +235,39 @@ class _Call:
                 await feed.aclose()
         await stream.send_message(self._encode(result))
 
-    async def server_streaming(self, stream: RawStream, injected: dict[str, object]) -> None:
+    async def server_streaming(
+        self, stream: RawStream, injected: dict[str, object], tally: _Tally
+    ) -> None:
         """Server and bidirectional streaming: the generator's items, one message each."""
         if self._streamed is None:
             arguments = await self._receive_request(stream) | injected
             if self.model.is_async:
-                await self._stream_async(stream, self._function(**arguments))
+                await self._stream_async(stream, self._function(**arguments), tally)
             else:
-                await self._stream_sync(stream, self._function(**arguments), _no_feed)
+                await self._stream_sync(stream, self._function(**arguments), tally, _no_feed)
             return
         requests = self._items(stream, self._streamed)
         if self.model.is_async:
             try:
                 arguments = {self._streamed: requests} | injected
-                await self._stream_async(stream, self._function(**arguments))
+                await self._stream_async(stream, self._function(**arguments), tally)
             finally:
                 await requests.aclose()
         else:
             feed = _Feed(requests)
             try:
                 arguments = {self._streamed: feed} | injected
-                await self._stream_sync(stream, self._function(**arguments), feed.aclose)
+                await self._stream_sync(stream, self._function(**arguments), tally, feed.aclose)
             finally:
                 await feed.aclose()
 
-    async def _stream_async(self, stream: RawStream, items: Any) -> None:
+    async def _stream_async(self, stream: RawStream, items: Any, tally: _Tally) -> None:
         clock = asyncio.get_running_loop().time
         turn_ends = clock() + _TURN_S
         try:
             async for item in items:
                 await stream.send_message(self._encode(item))
+                tally.item_sent()
                 if clock() >= turn_ends:  # fairness: a stream holds the loop for one turn at most
                     await asyncio.sleep(0)
                     turn_ends = clock() + _TURN_S
@@ -210,11 +275,16 @@ class _Call:
             await items.aclose()
 
     async def _stream_sync(
-        self, stream: RawStream, items: Iterator[Any], interrupt: Callable[[], Awaitable[None]]
+        self,
+        stream: RawStream,
+        items: Iterator[Any],
+        tally: _Tally,
+        interrupt: Callable[[], Awaitable[None]],
     ) -> None:
         try:
             while (item := await _in_thread(next, items, _DONE, interrupt=interrupt)) is not _DONE:
                 await stream.send_message(self._encode(item))
+                tally.item_sent()
         finally:
             close = getattr(items, "close", None)
             if close is not None:

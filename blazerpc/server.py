@@ -26,6 +26,7 @@ from blazerpc.config import ServerConfig
 from blazerpc.handlers import ServiceHandlers
 from blazerpc.health import HealthService
 from blazerpc.lifespan import run_hooks
+from blazerpc.metrics import Metrics
 from blazerpc.reflection import with_reflection
 
 __all__ = ("BlazeServer", "bind_tcp")
@@ -41,13 +42,26 @@ class BlazeServer:
     (grpc.health.v1) and, unless `reflection=False`, server reflection.
     """
 
-    def __init__(self, app: BlazeApp, config: ServerConfig | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        app: BlazeApp,
+        config: ServerConfig | None = None,
+        *,
+        metrics: Metrics | None = None,
+        **options: Any,
+    ) -> None:
         config = config or ServerConfig()
         self.config = config.replace(**options) if options else config
         self.app = app
         schema = app.schema
         self._admission = Admission(self.config.max_streams)
-        self._handlers = ServiceHandlers(schema, SchemaCodec(schema), self.config, self._admission)
+        # given metrics are served by someone else (a workers' parent); else we serve our own
+        self._serves_metrics = metrics is None and self.config.metrics_port is not None
+        self.metrics = Metrics() if self._serves_metrics else metrics
+        self._metrics_port: int | None = None
+        self._handlers = ServiceHandlers(
+            schema, SchemaCodec(schema), self.config, self._admission, self.metrics
+        )
         self.health = HealthService([schema.full_name, *(model.name for model in schema.models)])
         services: list[IServable] = [self._handlers, self.health]
         self._services = with_reflection(schema, services) if self.config.reflection else services
@@ -75,6 +89,15 @@ class BlazeServer:
         return int(self._socket.getsockname()[1])
 
     @property
+    def metrics_port(self) -> int:
+        """The port serving /metrics: the real one when metrics_port was 0."""
+        if self._metrics_port is None:
+            raise RuntimeError(
+                "BlazeServer.metrics_port is known once start() has run with metrics_port set."
+            )
+        return self._metrics_port
+
+    @property
     def running_calls(self) -> int:
         """Model calls admitted and not yet finished."""
         return self._admission.running
@@ -94,6 +117,8 @@ class BlazeServer:
         self._socket = bind_tcp(self.host, self.config.port, reuse_port=self.config.workers > 1)
         await self._server.start(sock=self._socket)
         try:
+            if self._serves_metrics and self.metrics is not None:
+                self._metrics_port = self.metrics.serve(self.host, self.config.metrics_port or 0)
             await self._lifespan.enter_async_context(run_hooks(self.app.lifespan_hooks))
         except BaseException:
             await self.close()
@@ -143,6 +168,8 @@ class BlazeServer:
             self._server.close_connections()  # before waiting: Python 3.12+ waits for them
             await self._server.wait_closed()
         await self._lifespan.aclose()
+        if self._serves_metrics and self.metrics is not None:
+            self.metrics.close()
 
     async def _wait_drained(self) -> None:
         await self._drain_started.wait()

@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -56,11 +56,11 @@ class Supervisor:
     """Starts, watches and stops the worker processes of one `blaze serve --workers N`."""
 
     def __init__(
-        self, target: str, config: ServerConfig, *, env: Mapping[str, str] | None = None
+        self, target: str, config: ServerConfig, *, metrics_dir: str | None = None
     ) -> None:
         self.target = target
         self.config = config
-        self._env = dict(env) if env is not None else None
+        self._metrics_dir = metrics_dir
         self._workers: dict[int, _Worker] = {}
         self._reservation: socket.socket | None = None
         self._stop_requests = 0
@@ -123,7 +123,9 @@ class Supervisor:
         worker_config = msgspec.json.encode(self.config.replace(port=self.port)).decode()
         command = [sys.executable, "-m", "blazerpc", "worker", self.target]
         command += ["--config", worker_config, "--ready-fd", str(write_fd)]
-        process = subprocess.Popen(command, pass_fds=(write_fd,), env=self._env)
+        if self._metrics_dir is not None:
+            command += ["--metrics-dir", self._metrics_dir]
+        process = subprocess.Popen(command, pass_fds=(write_fd,))
         os.close(write_fd)
         os.set_blocking(read_fd, False)
         self._workers[index] = _Worker(index, process, read_fd)

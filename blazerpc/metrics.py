@@ -1,0 +1,158 @@
+"""Prometheus metrics per model and status, served on `--metrics-port` (extra: blazerpc[metrics]).
+
+prometheus_client is imported only when metrics are on. Each server has its own registry, so
+two servers in one process never clash. With `--workers N`, every worker records into
+prometheus_client's multiprocess directory and the parent serves the sum on one port.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from blazerpc.errors import BlazeError, Status
+
+__all__ = ("Metrics", "MetricsUnavailableError", "serve_multiprocess_metrics")
+
+_LATENCY_BUCKETS_S = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+)  # fmt: skip
+_GAP_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
+_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+Stopper = Callable[[], None]
+
+
+class MetricsUnavailableError(BlazeError):
+    """Metrics were asked for, but prometheus-client is not installed."""
+
+
+def _prometheus() -> Any:
+    try:
+        return importlib.import_module("prometheus_client")
+    except ImportError:
+        raise MetricsUnavailableError(
+            "--metrics-port needs prometheus-client: pip install 'blazerpc[metrics]'."
+        ) from None
+
+
+class Metrics:
+    """The server's instruments; the call boundary and the batcher feed them."""
+
+    def __init__(self, *, multiprocess_dir: str | None = None) -> None:
+        if multiprocess_dir is not None:  # read by prometheus_client when first imported
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiprocess_dir
+        prometheus = _prometheus()
+        # a worker's values go to the multiprocess files only, summed by the parent;
+        # a lone server keeps a registry of its own
+        self.registry = None if multiprocess_dir else prometheus.CollectorRegistry()
+        registry = self.registry
+        histogram, counter = prometheus.Histogram, prometheus.Counter
+        self._requests = counter(
+            "blazerpc_requests",
+            "Model calls finished, by model, shape and gRPC status.",
+            ["model", "shape", "status"],
+            registry=registry,
+        )
+        self._duration = histogram(
+            "blazerpc_request_duration_seconds",
+            "Time from a call's arrival to its status, by model and status.",
+            ["model", "status"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self._first_item = histogram(
+            "blazerpc_stream_first_item_seconds",
+            "Time from a stream's arrival to its first item sent (time to first token).",
+            ["model"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self._item_gap = histogram(
+            "blazerpc_stream_item_gap_seconds",
+            "Time between consecutive items sent on a stream.",
+            ["model"],
+            buckets=_GAP_BUCKETS_S,
+            registry=registry,
+        )
+        self._batch_size = histogram(
+            "blazerpc_batch_size",
+            "Calls per batch function call.",
+            ["model"],
+            buckets=_BATCH_SIZES,
+            registry=registry,
+        )
+        self._queue_time = histogram(
+            "blazerpc_batch_queue_seconds",
+            "Time a batched call waited, from arrival to the start of its batch.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self._children: dict[tuple[str, ...], Any] = {}
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def call_ended(self, model: str, shape: str, status: Status, duration_s: float) -> None:
+        """One finished call: counted, and its duration observed."""
+        self._child(self._requests, model, shape, status.name).inc()
+        self._child(self._duration, model, status.name).observe(duration_s)
+
+    def item_sent(self, model: str, since_s: float, is_first: bool) -> None:
+        """A stream item went out `since_s` after the call arrived (first) or the last item."""
+        self._child(self._first_item if is_first else self._item_gap, model).observe(since_s)
+
+    def batch_started(self, model: str, size: int, waits_s: list[float]) -> None:
+        """A batch of `size` calls started; each waited its entry of `waits_s`."""
+        self._child(self._batch_size, model).observe(size)
+        queue_time = self._child(self._queue_time, model)
+        for waited in waits_s:
+            queue_time.observe(waited)
+
+    def serve(self, host: str, port: int) -> int:
+        """Serve /metrics over HTTP in a thread; the bound port (0 picks a free one)."""
+        self._server, self._thread = _prometheus().start_http_server(
+            port, addr=host, registry=self.registry
+        )
+        return int(self._server.server_port)
+
+    def close(self) -> None:
+        """Stop serving /metrics."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """The labelled child, cached: prometheus' labels() costs more than an observe()."""
+        key = (metric._name, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+
+def serve_multiprocess_metrics(
+    host: str, port: int, directory: str
+) -> tuple[int, Stopper, Callable[[int], None]]:
+    """For the parent of `--workers N`: serve the sum of the workers' metrics on one port.
+
+    The workers record with `Metrics(multiprocess_dir=directory)`. Returns the bound port, a
+    stopper, and the hook that forgets a dead worker's files.
+    """
+    prometheus = _prometheus()
+    multiprocess = importlib.import_module("prometheus_client.multiprocess")
+    registry = prometheus.CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)
+    server, _ = prometheus.start_http_server(port, addr=host, registry=registry)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    def forget(pid: int) -> None:
+        multiprocess.mark_process_dead(pid, path=directory)
+
+    return int(server.server_port), stop, forget
