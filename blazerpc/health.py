@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from typing import Any
 
-from grpclib.const import Status
+from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import GRPCError
-from grpclib.health.v1.health_grpc import HealthBase
-from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 from grpclib.server import Stream
+
+from blazerpc.protocols import HEALTH
 
 __all__ = ("HealthService",)
 
-_SERVING = HealthCheckResponse.SERVING
-_NOT_SERVING = HealthCheckResponse.NOT_SERVING
-HealthStream = Stream[HealthCheckRequest, HealthCheckResponse]
+_Request = HEALTH.classes["HealthCheckRequest"]
+_Response = HEALTH.classes["HealthCheckResponse"]
+_SERVING, _NOT_SERVING, _SERVICE_UNKNOWN = 1, 2, 3
+HealthStream = Stream[Any, Any]
 
 
-class HealthService(HealthBase):
+class HealthService:
     """Answers Check and Watch from one switch, `set_serving()`, that the server flips."""
 
     def __init__(self, names: Iterable[str]) -> None:
@@ -43,7 +45,14 @@ class HealthService(HealthBase):
             self._changed.set()
             self._changed = asyncio.Event()
 
-    def _status(self) -> HealthCheckResponse.ServingStatus.ValueType:
+    def __mapping__(self) -> dict[str, Handler]:
+        path = f"/{HEALTH.service}"
+        return {
+            f"{path}/Check": Handler(self.Check, Cardinality.UNARY_UNARY, _Request, _Response),
+            f"{path}/Watch": Handler(self.Watch, Cardinality.UNARY_STREAM, _Request, _Response),
+        }
+
+    def _status(self) -> int:
         return _SERVING if self._is_serving else _NOT_SERVING
 
     async def Check(self, stream: HealthStream) -> None:
@@ -56,18 +65,16 @@ class HealthService(HealthBase):
                 f"no health status for {service!r}: ask for '' (the server), "
                 f"or one of {', '.join(sorted(name for name in self.names if name))}.",
             )
-        await stream.send_message(HealthCheckResponse(status=self._status()))
+        await stream.send_message(_Response(status=self._status()))
 
     async def Watch(self, stream: HealthStream) -> None:
         """The status of one name now, then each change, until the caller leaves."""
         request = await stream.recv_message()
         service = request.service if request is not None else ""
         if service not in self.names:
-            await stream.send_message(
-                HealthCheckResponse(status=HealthCheckResponse.SERVICE_UNKNOWN)
-            )
+            await stream.send_message(_Response(status=_SERVICE_UNKNOWN))
             await asyncio.Event().wait()  # the protocol keeps the call open; the caller ends it
         while True:
             changed = self._changed
-            await stream.send_message(HealthCheckResponse(status=self._status()))
+            await stream.send_message(_Response(status=self._status()))
             await changed.wait()

@@ -157,6 +157,7 @@ class BlazeServer:
 
     async def _shut_down(self, grace: float) -> None:
         self.health.set_serving(False)
+        await asyncio.sleep(0)  # open Watch calls send NOT_SERVING before connections close
         if self._server is not None:
             self._server.stop_listening()
         ended = await self._admission.drain(grace)
