@@ -1,0 +1,103 @@
+"""Prometheus metrics per model and status, and one access-log line per call."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from blazerpc import Batching, BlazeApp, BlazeClient, BlazeServer, RpcError
+
+pytestmark = pytest.mark.anyio
+
+
+def _app() -> BlazeApp:
+    app = BlazeApp()
+
+    @app.model("add")
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    @app.model("count", streaming=True)
+    async def count(n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            yield i
+
+    @app.model("double", batch=Batching(max_size=8))
+    async def double(x: list[float]) -> list[float]:
+        return [v * 2 for v in x]
+
+    return app
+
+
+def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_metrics_count_calls_by_model_and_status_and_time_streams() -> None:
+    app = _app()
+    async with (
+        BlazeServer(app, port=0, metrics_port=0) as server,
+        BlazeClient(port=server.port, app=app, timeout=5) as client,
+    ):
+        for _ in range(3):
+            assert await client.predict("add", a=1, b=2) == 3
+        with pytest.raises(RpcError):
+            await client.predict("add", a=1)  # b is required: INVALID_ARGUMENT
+        assert [i async for i in client.stream("count", n=5)] == [0, 1, 2, 3, 4]
+        assert await client.predict("double", x=1.5) == 3.0
+        async with httpx.AsyncClient() as http:
+            response = await http.get(f"http://127.0.0.1:{server.metrics_port}/metrics")
+    samples = _samples(response.text)
+
+    def value(name: str, **labels: str) -> float:
+        return samples[(name, frozenset(labels.items()))]
+
+    requests = "blazerpc_requests_total"
+    assert value(requests, model="add", shape="unary", status="OK") == 3
+    assert value(requests, model="add", shape="unary", status="INVALID_ARGUMENT") == 1
+    assert value(requests, model="count", shape="server_streaming", status="OK") == 1
+    assert value("blazerpc_request_duration_seconds_count", model="add", status="OK") == 3
+    assert value("blazerpc_stream_first_item_seconds_count", model="count") == 1
+    assert value("blazerpc_stream_item_gap_seconds_count", model="count") == 4
+    assert value("blazerpc_batch_size_count", model="double") == 1
+    assert value("blazerpc_batch_size_sum", model="double") == 1
+    assert value("blazerpc_batch_queue_seconds_count", model="double") == 1
+
+
+async def test_two_servers_in_one_process_keep_their_own_metrics() -> None:
+    app = _app()
+    async with (
+        BlazeServer(app, port=0, metrics_port=0) as first,
+        BlazeServer(app, port=0, metrics_port=0) as second,
+        BlazeClient(port=first.port, app=app, timeout=5) as client,
+    ):
+        await client.predict("add", a=1, b=1)
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"http://127.0.0.1:{second.metrics_port}/metrics")).text
+    assert 'model="add"' not in text
+
+
+async def test_the_access_log_has_one_line_per_call(caplog: pytest.LogCaptureFixture) -> None:
+    app = _app()
+    caplog.set_level(logging.INFO, logger="blazerpc.access")
+    async with (
+        BlazeServer(app, port=0) as server,
+        BlazeClient(port=server.port, app=app, timeout=5) as client,
+    ):
+        await client.predict("add", a=1, b=2)
+        with pytest.raises(RpcError):
+            await client.predict("add", a=1)
+        assert [i async for i in client.stream("count", n=3)] == [0, 1, 2]
+    lines = [r.getMessage() for r in caplog.records if r.name == "blazerpc.access"]
+    assert len(lines) == 3
+    assert lines[0].startswith("add unary OK ") and "peer=127.0.0.1:" in lines[0]
+    assert lines[1].startswith("add unary INVALID_ARGUMENT ")
+    assert lines[2].startswith("count server_streaming OK ") and " items=3 " in lines[2]
