@@ -35,7 +35,7 @@ from blazerpc.codec import CARDINALITIES, ModelCodec, SchemaCodec
 from blazerpc.config import ServerConfig
 from blazerpc.context import Context
 from blazerpc.errors import LimitError, ResultError, StreamEndedError, WireError, to_status
-from blazerpc.metrics import Metrics
+from blazerpc.metrics import Metrics, StreamTimer
 from blazerpc.schema import RESULT_FIELD, ModelSpec, ServiceSpec, Shape
 
 __all__ = ("ServiceHandlers",)
@@ -110,10 +110,12 @@ def _adapter(call: _Call, admission: Admission, metrics: Metrics | None) -> Adap
         Shape.CLIENT_STREAMING: call.client_streaming,
         Shape.BIDIRECTIONAL: call.server_streaming,
     }[model.shape]
-    on_item = metrics.item_sent if metrics is not None else None
+    times_items = metrics is not None and model.shape.is_server_streaming
 
     async def handle(stream: RawStream) -> None:
-        tally = _Tally(model.name, on_item)
+        tally = _Tally()
+        if times_items and metrics is not None:
+            tally.timer = metrics.stream_timer(model.name, tally.started)
         context = _context(stream) if model.context_parameter else None
         injected: dict[str, object] = {}
         if model.context_parameter is not None:
@@ -139,6 +141,8 @@ def _adapter(call: _Call, admission: Admission, metrics: Metrics | None) -> Adap
             if ticket is not None:
                 admission.release(ticket)
             duration_s = time.perf_counter() - tally.started
+            if tally.timer is not None:
+                tally.timer.flush()
             if metrics is not None:
                 metrics.call_ended(model.name, model.shape.value, status, duration_s)
             if access_log.isEnabledFor(logging.INFO):
@@ -148,22 +152,19 @@ def _adapter(call: _Call, admission: Admission, metrics: Metrics | None) -> Adap
 
 
 class _Tally:
-    """One call's clock and item count; feeds stream timings to the metrics when they are on."""
+    """One call's clock and item count, and its stream timer when metrics are on."""
 
-    __slots__ = ("_model", "_on_item", "items", "last", "started")
+    __slots__ = ("items", "started", "timer")
 
-    def __init__(self, model: str, on_item: Callable[[str, float, bool], None] | None) -> None:
-        self._model = model
-        self._on_item = on_item
+    def __init__(self) -> None:
         self.items = 0
-        self.started = self.last = time.perf_counter()
+        self.started = time.perf_counter()
+        self.timer: StreamTimer | None = None
 
     def item_sent(self) -> None:
         self.items += 1
-        if self._on_item is not None:
-            now = time.perf_counter()
-            self._on_item(self._model, now - self.last, self.items == 1)
-            self.last = now
+        if self.timer is not None:
+            self.timer.item_sent()
 
 
 def _why_cancelled(stream: RawStream) -> Status:

@@ -7,21 +7,24 @@ prometheus_client's multiprocess directory and the parent serves the sum on one 
 
 from __future__ import annotations
 
+import bisect
 import importlib
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from blazerpc.errors import BlazeError, Status
 
-__all__ = ("Metrics", "MetricsUnavailableError", "serve_multiprocess_metrics")
+__all__ = ("Metrics", "MetricsUnavailableError", "StreamTimer", "serve_multiprocess_metrics")
 
 _LATENCY_BUCKETS_S = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 )  # fmt: skip
 _GAP_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
 _BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_FLUSH_EVERY = 256
 Stopper = Callable[[], None]
 
 
@@ -100,9 +103,11 @@ class Metrics:
         self._child(self._requests, model, shape, status.name).inc()
         self._child(self._duration, model, status.name).observe(duration_s)
 
-    def item_sent(self, model: str, since_s: float, is_first: bool) -> None:
-        """A stream item went out `since_s` after the call arrived (first) or the last item."""
-        self._child(self._first_item if is_first else self._item_gap, model).observe(since_s)
+    def stream_timer(self, model: str, started: float) -> StreamTimer:
+        """A timer for one stream of `model` that arrived at `started` (perf_counter)."""
+        return StreamTimer(
+            self._child(self._first_item, model), self._child(self._item_gap, model), started
+        )
 
     def batch_started(self, model: str, size: int, waits_s: list[float]) -> None:
         """A batch of `size` calls started; each waited its entry of `waits_s`."""
@@ -132,6 +137,53 @@ class Metrics:
         if child is None:
             child = self._children[key] = metric.labels(*labels)
         return child
+
+
+class StreamTimer:
+    """Times one stream's items: time to first item, then the gaps between items.
+
+    Gaps are counted into the histogram's buckets locally and added in bulk every
+    `_FLUSH_EVERY` items and at the end: a prometheus observe() per token took a lock twice
+    and cost the stream 20 % more server CPU (bench/metrics.py); this costs under 2 %.
+    """
+
+    __slots__ = ("_bounds", "_counts", "_first", "_gap", "_last", "_pending", "_sum")
+
+    def __init__(self, first: Any, gap: Any, started: float) -> None:
+        self._first = first
+        self._gap = gap
+        self._bounds: list[float] = list(gap._upper_bounds)  # the last bound is +Inf
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+        self._pending = 0
+        self._last = started
+
+    def item_sent(self) -> None:
+        """One item went out now."""
+        now = time.perf_counter()
+        since = now - self._last
+        self._last = now
+        if self._first is not None:
+            self._first.observe(since)
+            self._first = None
+            return
+        self._counts[bisect.bisect_left(self._bounds, since)] += 1
+        self._sum += since
+        self._pending += 1
+        if self._pending >= _FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        """Add the gaps counted so far to the histogram."""
+        if not self._pending:
+            return
+        for index, count in enumerate(self._counts):
+            if count:
+                self._gap._buckets[index].inc(count)
+                self._counts[index] = 0
+        self._gap._sum.inc(self._sum)
+        self._sum = 0.0
+        self._pending = 0
 
 
 def serve_multiprocess_metrics(

@@ -52,6 +52,7 @@ async def test_metrics_count_calls_by_model_and_status_and_time_streams() -> Non
         with pytest.raises(RpcError):
             await client.predict("add", a=1)  # b is required: INVALID_ARGUMENT
         assert [i async for i in client.stream("count", n=5)] == [0, 1, 2, 3, 4]
+        assert len([i async for i in client.stream("count", n=600)]) == 600  # gaps flushed twice
         assert await client.predict("double", x=1.5) == 3.0
         async with httpx.AsyncClient() as http:
             response = await http.get(f"http://127.0.0.1:{server.metrics_port}/metrics")
@@ -63,10 +64,12 @@ async def test_metrics_count_calls_by_model_and_status_and_time_streams() -> Non
     requests = "blazerpc_requests_total"
     assert value(requests, model="add", shape="unary", status="OK") == 3
     assert value(requests, model="add", shape="unary", status="INVALID_ARGUMENT") == 1
-    assert value(requests, model="count", shape="server_streaming", status="OK") == 1
+    assert value(requests, model="count", shape="server_streaming", status="OK") == 2
     assert value("blazerpc_request_duration_seconds_count", model="add", status="OK") == 3
-    assert value("blazerpc_stream_first_item_seconds_count", model="count") == 1
-    assert value("blazerpc_stream_item_gap_seconds_count", model="count") == 4
+    assert value("blazerpc_stream_first_item_seconds_count", model="count") == 2
+    assert value("blazerpc_stream_item_gap_seconds_count", model="count") == 4 + 599
+    assert value("blazerpc_stream_item_gap_seconds_bucket", model="count", le="+Inf") == 603
+    assert 0 < value("blazerpc_stream_item_gap_seconds_sum", model="count") < 5
     assert value("blazerpc_batch_size_count", model="double") == 1
     assert value("blazerpc_batch_size_sum", model="double") == 1
     assert value("blazerpc_batch_queue_seconds_count", model="double") == 1
