@@ -18,9 +18,11 @@ from collections.abc import (
     Coroutine,
     Iterable,
     Iterator,
+    Mapping,
 )
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 import h2.exceptions
 from grpclib.client import Channel
@@ -28,9 +30,10 @@ from grpclib.client import Stream as ClientStream
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from blazerpc.app import BlazeApp, Registry
-from blazerpc.codec import CARDINALITIES, ModelCodec, RawBytesCodec, SchemaCodec
+from blazerpc.codec import CARDINALITIES, RawBytesCodec, SchemaCodec
+from blazerpc.discovery import RemoteService, discover
 from blazerpc.errors import RpcError, Status, WireError
-from blazerpc.schema import RESULT_FIELD, ModelSpec, Shape
+from blazerpc.schema import RESULT_FIELD, Shape
 
 __all__ = ("BlazeClient",)
 
@@ -54,15 +57,14 @@ class BlazeClient:
         registry: Registry | None = None,
         app: BlazeApp | None = None,
         timeout: float | None = None,
+        service: str | None = None,
     ) -> None:
         if registry is None and app is not None:
             registry = app.registry
-        if registry is None:
-            raise TypeError(
-                "BlazeClient needs the app's schema: pass registry=app.registry or app=app."
-            )
-        self._schema = registry.schema
-        self._codecs = SchemaCodec(self._schema)
+        self._schema = registry.schema if registry is not None else None
+        self._codecs = SchemaCodec(self._schema) if self._schema is not None else None
+        self._remote: RemoteService | None = None
+        self._service = service
         self._channel = Channel(host, port, codec=RawBytesCodec())
         self._owns_channel = True
         self.timeout = timeout
@@ -76,7 +78,19 @@ class BlazeClient:
         return view
 
     async def __aenter__(self) -> BlazeClient:
+        if self._schema is None:
+            try:
+                await self._learn_schema()
+            except BaseException:
+                self.close()  # __aexit__ will not run
+                raise
         return self
+
+    async def _learn_schema(self) -> RemoteService:
+        """Without an app, the server's models come from its reflection service, once."""
+        if self._remote is None:
+            self._remote = await discover(self._channel, self._service)
+        return self._remote
 
     async def __aexit__(
         self,
@@ -103,11 +117,11 @@ class BlazeClient:
     ) -> Any: ...
     async def predict(self, model: ModelRef, /, *args: Any, **fields: Any) -> Any:
         """Call a unary model and return its result."""
-        spec, codec, timeout = self._prepare(model, Shape.UNARY, args, fields)
-        payload = codec.request.encode(fields)
-        async with self._call(spec, timeout) as stream:
+        target, timeout = await self._prepare(model, Shape.UNARY, args, fields)
+        payload = _encode(target, fields)
+        async with self._call(target, timeout) as stream:
             await stream.send_message(payload, end=True)
-            return _result(codec, await stream.recv_message())
+            return _result(target, await stream.recv_message())
 
     @overload
     def stream(
@@ -126,8 +140,7 @@ class BlazeClient:
 
         Leaving the loop early cancels the call, which closes the model's generator.
         """
-        spec, codec, timeout = self._prepare(model, Shape.SERVER_STREAMING, args, fields)
-        return self._stream(spec, codec, codec.request.encode(fields), timeout)
+        return self._stream(model, args, fields)
 
     @overload
     async def send_stream(
@@ -161,11 +174,11 @@ class BlazeClient:
         timeout: float | None = None,
     ) -> Any:
         """Call a client-streaming model with each of `items`, and return its one result."""
-        spec, codec, deadline = self._prepare(model, Shape.CLIENT_STREAMING, (), {}, timeout)
-        async with self._call(spec, deadline) as stream:
-            async for data in _send_while_receiving(stream, codec, spec, items):
-                return _result(codec, data)
-            return _result(codec, None)
+        target, deadline = await self._prepare(model, Shape.CLIENT_STREAMING, (), {}, timeout)
+        async with self._call(target, deadline) as stream:
+            async for data in _send_while_receiving(stream, target, items):
+                return _result(target, data)
+            return _result(target, None)
 
     @overload
     def exchange(
@@ -203,42 +216,43 @@ class BlazeClient:
         `items` is read lazily, so an async generator can wait for an answer before sending
         its next request (ping-pong).
         """
-        spec, codec, deadline = self._prepare(model, Shape.BIDIRECTIONAL, (), {}, timeout)
-        return self._exchange(spec, codec, items, deadline)
+        return self._exchange(model, items, timeout)
 
     async def _stream(
-        self, spec: ModelSpec, codec: ModelCodec, payload: bytes, deadline: float | None
+        self, model: ModelRef, args: tuple[Any, ...], fields: dict[str, Any]
     ) -> AsyncGenerator[Any, None]:
-        async with self._call(spec, deadline) as stream:
+        target, deadline = await self._prepare(model, Shape.SERVER_STREAMING, args, fields)
+        payload = _encode(target, fields)
+        async with self._call(target, deadline) as stream:
             await stream.send_message(payload, end=True)
             while (data := await stream.recv_message()) is not None:
-                yield _result(codec, data)
+                yield _result(target, data)
 
     async def _exchange(
         self,
-        spec: ModelSpec,
-        codec: ModelCodec,
+        model: ModelRef,
         items: Iterable[Any] | AsyncIterable[Any],
-        deadline: float | None,
+        timeout: float | None,
     ) -> AsyncGenerator[Any, None]:
-        async with self._call(spec, deadline) as stream:
-            async for data in _send_while_receiving(stream, codec, spec, items):
-                yield _result(codec, data)
+        target, deadline = await self._prepare(model, Shape.BIDIRECTIONAL, (), {}, timeout)
+        async with self._call(target, deadline) as stream:
+            async for data in _send_while_receiving(stream, target, items):
+                yield _result(target, data)
 
-    def _prepare(
+    async def _prepare(
         self,
         model: ModelRef,
         shape: Shape,
         args: tuple[Any, ...],
         fields: dict[str, Any],
         timeout: float | None = None,
-    ) -> tuple[ModelSpec, ModelCodec, float | None]:
-        """The model's spec and codec, and the call's deadline: `timeout`, else the default.
+    ) -> tuple[_Target, float | None]:
+        """The model's target, and the call's deadline: `timeout`, else the default.
 
         A model named by string may also carry its `timeout` among the fields.
         """
-        spec = self._find(model)
-        names = [f.name for f in spec.request.fields]
+        spec = await self._find(model)
+        names = spec.field_names
         if isinstance(model, str) and timeout is None and "timeout" not in names:
             timeout = fields.pop("timeout", None)  # a model's own `timeout` field wins
         deadline = self.timeout if timeout is None else timeout
@@ -253,30 +267,54 @@ class BlazeClient:
             if name in fields:
                 raise TypeError(f"model {spec.name!r} got field {name!r} twice.")
             fields[name] = value
-        known = {f.name for f in spec.request.fields}
+        known = set(names)
         unknown = sorted(set(fields) - known) if not shape.is_client_streaming else []
         if unknown:
             raise TypeError(
                 f"model {spec.name!r} has no parameter {unknown[0]!r}. "
                 f"Its parameters: {', '.join(names) or 'none'}."
             )
-        return spec, self._codecs.models[spec.name], deadline
+        return spec, deadline
 
-    def _find(self, model: ModelRef) -> ModelSpec:
+    async def _find(self, model: ModelRef) -> _Target:
+        if self._schema is None or self._codecs is None:
+            if not isinstance(model, str):
+                raise TypeError(
+                    f"{getattr(model, '__qualname__', model)!r}: a client without the app "
+                    "calls models by name; pass app= to call them by function."
+                )
+            remote = (await self._learn_schema()).find(model)
+            return _Target(
+                model,
+                remote.shape,
+                remote.request.field_names,
+                remote.streamed_parameter,
+                remote.path,
+                remote.request,
+                remote.response,
+            )
         for spec in self._schema.models:
             if spec.name == model or spec.function is model:
-                return spec
+                codec = self._codecs.models[spec.name]
+                return _Target(
+                    spec.name,
+                    spec.shape,
+                    [f.name for f in spec.request.fields],
+                    spec.streamed_parameter,
+                    self._schema.rpc_path(spec),
+                    codec.request,
+                    codec.response,
+                )
         names = ", ".join(spec.name for spec in self._schema.models)
         raise RpcError(Status.NOT_FOUND, f"model {model!r} is not in this app; it has: {names}.")
 
     @contextlib.asynccontextmanager
     async def _call(
-        self, spec: ModelSpec, deadline: float | None
+        self, spec: _Target, deadline: float | None
     ) -> AsyncIterator[ClientStream[bytes, bytes]]:
-        path = self._schema.rpc_path(spec)
         try:
             async with self._channel.request(
-                path, CARDINALITIES[spec.shape], bytes, bytes, timeout=deadline
+                spec.path, CARDINALITIES[spec.shape], bytes, bytes, timeout=deadline
             ) as stream:
                 yield stream
         except GRPCError as err:
@@ -302,11 +340,33 @@ _METHODS = {
 }
 
 
-def _result(codec: ModelCodec, data: bytes | None) -> Any:
+class _Coding(Protocol):
+    def encode(self, values: Mapping[str, object]) -> bytes: ...
+    def decode(self, data: bytes) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """What a call needs of a model, from the app or learned through reflection."""
+
+    name: str
+    shape: Shape
+    field_names: list[str]
+    streamed: str | None
+    path: str
+    request: _Coding
+    response: _Coding
+
+
+def _encode(target: _Target, fields: Mapping[str, object]) -> bytes:
+    return target.request.encode(fields)
+
+
+def _result(target: _Target, data: bytes | None) -> Any:
     if data is None:
         raise RpcError(Status.INTERNAL, "the server ended the call without a response")
     try:
-        values = codec.response.decode(data)
+        values = target.response.decode(data)
     except WireError as err:
         raise RpcError(Status.INTERNAL, f"the server's response does not match: {err}") from None
     return values.get(RESULT_FIELD)
@@ -314,8 +374,7 @@ def _result(codec: ModelCodec, data: bytes | None) -> Any:
 
 async def _send_while_receiving(
     stream: ClientStream[bytes, bytes],
-    codec: ModelCodec,
-    spec: ModelSpec,
+    target: _Target,
     items: Iterable[Any] | AsyncIterable[Any],
 ) -> AsyncGenerator[bytes, None]:
     """Send `items` in the background while yielding what the server answers.
@@ -324,7 +383,7 @@ async def _send_while_receiving(
     passed deadline, a bad item) ends the call at once; an item that cannot be encoded does too.
     """
     await stream.send_request()  # headers first, so answers can arrive before the items end
-    sender = asyncio.ensure_future(_send_all(stream, codec, spec, items))
+    sender = asyncio.ensure_future(_send_all(stream, target, items))
     receive: asyncio.Future[bytes | None] | None = None
     try:
         while True:
@@ -347,15 +406,14 @@ async def _send_while_receiving(
 
 async def _send_all(
     stream: ClientStream[bytes, bytes],
-    codec: ModelCodec,
-    spec: ModelSpec,
+    target: _Target,
     items: Iterable[Any] | AsyncIterable[Any],
 ) -> None:
-    field = spec.streamed_parameter or ""
+    field = target.streamed or ""
     if isinstance(items, AsyncIterable):
         async for item in items:
-            await stream.send_message(codec.request.encode({field: item}))
+            await stream.send_message(target.request.encode({field: item}))
     else:
         for item in items:
-            await stream.send_message(codec.request.encode({field: item}))
+            await stream.send_message(target.request.encode({field: item}))
     await stream.end()
