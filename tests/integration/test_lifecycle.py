@@ -14,7 +14,15 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from blazerpc import BlazeApp, BlazeClient, BlazeServer, LifespanError, RpcError, Status
+from blazerpc import (
+    Batching,
+    BlazeApp,
+    BlazeClient,
+    BlazeServer,
+    LifespanError,
+    RpcError,
+    Status,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -266,3 +274,37 @@ async def test_streams_past_max_streams_are_refused() -> None:
             await stream.aclose()
         await _until(lambda: server.running_calls == 0)
         assert [item async for item in client.stream("tokens", count=2)] == [0, 1]
+
+
+async def test_a_sync_lifespan_runs_in_a_thread_and_a_batch_finishes_during_the_drain() -> None:
+    events: list[str] = []
+    app = BlazeApp()
+
+    @app.lifespan
+    def weights() -> Iterator[None]:
+        events.append("loaded")
+        yield
+        events.append("released")
+
+    @app.model("double", batch=Batching(max_size=8, max_wait_s=0.05))
+    async def double(x: list[float]) -> list[float]:
+        events.append(f"batch of {len(x)}")
+        await asyncio.sleep(0.3)
+        return [v * 2 for v in x]
+
+    server = BlazeServer(app, port=0)
+    await server.start()
+    with anyio.fail_after(10):
+        async with BlazeClient(port=server.port, app=app, timeout=10) as client:
+            results: list[float] = []
+
+            async def call(x: float) -> None:
+                results.append(await client.predict("double", x=x))
+
+            async with anyio.create_task_group() as group:
+                for x in (1.0, 2.0, 3.0):
+                    group.start_soon(call, x)
+                await _until(lambda: server.running_calls == 3)
+                group.start_soon(server.drain, 5)
+    assert sorted(results) == [2.0, 4.0, 6.0]
+    assert events == ["loaded", "batch of 3", "released"]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 
 import anyio
+import httpx
 import pytest
 
 from blazerpc import BlazeClient, RpcError
@@ -19,10 +22,11 @@ pytestmark = pytest.mark.anyio
 Served = tuple[subprocess.Popen[str], int]
 
 
-@pytest.fixture
-def two_workers() -> Iterator[Served]:
+@contextlib.contextmanager
+def _blaze_serve(*options: str) -> Iterator[Served]:
+    """`blaze serve tests/apps/pids.py:app --workers 2 ...`, stopped at the end."""
     command = [BLAZE, "serve", "tests/apps/pids.py:app", "--port", "0", "--workers", "2"]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen([*command, *options], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
         first_line = process.stdout.readline()
@@ -34,6 +38,12 @@ def two_workers() -> Iterator[Served]:
             process.wait(timeout=20)
         if process.stdout is not None:
             process.stdout.close()
+
+
+@pytest.fixture
+def two_workers() -> Iterator[Served]:
+    with _blaze_serve() as served:
+        yield served
 
 
 async def _stream_pids(port: int, seen: set[int]) -> None:
@@ -75,3 +85,29 @@ async def test_a_worker_that_dies_is_restarted(two_workers: Served) -> None:
                 await anyio.sleep(0.05)
     assert victim not in seen
     assert process.poll() is None
+
+
+async def test_metrics_from_every_worker_are_summed_on_one_port() -> None:
+    metrics_port = _free_port()
+    with _blaze_serve("--metrics-port", str(metrics_port)) as (process, port):
+        seen: set[int] = set()
+        streams = 0
+        with anyio.fail_after(30):
+            while len(seen) < 2:
+                await _stream_pids(port, seen)
+                streams += 1
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+        expected = (
+            'blazerpc_requests_total{model="whoami",shape="server_streaming",status="OK"} '
+            f"{float(streams)}"
+        )
+        assert expected in text.splitlines()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from blazerpc import __version__
 from blazerpc.cli import main
+from blazerpc.config import ServerConfig, env_name, flag_name
 from tests.conftest import GOLDEN
 
 BROKEN_APPS = {
@@ -104,3 +105,13 @@ def test_a_file_named_like_an_imported_module_is_refused(tmp_path: Path) -> None
     import json
 
     assert json.dumps([1]) == "[1]"  # the standard library's json is untouched
+
+
+def test_serve_help_documents_every_option_with_its_variable() -> None:
+    result = CliRunner().invoke(main, ["serve", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    for name in ServerConfig.__struct_fields__:
+        assert flag_name(name) in result.output, name
+        assert env_name(name) in result.output, name
+    assert "--no-reflection" in result.output
+    assert "worker" not in [line.split()[0] for line in result.output.splitlines() if line]
