@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import TypeVar
 
 from blazerpc.errors import DefinitionError
 from blazerpc.lifespan import LifespanHook, check_hook
+from blazerpc.lockfile import lock_path_for, number_fields, read_lock
 from blazerpc.schema import (
     Batching,
     ModelSpec,
@@ -29,7 +31,13 @@ class BlazeApp:
     The proto package is `blazerpc` and the service `InferenceService` unless given.
     """
 
-    def __init__(self, *, package: str = "blazerpc", service: str = "InferenceService") -> None:
+    def __init__(
+        self,
+        *,
+        package: str = "blazerpc",
+        service: str = "InferenceService",
+        lock: str | Path | None = None,
+    ) -> None:
         if not is_package_name(package):
             raise DefinitionError(
                 f"BlazeApp(package={package!r}): a proto package is lower-case ASCII words "
@@ -41,7 +49,11 @@ class BlazeApp:
                 "Use a name such as 'InferenceService'."
             )
         self._schema = ServiceSpec.build(package, service, ())
+        self._numbered: ServiceSpec | None = None
         self._registry = Registry(self)
+        defined_in = sys._getframe(1).f_globals.get("__file__")
+        self.lock_path = Path(lock) if lock is not None else lock_path_for(defined_in)
+        """Where the field-number lock lives: next to the module that made the app, by default."""
         self._lifespan_hooks: list[LifespanHook] = []
 
     def model(
@@ -86,8 +98,14 @@ class BlazeApp:
 
     @property
     def schema(self) -> ServiceSpec:
-        """The whole service schema: the source of the .proto, the descriptor and the codec."""
-        return self._schema
+        """The whole service schema: the source of the .proto, the descriptor and the codec.
+
+        Field numbers come from the lock file when there is one (see lockfile.py), so the
+        server, the codec and `blaze proto` always agree with what callers compiled against.
+        """
+        if self._numbered is None:
+            self._numbered = number_fields(self._schema, read_lock(self.lock_path))
+        return self._numbered
 
     def _add(self, spec: ModelSpec) -> None:
         for existing in self._schema.models:
@@ -97,9 +115,12 @@ class BlazeApp:
                     f"{existing.name!r} ({existing.location}), which also becomes rpc "
                     f"{existing.rpc_name}. Give each model a distinct name."
                 )
-        self._schema = ServiceSpec.build(
+        schema = ServiceSpec.build(
             self._schema.package, self._schema.name, (*self._schema.models, spec)
         )
+        number_fields(schema, None)  # two fields pinned to one number fail here, at import
+        self._schema = schema
+        self._numbered = None
 
 
 class Registry(Mapping[str, ModelSpec]):

@@ -21,7 +21,8 @@ from blazerpc import __version__
 from blazerpc.app import BlazeApp
 from blazerpc.codegen import render_proto
 from blazerpc.config import HELP, ConfigError, ServerConfig, env_name, flag_name
-from blazerpc.errors import DefinitionError, LifespanError, TargetError
+from blazerpc.errors import BreakingChangeError, DefinitionError, LifespanError, TargetError
+from blazerpc.lockfile import Lock, breaking_changes, lock_of, read_lock, write_lock
 from blazerpc.metrics import Metrics, MetricsUnavailableError, serve_multiprocess_metrics
 from blazerpc.server import BlazeServer
 from blazerpc.target import load_app
@@ -68,19 +69,69 @@ def main() -> None:
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     help="Write the schema to this file instead of standard output.",
 )
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Write nothing; list each change that breaks callers of the locked schema, exit 1 if any.",
+)
+@click.option(
+    "--allow-breaking",
+    is_flag=True,
+    help="Write the schema and the lock even though the change breaks existing callers.",
+)
 @_debug_option
-def proto(target: str, output: Path | None) -> None:
+def proto(target: str, output: Path | None, check: bool, allow_breaking: bool) -> None:
     """Print the .proto schema of the app TARGET (module:attr or path/to/file.py:attr).
 
     The attribute defaults to `app`. The schema compiles with protoc, so any language's
-    gRPC tooling can generate a client from it.
+    gRPC tooling can generate a client from it. Field numbers come from the app's lock file
+    (`app.blaze.lock` next to `app.py`), which this command creates and updates, so a
+    published field never changes number; see docs/schema-evolution.md.
     """
-    text = render_proto(_load(target).schema)
+    app = _load(target)
+    try:
+        schema = app.schema
+        lock = read_lock(app.lock_path)
+    except DefinitionError as err:
+        _fail(err, f"DefinitionError: {err}")
+    changes = breaking_changes(lock, schema) if lock is not None else []
+    if check:
+        _report_check(app.lock_path, lock, changes)
+        return
+    if changes and not allow_breaking:
+        for change in changes:
+            click.echo(f"breaking: {change}", err=True)
+        _fail(
+            BreakingChangeError(changes),
+            f"{len(changes)} breaking changes against {app.lock_path}; nothing written. "
+            "Keep old callers working, or pass --allow-breaking.",
+            status=_RUNTIME_ERROR,
+        )
+    text = render_proto(schema)
     if output is None:
         click.echo(text, nl=False)
     else:
         output.write_text(text, encoding="utf-8")
         click.echo(f"wrote {output}", err=True)
+    if app.lock_path is not None:
+        new_lock = lock_of(schema)
+        if new_lock != lock:
+            write_lock(app.lock_path, new_lock)
+            click.echo(f"wrote {app.lock_path}", err=True)
+
+
+def _report_check(path: Path | None, lock: Lock | None, changes: list[str]) -> None:
+    if lock is None:
+        click.echo(
+            f"blaze: no lock file at {path}: run `blaze proto` once and commit the lock.",
+            err=True,
+        )
+        sys.exit(_RUNTIME_ERROR)
+    for change in changes:
+        click.echo(f"breaking: {change}")
+    if changes:
+        sys.exit(_RUNTIME_ERROR)
+    click.echo(f"compatible with {path}", err=True)
 
 
 def _config_options(command: C) -> C:

@@ -8,14 +8,10 @@ from typing import Any
 import jinja2
 
 from blazerpc.schema import (
-    EnumRef,
     FieldSpec,
-    Label,
     MessageKind,
-    MessageRef,
     MessageSpec,
     ServiceSpec,
-    ValueType,
 )
 
 __all__ = ("render_proto",)
@@ -64,29 +60,16 @@ def _message(message: MessageSpec) -> dict[str, Any]:
         "comment": message.doc,
         "fields": [
             {
-                "type": _field_type(spec),
+                "type": spec.proto_type,
                 "name": spec.name,
                 "number": spec.number,
                 "comment": _field_comment(spec, message.kind),
             }
             for spec in message.fields
         ],
+        "reserved_numbers": list(message.reserved_numbers),
+        "reserved_names": list(message.reserved_names),
     }
-
-
-def _field_type(spec: FieldSpec) -> str:
-    value = _type_name(spec.value_type)
-    if spec.label is Label.MAP and spec.key_type is not None:
-        return f"map<{spec.key_type.value}, {value}>"
-    if spec.label is Label.REPEATED:
-        return f"repeated {value}"
-    return f"optional {value}" if spec.is_proto3_optional else value
-
-
-def _type_name(value_type: ValueType) -> str:
-    if isinstance(value_type, MessageRef | EnumRef):
-        return value_type.name
-    return str(value_type.value)
 
 
 def _field_comment(spec: FieldSpec, kind: MessageKind) -> str:

@@ -83,6 +83,9 @@ def file_descriptor(schema: ServiceSpec) -> descriptor_pb2.FileDescriptorProto:
 
 def _message(message: MessageSpec, package: str) -> descriptor_pb2.DescriptorProto:
     proto = descriptor_pb2.DescriptorProto(name=message.name)
+    for number in message.reserved_numbers:  # protoc makes one range per listed number
+        proto.reserved_range.add(start=number, end=number + 1)
+    proto.reserved_name.extend(message.reserved_names)
     for spec in message.fields:
         field = proto.field.add(
             name=spec.name,

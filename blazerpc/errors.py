@@ -8,6 +8,7 @@ from grpclib.const import Status
 
 __all__ = (
     "BlazeError",
+    "BreakingChangeError",
     "DeadlineExceededError",
     "DefinitionError",
     "LifespanError",
@@ -36,6 +37,14 @@ class DefinitionError(BlazeError, TypeError):
 
     The message names the model, the function, the parameter, the problem and the fix.
     """
+
+
+class BreakingChangeError(BlazeError):
+    """The schema changed in a way that breaks callers built against the lock file."""
+
+    def __init__(self, changes: list[str]) -> None:
+        super().__init__("; ".join(changes))
+        self.changes = changes
 
 
 class TargetError(BlazeError):

@@ -20,6 +20,8 @@ __all__ = (
     "EnumRef",
     "EnumSpec",
     "EnumValueSpec",
+    "MAX_FIELD_NUMBER",
+    "Field",
     "FieldSpec",
     "Label",
     "MessageKind",
@@ -157,6 +159,8 @@ class FieldSpec:
     """Decoding needs msgspec.convert (Structs, enums, constraints), not just upb's value."""
     tracks_presence: bool = True
     """Whether the wire tells "left out" from zero; off only for a non-nullable result."""
+    is_pinned: bool = False
+    """The number was chosen by the user (`Annotated[int, Field(7)]`), not assigned."""
 
     @property
     def has_default(self) -> bool:
@@ -169,6 +173,16 @@ class FieldSpec:
         return not self.has_default and not self.is_nullable and self.label is Label.SINGULAR
 
     @property
+    def proto_type(self) -> str:
+        """The type as the .proto declares it: `optional int64`, `repeated Box`, `map<...>`."""
+        value = _type_name(self.value_type)
+        if self.label is Label.MAP and self.key_type is not None:
+            return f"map<{self.key_type.value}, {value}>"
+        if self.label is Label.REPEATED:
+            return f"repeated {value}"
+        return f"optional {value}" if self.is_proto3_optional else value
+
+    @property
     def is_proto3_optional(self) -> bool:
         """Declared `optional`: a singular scalar or enum whose presence the server needs."""
         return (
@@ -176,6 +190,35 @@ class FieldSpec:
             and self.label is Label.SINGULAR
             and isinstance(self.value_type, Scalar | EnumRef)
         )
+
+
+def _type_name(value_type: ValueType) -> str:
+    if isinstance(value_type, MessageRef | EnumRef):
+        return value_type.name
+    return str(value_type.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """Pins a field's wire number: `count: Annotated[int, Field(7)]`.
+
+    Numbers are otherwise assigned for you and kept stable by the lock file (see
+    docs/schema-evolution.md); pin one only to match a schema that exists elsewhere.
+    """
+
+    number: int
+
+    def __post_init__(self) -> None:
+        is_int = isinstance(self.number, int) and not isinstance(self.number, bool)
+        if not is_int or not 1 <= self.number <= MAX_FIELD_NUMBER or 19000 <= self.number <= 19999:
+            raise DefinitionError(
+                f"Field({self.number!r}): a protobuf field number is a whole number from 1 to "
+                f"{MAX_FIELD_NUMBER}, outside 19000-19999 (reserved by protobuf). "
+                "Use for example Field(7)."
+            )
+
+
+MAX_FIELD_NUMBER = 536_870_911
 
 
 class MessageKind(enum.Enum):
@@ -198,6 +241,10 @@ class MessageSpec:
     fields: tuple[FieldSpec, ...]
     python_type: type | None = None
     doc: str = ""
+    reserved_numbers: tuple[int, ...] = ()
+    """Numbers of removed fields (from the lock file): never used again."""
+    reserved_names: tuple[str, ...] = ()
+    """Names of removed fields, until a field of that name comes back."""
 
     def field_named(self, name: str) -> FieldSpec:
         """The field called `name`; KeyError if there is none."""

@@ -23,6 +23,7 @@ from blazerpc.schema import (
     EnumRef,
     EnumSpec,
     EnumValueSpec,
+    Field,
     FieldSpec,
     Label,
     MessageKind,
@@ -177,9 +178,11 @@ class TypeMapper:
                 "so None cannot be sent.",
                 f"Drop `| None` and give an empty default instead (`= {empty}`).",
             )
+        pin = _pinned_number(annotation)
         return FieldSpec(
             name=name,
-            number=number,
+            number=number if pin is None else pin,
+            is_pinned=pin is not None,
             label=label,
             value_type=value_type,
             annotation=annotation,
@@ -318,6 +321,14 @@ def _enum_spec(cls: type[enum.Enum], site: Site) -> EnumSpec:
             culprit=cls,
         )
     return EnumSpec(cls.__name__, values, cls, doc=_class_doc(cls))
+
+
+def _pinned_number(annotation: object) -> int | None:
+    """The number of a `Field(n)` in the annotation's outer Annotated metadata, if any."""
+    if typing.get_origin(annotation) is not Annotated:
+        return None
+    pins = [meta.number for meta in typing.get_args(annotation)[1:] if isinstance(meta, Field)]
+    return pins[-1] if pins else None
 
 
 def _strip_annotated(annotation: object) -> tuple[object, tuple[tuple[str, object], ...]]:
