@@ -25,6 +25,7 @@ from blazerpc.errors import BreakingChangeError, DefinitionError, LifespanError,
 from blazerpc.lockfile import Lock, breaking_changes, lock_of, read_lock, write_lock
 from blazerpc.metrics import Metrics, MetricsUnavailableError, serve_multiprocess_metrics
 from blazerpc.server import BlazeServer
+from blazerpc.stubs import StubsError, generate_stubs
 from blazerpc.target import load_app
 from blazerpc.workers import ForcedExit, Supervisor, WorkerError
 
@@ -118,6 +119,31 @@ def proto(target: str, output: Path | None, check: bool, allow_breaking: bool) -
         if new_lock != lock:
             write_lock(app.lock_path, new_lock)
             click.echo(f"wrote {app.lock_path}", err=True)
+
+
+@main.command()
+@click.argument("target")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory to write the generated package into.",
+)
+@_debug_option
+def stubs(target: str, out: Path) -> None:
+    """Write typed Python client stubs for the app TARGET (betterproto, grpclib-based).
+
+    For callers that cannot import the app. Needs `pip install 'blazerpc[stubs]'`. The
+    package is named after the proto package (`BlazeApp(package=...)`).
+    """
+    app = _load(target)
+    try:
+        written = generate_stubs(app.schema, out)
+    except StubsError as err:
+        _fail(err, str(err))
+    for path in written:
+        click.echo(f"wrote {path}", err=True)
 
 
 def _report_check(path: Path | None, lock: Lock | None, changes: list[str]) -> None:
