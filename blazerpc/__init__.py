@@ -17,7 +17,7 @@ from blazerpc.errors import (
     Status,
     WireError,
 )
-from blazerpc.schema import Batching
+from blazerpc.schema import Batching, Field
 from blazerpc.server import BlazeServer
 
 __all__ = (
@@ -29,6 +29,7 @@ __all__ = (
     "ConfigError",
     "Context",
     "DefinitionError",
+    "Field",
     "LifespanError",
     "ModelError",
     "Registry",

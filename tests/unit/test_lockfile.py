@@ -8,10 +8,10 @@ from typing import Annotated
 
 import pytest
 
-from blazerpc import BlazeApp, DefinitionError
+from blazerpc import BlazeApp, DefinitionError, Field
 from blazerpc.codegen import render_proto
 from blazerpc.lockfile import breaking_changes, lock_of, read_lock, write_lock
-from blazerpc.schema import Field
+from blazerpc.target import load_app
 
 
 def _numbers(app: BlazeApp, message: str) -> dict[str, int]:
@@ -183,3 +183,11 @@ def test_adding_optional_fields_and_rpcs_is_compatible(tmp_path: Path) -> None:
             return []
 
     assert _breaking(tmp_path, changed) == []
+
+
+@pytest.mark.parametrize("name", ["chat", "detect", "transcribe", "tracker"])
+def test_the_committed_example_locks_are_what_blaze_proto_writes(name: str) -> None:
+    """Golden lock files: a diff here is a wire change, reviewed as one."""
+    app = load_app(f"examples.{name}:app")
+    assert app.lock_path is not None and app.lock_path.name == f"{name}.blaze.lock"
+    assert read_lock(app.lock_path) == lock_of(app.schema)
