@@ -34,7 +34,14 @@ from blazerpc.batcher import Batcher
 from blazerpc.codec import CARDINALITIES, ModelCodec, SchemaCodec
 from blazerpc.config import ServerConfig
 from blazerpc.context import Context
-from blazerpc.errors import LimitError, ResultError, StreamEndedError, WireError, to_status
+from blazerpc.errors import (
+    LimitError,
+    ResultError,
+    StreamEndedError,
+    UnavailableError,
+    WireError,
+    to_status,
+)
 from blazerpc.metrics import Metrics, StreamTimer
 from blazerpc.schema import RESULT_FIELD, ModelSpec, ServiceSpec, Shape
 
@@ -129,9 +136,9 @@ def _adapter(call: _Call, admission: Admission, metrics: Metrics | None) -> Adap
             if context is not None:
                 context.cancel()
             if ticket is not None and ticket.is_ended_by_drain:
-                status = Status.UNAVAILABLE
                 ticket.task.uncancel()
-                raise GRPCError(status, _ENDED_BY_DRAIN) from None
+                status, message = to_status(UnavailableError(_ENDED_BY_DRAIN), model.name)
+                raise GRPCError(status, message) from None
             status = _why_cancelled(stream)
             raise
         except Exception as error:  # the one boundary: every failure becomes a status
