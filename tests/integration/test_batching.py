@@ -21,8 +21,9 @@ from blazerpc.server import BlazeServer
 from blazerpc.testing import serve_app
 
 EXEC_S = 0.003
-FORMING_S = 0.002
-"""From a batch being formed (dead calls dropped) to its function starting: one loop turn."""
+FORMING_S = 0.01
+"""From a batch being formed (dead calls dropped) to its function starting: one loop turn,
+which a busy 2-core machine (a CI run next to other work) can stretch to several ms."""
 
 
 @dataclass
@@ -244,7 +245,7 @@ async def _check_properties(scenario: list[Call], config: Batching) -> None:
             # alive when its batch formed; the function itself starts one loop turn later
             assert started < arrivals[index] + call.deadline_s + FORMING_S
         busy = sum(1 for s in recorder.started if arrivals[index] <= s < started)
-        slack_s = 0.03  # event-loop and scheduling noise on a busy 2-core machine
+        slack_s = 0.05  # event-loop and scheduling noise on a busy 2-core machine
         allowed = config.max_wait_s + (busy + 1) * (EXEC_S + slack_s)
         assert started - arrivals[index] <= allowed
 
