@@ -280,7 +280,8 @@ def _serve_workers(target: str, config: ServerConfig, model_count: int) -> None:
 def _supervise(supervisor: Supervisor, config: ServerConfig, model_count: int) -> None:
     try:
         supervisor.start()
-        _print(f"blazerpc serving {model_count} models on {config.host}:{supervisor.port}")
+        if not supervisor.is_stopping:
+            _print(f"blazerpc serving {model_count} models on {config.host}:{supervisor.port}")
         supervisor.supervise()
     except OSError as err:
         _fail(err, f"cannot listen on {config.host}:{config.port}: {err.strerror or err}.")

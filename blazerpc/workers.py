@@ -69,6 +69,11 @@ class Supervisor:
         self.on_worker_exit: list[Callable[[int], None]] = []
         """Called with each exited worker's pid (metrics forget its live gauges)."""
 
+    @property
+    def is_stopping(self) -> bool:
+        """A stop was requested: the workers are draining or gone."""
+        return self._stop_requests > 0
+
     def start(self) -> None:
         """Reserve the port, start every worker and wait until each one serves.
 
