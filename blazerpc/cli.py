@@ -233,7 +233,7 @@ def worker(target: str, config_json: str, ready_fd: int, metrics_dir: str | None
         os.close(ready_fd)
 
     metrics = Metrics(multiprocess_dir=metrics_dir) if metrics_dir else None
-    _serve_one(_load(target), config, announce=announce, metrics=metrics)
+    _serve_one(_load(target), config, announce=announce, metrics=metrics, is_worker=True)
 
 
 def _configure_logging(config: ServerConfig) -> None:
@@ -248,9 +248,12 @@ def _serve_one(
     config: ServerConfig,
     announce: Callable[[BlazeServer], None],
     metrics: Metrics | None = None,
+    *,
+    is_worker: bool = False,
 ) -> None:
     try:
-        _run(_serve_until_signal(BlazeServer(app, config, metrics=metrics), announce))
+        server = BlazeServer(app, config, metrics=metrics)
+        _run(_serve_until_signal(server, announce, is_worker=is_worker))
     except OSError as err:
         _fail(err, f"cannot listen on {config.host}:{config.port}: {err.strerror or err}.")
     except LifespanError as err:
@@ -313,13 +316,20 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
-async def _serve_until_signal(server: BlazeServer, announce: Callable[[BlazeServer], None]) -> None:
-    """Serve until the first SIGINT/SIGTERM, then drain; a second signal exits at once."""
+async def _serve_until_signal(
+    server: BlazeServer, announce: Callable[[BlazeServer], None], *, is_worker: bool = False
+) -> None:
+    """Serve until the first SIGINT/SIGTERM, then drain; a second signal exits at once.
+
+    A worker ignores further signals: systemd and `kill -- -PGID` signal the whole process
+    group, so a worker gets the parent's forwarded SIGTERM as well as its own, and forcing
+    an exit is the parent's job (it kills the workers on its own second signal).
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
     def on_signal() -> None:
-        if stop.is_set():
+        if stop.is_set() and not is_worker:
             click.echo("blaze: second signal: exiting without waiting for running calls", err=True)
             os._exit(_RUNTIME_ERROR)  # the drain may be waiting on model threads: do not join
         stop.set()

@@ -26,7 +26,9 @@ Served = tuple[subprocess.Popen[str], int]
 def _blaze_serve(*options: str) -> Iterator[Served]:
     """`blaze serve tests/apps/pids.py:app --workers 2 ...`, stopped at the end."""
     command = [BLAZE, "serve", "tests/apps/pids.py:app", "--port", "0", "--workers", "2"]
-    process = subprocess.Popen([*command, *options], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [*command, *options], cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         assert process.stdout is not None
         first_line = process.stdout.readline()
@@ -111,3 +113,15 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def test_sigterm_to_the_whole_process_group_still_drains(two_workers: Served) -> None:
+    """systemd signals every process of the group: workers get two SIGTERMs and must drain."""
+    process, port = two_workers
+    async with BlazeClient("127.0.0.1", port, app=pids_app.app, timeout=20) as client:
+        stream = client.stream("whoami", count=100)  # one second of items
+        items = [await anext(stream)]
+        os.killpg(process.pid, signal.SIGTERM)
+        items += [item async for item in stream]
+    assert len(items) == 100
+    assert process.wait(timeout=20) == 0
