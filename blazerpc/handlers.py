@@ -1,5 +1,8 @@
 """One adapter per shape: a user's function -> a grpclib handler, behind one error boundary.
 
+The model side (`_Call`) sees a transport only through a `CallPort` (decoded requests in,
+results out), so the HTTP gateway can drive the same calls; `_GrpcPort` is gRPC's.
+
 - Sync functions and sync generators run in worker threads (anyio), one item at a time, so a
   slow model never blocks the event loop.
 - A generator is closed as soon as its caller cancels, disconnects or passes its deadline: its
@@ -20,7 +23,7 @@ import struct
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import anyio.from_thread
@@ -45,7 +48,7 @@ from blazerpc.errors import (
 from blazerpc.metrics import Metrics, StreamTimer
 from blazerpc.schema import RESULT_FIELD, ModelSpec, ServiceSpec, Shape
 
-__all__ = ("ServiceHandlers",)
+__all__ = ("CallPort", "ServiceHandlers")
 
 _DONE = object()
 _PREFIX = struct.Struct(">?I")
@@ -83,7 +86,8 @@ class ServiceHandlers:
         self._mapping = {
             schema.rpc_path(model): Handler(
                 _adapter(
-                    _Call(model, codecs.models[model.name], self.batchers.get(model.name), limits),
+                    _Call(model, self.batchers.get(model.name)),
+                    _port_factory(codecs.models[model.name], limits, model.name),
                     admission,
                     metrics,
                 ),
@@ -109,7 +113,18 @@ class _Limits:
     max_response_bytes: int
 
 
-def _adapter(call: _Call, admission: Admission, metrics: Metrics | None) -> Adapter:
+def _port_factory(
+    codec: ModelCodec, limits: _Limits, model: str
+) -> Callable[[RawStream], _GrpcPort]:
+    return lambda stream: _GrpcPort(stream, codec, limits, model)
+
+
+def _adapter(
+    call: _Call,
+    port_of: Callable[[RawStream], _GrpcPort],
+    admission: Admission,
+    metrics: Metrics | None,
+) -> Adapter:
     model = call.model
     body = {
         Shape.UNARY: call.unary,
@@ -131,7 +146,7 @@ def _adapter(call: _Call, admission: Admission, metrics: Metrics | None) -> Adap
         status = Status.OK
         try:
             ticket = admission.admit(model)
-            await body(stream, injected, tally)
+            await body(port_of(stream), injected, tally)
         except asyncio.CancelledError:
             if context is not None:
                 context.cancel()
@@ -199,36 +214,80 @@ def _log_access(
     )
 
 
-class _Call:
-    """Runs one model for one rpc: decode, call (in a thread if sync), encode, send."""
+class CallPort(Protocol):
+    """One call's messages, whatever the transport: decoded requests in, results out."""
 
-    def __init__(
-        self, model: ModelSpec, codec: ModelCodec, batcher: Batcher | None, limits: _Limits
-    ) -> None:
-        self.model = model
+    @property
+    def deadline(self) -> float | None:
+        """The caller's deadline on the event loop's clock, if it set one."""
+        ...
+
+    async def receive(self) -> dict[str, Any] | None:
+        """The next request message's fields, or None once the caller has sent them all."""
+        ...
+
+    async def send(self, result: object) -> None:
+        """Send one result (or one streamed item)."""
+        ...
+
+
+class _GrpcPort:
+    """A gRPC call's messages: length-prefixed protobuf, within the server's size limits."""
+
+    __slots__ = ("_codec", "_limits", "_model", "_stream")
+
+    def __init__(self, stream: RawStream, codec: ModelCodec, limits: _Limits, model: str) -> None:
+        self._stream = stream
+        self._codec = codec
         self._limits = limits
+        self._model = model
+
+    @property
+    def deadline(self) -> float | None:
+        return _loop_deadline(self._stream)
+
+    async def receive(self) -> dict[str, Any] | None:
+        data = await _receive(self._stream, self._limits.max_request_bytes)
+        return None if data is None else self._codec.request.decode(data)
+
+    async def send(self, result: object) -> None:
+        try:
+            data = self._codec.response.encode({RESULT_FIELD: result})
+        except WireError as err:
+            raise ResultError(str(err)) from None
+        if len(data) > self._limits.max_response_bytes:
+            raise LimitError(
+                f"model {self._model!r} produced a {len(data)}-byte response, over the "
+                f"server's limit of {self._limits.max_response_bytes} bytes (max_response_bytes)."
+            )
+        await self._stream.send_message(data)
+
+
+class _Call:
+    """Runs one model for one call, whatever the transport: call (in a thread if sync), send."""
+
+    def __init__(self, model: ModelSpec, batcher: Batcher | None) -> None:
+        self.model = model
         self._batcher = batcher
         self._function: Callable[..., Any] = model.function
-        self._request = codec.request
-        self._response = codec.response
         self._streamed = model.streamed_parameter
 
-    async def unary(self, stream: RawStream, injected: dict[str, object], tally: _Tally) -> None:
+    async def unary(self, port: CallPort, injected: dict[str, object], tally: _Tally) -> None:
         """One request in, one response out."""
-        kwargs = await self._receive_request(stream) | injected
+        kwargs = await _first_request(port) | injected
         if self._batcher is not None:
-            result = await self._batcher.submit(kwargs, _loop_deadline(stream))
+            result = await self._batcher.submit(kwargs, port.deadline)
         elif self.model.is_async:
             result = await self._function(**kwargs)
         else:
             result = await anyio.to_thread.run_sync(functools.partial(self._function, **kwargs))
-        await stream.send_message(self._encode(result))
+        await port.send(result)
 
     async def client_streaming(
-        self, stream: RawStream, injected: dict[str, object], tally: _Tally
+        self, port: CallPort, injected: dict[str, object], tally: _Tally
     ) -> None:
         """The client's stream in, one response out."""
-        requests = self._items(stream, self._streamed or "")
+        requests = _items(port, self._streamed or "")
         if self.model.is_async:
             try:
                 result = await self._function(**{self._streamed or "": requests}, **injected)
@@ -241,86 +300,76 @@ class _Call:
                 result = await _in_thread(call, interrupt=feed.aclose)
             finally:
                 await feed.aclose()
-        await stream.send_message(self._encode(result))
+        await port.send(result)
 
     async def server_streaming(
-        self, stream: RawStream, injected: dict[str, object], tally: _Tally
+        self, port: CallPort, injected: dict[str, object], tally: _Tally
     ) -> None:
         """Server and bidirectional streaming: the generator's items, one message each."""
         if self._streamed is None:
-            arguments = await self._receive_request(stream) | injected
+            arguments = await _first_request(port) | injected
             if self.model.is_async:
-                await self._stream_async(stream, self._function(**arguments), tally)
+                await _stream_async(port, self._function(**arguments), tally)
             else:
-                await self._stream_sync(stream, self._function(**arguments), tally, _no_feed)
+                await _stream_sync(port, self._function(**arguments), tally, _no_feed)
             return
-        requests = self._items(stream, self._streamed)
+        requests = _items(port, self._streamed)
         if self.model.is_async:
             try:
                 arguments = {self._streamed: requests} | injected
-                await self._stream_async(stream, self._function(**arguments), tally)
+                await _stream_async(port, self._function(**arguments), tally)
             finally:
                 await requests.aclose()
         else:
             feed = _Feed(requests)
             try:
                 arguments = {self._streamed: feed} | injected
-                await self._stream_sync(stream, self._function(**arguments), tally, feed.aclose)
+                await _stream_sync(port, self._function(**arguments), tally, feed.aclose)
             finally:
                 await feed.aclose()
 
-    async def _stream_async(self, stream: RawStream, items: Any, tally: _Tally) -> None:
-        clock = asyncio.get_running_loop().time
-        turn_ends = clock() + _TURN_S
-        try:
-            async for item in items:
-                await stream.send_message(self._encode(item))
-                tally.item_sent()
-                if clock() >= turn_ends:  # fairness: a stream holds the loop for one turn at most
-                    await asyncio.sleep(0)
-                    turn_ends = clock() + _TURN_S
-        finally:
-            await items.aclose()
 
-    async def _stream_sync(
-        self,
-        stream: RawStream,
-        items: Iterator[Any],
-        tally: _Tally,
-        interrupt: Callable[[], Awaitable[None]],
-    ) -> None:
-        try:
-            while (item := await _in_thread(next, items, _DONE, interrupt=interrupt)) is not _DONE:
-                await stream.send_message(self._encode(item))
-                tally.item_sent()
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                await _in_thread(close, interrupt=interrupt)
+async def _stream_async(port: CallPort, items: Any, tally: _Tally) -> None:
+    clock = asyncio.get_running_loop().time
+    turn_ends = clock() + _TURN_S
+    try:
+        async for item in items:
+            await port.send(item)
+            tally.item_sent()
+            if clock() >= turn_ends:  # fairness: a stream holds the loop for one turn at most
+                await asyncio.sleep(0)
+                turn_ends = clock() + _TURN_S
+    finally:
+        await items.aclose()
 
-    async def _receive_request(self, stream: RawStream) -> dict[str, Any]:
-        data = await _receive(stream, self._limits.max_request_bytes)
-        if data is None:
-            raise WireError("the call ended before its request message arrived.")
-        return self._request.decode(data)
 
-    def _encode(self, result: object) -> bytes:
-        try:
-            data = self._response.encode({RESULT_FIELD: result})
-        except WireError as err:
-            raise ResultError(str(err)) from None
-        if len(data) > self._limits.max_response_bytes:
-            raise LimitError(
-                f"model {self.model.name!r} produced a {len(data)}-byte response, over the "
-                f"server's limit of {self._limits.max_response_bytes} bytes (max_response_bytes)."
-            )
-        return data
+async def _stream_sync(
+    port: CallPort,
+    items: Iterator[Any],
+    tally: _Tally,
+    interrupt: Callable[[], Awaitable[None]],
+) -> None:
+    try:
+        while (item := await _in_thread(next, items, _DONE, interrupt=interrupt)) is not _DONE:
+            await port.send(item)
+            tally.item_sent()
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            await _in_thread(close, interrupt=interrupt)
 
-    async def _items(self, stream: RawStream, field: str) -> AsyncGenerator[Any]:
-        """The client's stream, decoded lazily: item 1 is handed over before item 2 arrives."""
-        limit = self._limits.max_request_bytes
-        while (data := await _receive(stream, limit)) is not None:
-            yield self._request.decode(data)[field]
+
+async def _first_request(port: CallPort) -> dict[str, Any]:
+    fields = await port.receive()
+    if fields is None:
+        raise WireError("the call ended before its request message arrived.")
+    return fields
+
+
+async def _items(port: CallPort, field: str) -> AsyncGenerator[Any]:
+    """The client's stream, decoded lazily: item 1 is handed over before item 2 arrives."""
+    while (fields := await port.receive()) is not None:
+        yield fields[field]
 
 
 def _loop_deadline(stream: RawStream) -> float | None:
