@@ -23,7 +23,7 @@ from blazerpc.app import BlazeApp
 from blazerpc.batcher import BatchStats
 from blazerpc.codec import RawBytesCodec, SchemaCodec
 from blazerpc.config import ServerConfig
-from blazerpc.handlers import ServiceHandlers
+from blazerpc.handlers import ServiceHandlers, model_calls
 from blazerpc.health import HealthService
 from blazerpc.lifespan import run_hooks
 from blazerpc.metrics import Metrics
@@ -59,11 +59,13 @@ class BlazeServer:
         self._serves_metrics = metrics is None and self.config.metrics_port is not None
         self.metrics = Metrics() if self._serves_metrics else metrics
         self._metrics_port: int | None = None
-        self._handlers = ServiceHandlers(
-            schema, SchemaCodec(schema), self.config, self._admission, self.metrics
-        )
+        self._calls = model_calls(schema, self._admission, self.metrics)
+        self._batchers = {
+            name: call.batcher for name, call in self._calls.items() if call.batcher is not None
+        }
+        handlers = ServiceHandlers(schema, SchemaCodec(schema), self.config, self._calls)
         self.health = HealthService([schema.full_name, *(model.name for model in schema.models)])
-        services: list[IServable] = [self._handlers, self.health]
+        services: list[IServable] = [handlers, self.health]
         self._services = with_reflection(schema, services) if self.config.reflection else services
         self._server: _Server | None = None
         self._socket: socket.socket | None = None
@@ -79,7 +81,7 @@ class BlazeServer:
     @property
     def batch_stats(self) -> Mapping[str, BatchStats]:
         """Per batched model: batches run, items, queue depth, sizes, queue time."""
-        return {name: batcher.stats for name, batcher in self._handlers.batchers.items()}
+        return {name: batcher.stats for name, batcher in self._batchers.items()}
 
     @property
     def port(self) -> int:
@@ -163,7 +165,8 @@ class BlazeServer:
         ended = await self._admission.drain(grace)
         if ended:
             log.warning("ended %d calls still running after the %.1f s grace period", ended, grace)
-        await self._handlers.close()
+        for batcher in self._batchers.values():
+            await batcher.close()  # let running batches finish
         if self._server is not None:
             self._server.close()
             self._server.close_connections()  # before waiting: Python 3.12+ waits for them
