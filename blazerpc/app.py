@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from blazerpc.errors import DefinitionError
 from blazerpc.lifespan import LifespanHook, check_hook
@@ -18,6 +18,11 @@ from blazerpc.schema import (
     is_wire_identifier,
 )
 from blazerpc.signature import read_model
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from blazerpc.config import ServerConfig
 
 __all__ = ("BlazeApp", "Registry")
 
@@ -106,6 +111,16 @@ class BlazeApp:
         if self._numbered is None:
             self._numbered = number_fields(self._schema, read_lock(self.lock_path))
         return self._numbered
+
+    def asgi(self, config: ServerConfig | None = None) -> Starlette:
+        """The HTTP gateway alone, as an ASGI app to mount in a server of your own.
+
+        Its lifespan runs the app's lifespan hooks, then serves; at shutdown it drains the
+        running calls (config.grace). Limits come from `config`; its ports are not used.
+        """
+        from blazerpc.gateway import standalone  # starlette loads only when HTTP is wanted
+
+        return standalone(self, config)
 
     def _add(self, spec: ModelSpec) -> None:
         for existing in self._schema.models:

@@ -196,12 +196,13 @@ def _shown(default: object) -> str:
 @_config_options
 @_debug_option
 def serve(target: str, **flags: Any) -> None:
-    """Serve the app TARGET (module:attr or path/to/file.py:attr) over gRPC.
+    """Serve the app TARGET (module:attr or path/to/file.py:attr) over gRPC (and HTTP).
 
     The first line printed is `blazerpc serving N models on HOST:PORT`, with the real port,
-    once the models are loaded. Every option can also be set with its BLAZE_* environment
-    variable; a flag wins over the variable. SIGTERM or SIGINT drains: running calls get
-    --grace seconds to finish, then the command exits 0; a second signal exits at once (1).
+    once the models are loaded (plus `, HTTP on http://HOST:PORT` with --http-port). Every
+    option can also be set with its BLAZE_* environment variable; a flag wins over the
+    variable. SIGTERM or SIGINT drains: running calls get --grace seconds to finish, then the
+    command exits 0; a second signal exits at once (1).
     """
     try:
         config = ServerConfig.load(flags)
@@ -255,7 +256,8 @@ def _serve_one(
         server = BlazeServer(app, config, metrics=metrics)
         _run(_serve_until_signal(server, announce, is_worker=is_worker))
     except OSError as err:
-        _fail(err, f"cannot listen on {config.host}:{config.port}: {err.strerror or err}.")
+        where = err.filename or f"{config.host}:{config.port}"
+        _fail(err, f"cannot listen on {where}: {err.strerror or err}.")
     except LifespanError as err:
         _fail(err, f"{err}. The server did not start.", status=_RUNTIME_ERROR)
     except MetricsUnavailableError as err:
@@ -284,10 +286,11 @@ def _supervise(supervisor: Supervisor, config: ServerConfig, model_count: int) -
     try:
         supervisor.start()
         if not supervisor.is_stopping:
-            _print(f"blazerpc serving {model_count} models on {config.host}:{supervisor.port}")
+            _print(_serving(model_count, config.host, supervisor.port, supervisor.http_port))
         supervisor.supervise()
     except OSError as err:
-        _fail(err, f"cannot listen on {config.host}:{config.port}: {err.strerror or err}.")
+        where = err.filename or f"{config.host}:{config.port}"
+        _fail(err, f"cannot listen on {where}: {err.strerror or err}.")
     except WorkerError as err:
         _fail(err, str(err), status=_RUNTIME_ERROR)
     except ForcedExit:
@@ -298,7 +301,14 @@ def _supervise(supervisor: Supervisor, config: ServerConfig, model_count: int) -
 
 
 def _print_first_line(server: BlazeServer) -> None:
-    _print(f"blazerpc serving {len(server.app.registry)} models on {server.host}:{server.port}")
+    http_port = server.http_port if server.config.http_port is not None else None
+    _print(_serving(len(server.app.registry), server.host, server.port, http_port))
+
+
+def _serving(model_count: int, host: str, port: int, http_port: int | None) -> str:
+    """`blazerpc serving 2 models on 127.0.0.1:50051, HTTP on http://127.0.0.1:8080`."""
+    line = f"blazerpc serving {model_count} models on {host}:{port}"
+    return line if http_port is None else f"{line}, HTTP on http://{host}:{http_port}"
 
 
 def _print(line: str) -> None:

@@ -42,7 +42,14 @@ from blazerpc.schema import (
     WellKnown,
 )
 
-__all__ = ("CARDINALITIES", "MessageCodec", "ModelCodec", "RawBytesCodec", "SchemaCodec")
+__all__ = (
+    "CARDINALITIES",
+    "MessageCodec",
+    "ModelCodec",
+    "RawBytesCodec",
+    "SchemaCodec",
+    "wire_error",
+)
 
 _MISSING: Any = object()
 _WIRE_TYPES = {
@@ -335,15 +342,28 @@ def _convert(value: object, annotation: object, path: str) -> Any:
     try:
         return msgspec.convert(value, annotation)
     except msgspec.ValidationError as err:
-        text = str(err)
-        match = _MSGSPEC_PATH.search(text)
-        detail = text[: match.start()] if match else text
-        where = path + (match.group(1) if match else "")
-        if detail.startswith("Object missing required field `"):
-            missing = detail.removeprefix("Object missing required field `").rstrip("`")
-            raise WireError(f"field '{where}.{missing}' is required.") from None
-        detail = detail.replace("`", "")
-        raise WireError(f"field '{where}': {detail[:1].lower()}{detail[1:]}.") from None
+        raise wire_error(err, path) from None
+
+
+def wire_error(err: msgspec.ValidationError, path: str) -> WireError:
+    """msgspec's complaint as a WireError naming the field path: `field 'a.b': expected ...`."""
+    text = str(err)
+    match = _MSGSPEC_PATH.search(text)
+    detail = text[: match.start()] if match else text
+    where = path + (match.group(1) if match else "")
+    where = where.removeprefix(".")
+    if detail.startswith("Object missing required field `"):
+        missing = detail.removeprefix("Object missing required field `").rstrip("`")
+        return WireError(f"field '{_join(where, missing)}' is required.")
+    if detail.startswith("Object contains unknown field `"):
+        unknown = detail.removeprefix("Object contains unknown field `").rstrip("`")
+        return WireError(
+            f"field '{_join(where, unknown)}' is not in the schema; check its spelling "
+            "against `blaze proto` or GET /models."
+        )
+    detail = detail.replace("`", "")
+    what = f"field '{where}'" if where else "the request"
+    return WireError(f"{what}: {detail[:1].lower()}{detail[1:]}.")
 
 
 def _enum_number(value: object) -> object:

@@ -40,6 +40,8 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     max_streams: Annotated[int, msgspec.Meta(ge=1)] = 1024
     reflection: bool = True
     metrics_port: Port | None = None
+    http_port: Port | None = None
+    sse_keepalive: Annotated[float, msgspec.Meta(gt=0)] = 15.0
     log_level: LogLevel = "info"
 
     def replace(self, **options: Any) -> ServerConfig:
@@ -71,6 +73,8 @@ HELP = {
     "max_streams": "Streaming calls open at once, all connections together; more are refused.",
     "reflection": "Serve gRPC reflection, so grpcurl and Postman need no .proto file.",
     "metrics_port": "Serve Prometheus metrics on http://HOST:PORT/metrics (blazerpc[metrics]).",
+    "http_port": "Also serve the models over HTTP/JSON and Server-Sent Events on this port.",
+    "sse_keepalive": "Seconds of silence after which an event stream sends a keep-alive comment.",
     "log_level": "Logging level; info logs one access line per call.",
 }
 """What each option does: `blaze serve --help` shows it, docs/deployment.md lists it."""

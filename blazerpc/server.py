@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+import uvicorn
 from grpclib._typing import IServable
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server
@@ -23,7 +24,8 @@ from blazerpc.app import BlazeApp
 from blazerpc.batcher import BatchStats
 from blazerpc.codec import RawBytesCodec, SchemaCodec
 from blazerpc.config import ServerConfig
-from blazerpc.handlers import ServiceHandlers, model_calls
+from blazerpc.gateway import Gateway
+from blazerpc.handlers import Limits, ServiceHandlers, model_calls
 from blazerpc.health import HealthService
 from blazerpc.lifespan import run_hooks
 from blazerpc.metrics import Metrics
@@ -69,6 +71,7 @@ class BlazeServer:
         self._services = with_reflection(schema, services) if self.config.reflection else services
         self._server: _Server | None = None
         self._socket: socket.socket | None = None
+        self._http: _HttpServer | None = None
         self._lifespan = contextlib.AsyncExitStack()
         self._drain_started = asyncio.Event()
         self._drained: asyncio.Future[None] | None = None
@@ -89,6 +92,15 @@ class BlazeServer:
         if self._socket is None:
             raise RuntimeError("BlazeServer.port is known once start() has run.")
         return int(self._socket.getsockname()[1])
+
+    @property
+    def http_port(self) -> int:
+        """The port of the HTTP gateway: the real one when http_port was 0."""
+        if self._http is None:
+            raise RuntimeError(
+                "BlazeServer.http_port is known once start() has run with http_port set."
+            )
+        return self._http.port
 
     @property
     def metrics_port(self) -> int:
@@ -121,6 +133,10 @@ class BlazeServer:
         try:
             if self._serves_metrics and self.metrics is not None:
                 self._metrics_port = self.metrics.serve(self.host, self.config.metrics_port or 0)
+            if self.config.http_port is not None:
+                self._http = await _HttpServer.start(
+                    self._gateway(), self.host, self.config.http_port, self.config
+                )
             await self._lifespan.enter_async_context(run_hooks(self.app.lifespan_hooks))
         except BaseException:
             await self.close()
@@ -128,6 +144,15 @@ class BlazeServer:
         self._admission.phase = Phase.SERVING
         self.health.set_serving(True)
         log.info("serving %d models", len(self.app.registry))
+
+    def _gateway(self) -> Gateway:
+        return Gateway(
+            self.app.schema,
+            self._calls,
+            Limits.of(self.config),
+            self._admission,
+            keepalive_s=self.config.sse_keepalive,
+        )
 
     async def serve(self) -> None:
         """Start if needed, then serve until drain() or close() has finished."""
@@ -162,6 +187,8 @@ class BlazeServer:
         await asyncio.sleep(0)  # open Watch calls send NOT_SERVING before connections close
         if self._server is not None:
             self._server.stop_listening()
+        if self._http is not None:
+            self._http.stop_listening()
         ended = await self._admission.drain(grace)
         if ended:
             log.warning("ended %d calls still running after the %.1f s grace period", ended, grace)
@@ -171,6 +198,8 @@ class BlazeServer:
             self._server.close()
             self._server.close_connections()  # before waiting: Python 3.12+ waits for them
             await self._server.wait_closed()
+        if self._http is not None:
+            await self._http.close()
         await self._lifespan.aclose()
         if self._serves_metrics and self.metrics is not None:
             self.metrics.close()
@@ -216,6 +245,54 @@ class _Server(Server):
             processor = getattr(protocol, "processor", None)
             if processor is not None:
                 processor.close("the server closed")
+
+
+class _HttpServer:
+    """uvicorn serving the gateway on a socket we bound, inside our event loop.
+
+    Driven step by step (startup, shutdown) rather than through uvicorn's serve(), which
+    would take over the process's signals: shutting down is BlazeServer's job.
+    """
+
+    def __init__(self, server: uvicorn.Server, sock: socket.socket) -> None:
+        self._server = server
+        self._socket = sock
+        self.port = int(sock.getsockname()[1])
+        self._ticks = asyncio.ensure_future(server.main_loop())  # keeps the Date header fresh
+
+    @classmethod
+    async def start(
+        cls, gateway: Gateway, host: str, port: int, config: ServerConfig
+    ) -> _HttpServer:
+        try:
+            sock = bind_tcp(host, port, reuse_port=config.workers > 1)
+        except OSError as err:
+            err.filename = f"{host}:{port} (HTTP)"  # which of the server's ports was refused
+            raise
+        uvicorn_config = uvicorn.Config(
+            gateway.asgi,
+            lifespan="off",  # the app's lifespan hooks run once, for gRPC and HTTP alike
+            log_config=None,  # the library never configures logging
+            access_log=False,  # blazerpc.access logs every call, whatever the transport
+            server_header=False,
+            timeout_graceful_shutdown=1,  # the calls were drained before uvicorn stops
+        )
+        uvicorn_config.load()
+        server = uvicorn.Server(uvicorn_config)
+        server.lifespan = uvicorn_config.lifespan_class(uvicorn_config)
+        await server.startup(sockets=[sock])
+        return cls(server, sock)
+
+    def stop_listening(self) -> None:
+        """Accept no new connections; the open ones carry on."""
+        for listener in self._server.servers:
+            listener.close()
+
+    async def close(self) -> None:
+        """Close idle connections, wait briefly for busy ones, then stop."""
+        self._server.should_exit = True
+        await self._ticks
+        await self._server.shutdown(sockets=[self._socket])
 
 
 def bind_tcp(host: str, port: int, *, reuse_port: bool, listen: bool = True) -> socket.socket:

@@ -62,10 +62,11 @@ class Supervisor:
         self.config = config
         self._metrics_dir = metrics_dir
         self._workers: dict[int, _Worker] = {}
-        self._reservation: socket.socket | None = None
+        self._reservations: list[socket.socket] = []
         self._stop_requests = 0
         self._quick_deaths = 0
         self.port = config.port
+        self.http_port = config.http_port
         self.on_worker_exit: list[Callable[[int], None]] = []
         """Called with each exited worker's pid (metrics forget its live gauges)."""
 
@@ -81,8 +82,9 @@ class Supervisor:
         returns early if a stop was requested meanwhile.
         """
         self._install_signal_handlers()
-        self._reservation = _reserve(self.config.host, self.config.port)
-        self.port = int(self._reservation.getsockname()[1])
+        self.port = self._reserve(self.config.port)
+        if self.config.http_port is not None:
+            self.http_port = self._reserve(self.config.http_port)
         for index in range(self.config.workers):
             self._spawn(index)
         try:
@@ -100,8 +102,8 @@ class Supervisor:
                     self._restart(worker)
             self._read_ready(_POLL_S)
         self._wait_all_exited()
-        if self._reservation is not None:
-            self._reservation.close()
+        for reservation in self._reservations:
+            reservation.close()
 
     def _restart(self, dead: _Worker) -> None:
         status = dead.process.returncode
@@ -123,9 +125,16 @@ class Supervisor:
         if not self._stop_requests:
             self._spawn(dead.index)
 
+    def _reserve(self, port: int) -> int:
+        reservation = _reserve(self.config.host, port)
+        self._reservations.append(reservation)
+        return int(reservation.getsockname()[1])
+
     def _spawn(self, index: int) -> None:
         read_fd, write_fd = os.pipe()
-        worker_config = msgspec.json.encode(self.config.replace(port=self.port)).decode()
+        worker_config = msgspec.json.encode(
+            self.config.replace(port=self.port, http_port=self.http_port)
+        ).decode()
         command = [sys.executable, "-m", "blazerpc", "worker", self.target]
         command += ["--config", worker_config, "--ready-fd", str(write_fd)]
         if self._metrics_dir is not None:

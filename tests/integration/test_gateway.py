@@ -1,0 +1,422 @@
+"""The HTTP gateway through a real server: httpx, httpx-sse and a WebSocket client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import threading
+import zlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import httpx
+import pytest
+import uvicorn
+import websockets.asyncio.client
+from httpx_sse import aconnect_sse
+
+from blazerpc import Batching, BlazeApp, BlazeClient, Status
+from blazerpc.errors import ModelError
+from blazerpc.server import BlazeServer, bind_tcp
+from examples.tracker import app as tracker_app
+
+pytestmark = pytest.mark.anyio
+
+
+class Probe:
+    """What a model did: items produced, whether its `finally` ran, and the order of steps."""
+
+    def __init__(self) -> None:
+        self.produced = 0
+        self.closed = threading.Event()
+        self.steps: list[tuple[str, int]] = []
+        self.release = asyncio.Event()
+
+    async def wait_closed(self) -> None:
+        assert await anyio.to_thread.run_sync(self.closed.wait, 5), "the generator stayed open"
+
+
+def make_app(probe: Probe) -> BlazeApp:
+    app = BlazeApp()
+
+    @app.model("echo")
+    def echo(text: str, times: int = 1) -> str:
+        """Repeat the text."""
+        return text * times
+
+    @app.model("refuse")
+    async def refuse(voice: str) -> str:
+        raise ModelError(Status.NOT_FOUND, f"voice {voice!r} is not installed")
+
+    @app.model("slow")
+    async def slow(seconds: float) -> float:
+        await anyio.sleep(seconds)
+        return seconds
+
+    @app.model("generate", streaming=True)
+    async def generate(prompt: str, max_tokens: int = 1000) -> AsyncIterator[str]:
+        try:
+            for i in range(max_tokens):
+                probe.produced += 1
+                yield f"{prompt}{i}"
+                await anyio.sleep(0.01)
+        finally:
+            probe.closed.set()
+
+    @app.model("fail-midway", streaming=True)
+    async def fail_midway(after: int) -> AsyncIterator[int]:
+        for i in range(after):
+            yield i
+        raise ValueError(f"broke after {after} items")
+
+    @app.model("spin", streaming=True)
+    async def spin(name: str, count: int) -> AsyncIterator[int]:
+        """Never awaits: only the server's fairness lets other streams run."""
+        for i in range(count):
+            probe.steps.append((name, i))
+            yield i
+
+    @app.model("held", streaming=True)
+    async def held(first: str) -> AsyncIterator[str]:
+        """One item, then wait for the test: an item must not wait in a buffer."""
+        yield first
+        await probe.release.wait()
+        yield "after"
+
+    @app.model("quiet", streaming=True)
+    async def quiet(wait_s: float) -> AsyncIterator[str]:
+        await anyio.sleep(wait_s)
+        yield "finally"
+
+    @app.model("total")
+    async def total(numbers: AsyncIterator[int]) -> int:
+        return sum([n async for n in numbers])
+
+    @app.model("words")
+    def words(lines: Iterator[str]) -> Iterator[int]:
+        """Bidirectional and sync: the word count of each line, as it arrives."""
+        for line in lines:
+            yield len(line.split())
+
+    return app
+
+
+@pytest.fixture
+def probe() -> Probe:
+    return Probe()
+
+
+@contextlib.asynccontextmanager
+async def serve_http(app: BlazeApp, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async with (
+        BlazeServer(app, port=0, http_port=0, sse_keepalive=0.1, **options) as server,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.http_port}", timeout=10) as http,
+    ):
+        yield http
+
+
+async def events_of(http: httpx.AsyncClient, model: str, **body: object) -> list[tuple[str, str]]:
+    async with aconnect_sse(http, "POST", f"/models/{model}", json=body) as source:
+        source.response.raise_for_status()
+        return [(event.event, event.data) async for event in source.aiter_sse()]
+
+
+async def test_unary_answers_json_and_errors_name_the_field(probe: Probe) -> None:
+    async with serve_http(make_app(probe)) as http:
+        ok = await http.post("/models/echo", json={"text": "ab", "times": 2})
+        assert ok.status_code == 200
+        assert ok.json() == {"result": "abab"}
+        for body, message in [
+            (b'{"text": 3}', "field 'text': expected str, got int"),
+            (b"{}", "field 'text' is required"),
+            (b'{"txt": "a"}', "field 'txt' is not in the schema"),
+            (b'{"text": "a"', "not valid JSON"),
+        ]:
+            bad = await http.post("/models/echo", content=body)
+            assert bad.status_code == 400, body
+            assert bad.json()["code"] == "INVALID_ARGUMENT"
+            assert message in bad.json()["message"]
+        assert (await http.post("/models/echo", json={"text": "x"})).json() == {"result": "x"}
+
+
+async def test_statuses_map_to_http_statuses(probe: Probe) -> None:
+    async with serve_http(make_app(probe)) as http:
+        missing = await http.post("/models/nope", json={})
+        assert missing.status_code == 404
+        assert "no model named 'nope'" in missing.json()["message"]
+        assert "echo" in missing.json()["message"]
+        refused = await http.post("/models/refuse", json={"voice": "alto"})
+        assert refused.status_code == 404
+        assert refused.json() == {"code": "NOT_FOUND", "message": "voice 'alto' is not installed"}
+        late = await http.post(
+            "/models/slow", json={"seconds": 5}, headers={"x-request-timeout": "0.1"}
+        )
+        assert late.status_code == 504
+        assert late.json()["code"] == "DEADLINE_EXCEEDED"
+        bad_timeout = await http.post(
+            "/models/slow", json={"seconds": 0}, headers={"x-request-timeout": "soon"}
+        )
+        assert bad_timeout.status_code == 400
+        assert "x-request-timeout" in bad_timeout.json()["message"]
+        assert (await http.post("/models/slow", json={"seconds": 0.01})).json() == {"result": 0.01}
+
+
+async def test_an_oversized_body_is_refused_unread(probe: Probe) -> None:
+    async with serve_http(make_app(probe), max_request_bytes=100) as http:
+        big = await http.post("/models/echo", json={"text": "x" * 200})
+        assert big.status_code == 429
+        assert big.json()["code"] == "RESOURCE_EXHAUSTED"
+        assert "max_request_bytes" in big.json()["message"]
+        assert (await http.post("/models/echo", json={"text": "x"})).status_code == 200
+
+
+async def test_server_streaming_is_one_event_per_item_then_end(probe: Probe) -> None:
+    async with serve_http(make_app(probe)) as http:
+        events = await events_of(http, "generate", prompt="t", max_tokens=3)
+    assert events == [
+        ("message", '{"result":"t0"}'),
+        ("message", '{"result":"t1"}'),
+        ("message", '{"result":"t2"}'),
+        ("end", '{"items":3}'),
+    ]
+
+
+async def test_event_stream_headers_keep_proxies_from_buffering(probe: Probe) -> None:
+    async with (
+        serve_http(make_app(probe)) as http,
+        http.stream("POST", "/models/generate", json={"prompt": "t", "max_tokens": 1}) as response,
+    ):
+        assert response.headers["content-type"] == "text/event-stream"
+        assert response.headers["x-accel-buffering"] == "no"
+        assert response.headers["cache-control"] == "no-cache"
+
+
+async def test_an_error_after_the_first_byte_is_an_error_event(probe: Probe) -> None:
+    async with serve_http(make_app(probe)) as http:
+        events = await events_of(http, "fail-midway", after=2)
+        assert events[:2] == [("message", '{"result":0}'), ("message", '{"result":1}')]
+        name, data = events[2]
+        assert name == "error" and len(events) == 3
+        assert json.loads(data) == {
+            "code": "INTERNAL",
+            "message": "model 'fail-midway' failed: ValueError: broke after 2 items",
+        }
+        before_first = await http.post("/models/fail-midway", json={"after": 0})
+        assert before_first.status_code == 500
+        assert before_first.json()["code"] == "INTERNAL"
+        assert (await events_of(http, "generate", prompt="a", max_tokens=1))[-1][0] == "end"
+
+
+async def test_disconnect_closes_the_generator_within_one_item(probe: Probe) -> None:
+    async with serve_http(make_app(probe)) as http:
+        async with aconnect_sse(http, "POST", "/models/generate", json={"prompt": "t"}) as source:
+            received = 0
+            async for _ in source.aiter_sse():
+                received += 1
+                if received == 3:
+                    break
+        await probe.wait_closed()
+        assert probe.produced <= received + 2
+        assert (await http.post("/models/echo", json={"text": "still up"})).status_code == 200
+
+
+async def test_streams_from_a_generator_that_never_awaits_interleave(probe: Probe) -> None:
+    names = ["a", "b", "c", "d"]
+    async with serve_http(make_app(probe)) as http:
+        async with anyio.create_task_group() as group:
+            for name in names:
+                group.start_soon(
+                    functools.partial(events_of, http, "spin", name=name, count=20_000)
+                )
+    first = {name: probe.steps.index((name, 0)) for name in names}
+    last = {name: probe.steps.index((name, 19_999)) for name in names}
+    assert max(first.values()) < min(last.values()), (
+        "one stream ran to its end before another began"
+    )
+
+
+async def test_gzip_streaming_decodes_each_event_as_it_arrives(probe: Probe) -> None:
+    async with (
+        serve_http(make_app(probe)) as http,
+        http.stream(
+            "POST", "/models/held", json={"first": "now"}, headers={"accept-encoding": "gzip"}
+        ) as response,
+    ):
+        assert response.headers["content-encoding"] == "gzip"
+        decoder = zlib.decompressobj(wbits=31)
+        text = ""
+        raw = response.aiter_raw()
+        with anyio.fail_after(5):  # a buffered event would never arrive: the model waits
+            while "data:" not in text:
+                text += decoder.decompress(await anext(raw)).decode()
+        assert text == 'data: {"result":"now"}\n\n'
+        probe.release.set()
+        async for chunk in raw:
+            text += decoder.decompress(chunk).decode()
+        assert text.endswith('data: {"result":"after"}\n\nevent: end\ndata: {"items":2}\n\n')
+
+
+async def test_unary_responses_are_gzipped_when_large_and_asked_for(probe: Probe) -> None:
+    async with serve_http(make_app(probe)) as http:
+        big = await http.post("/models/echo", json={"text": "ab", "times": 2000})
+        assert big.headers["content-encoding"] == "gzip"  # httpx asks for gzip by default
+        assert big.json() == {"result": "ab" * 2000}
+        small = await http.post("/models/echo", json={"text": "ab"})
+        assert "content-encoding" not in small.headers
+
+
+async def test_an_idle_stream_sends_keep_alive_comments(probe: Probe) -> None:
+    async with (
+        serve_http(make_app(probe)) as http,
+        http.stream("POST", "/models/quiet", json={"wait_s": 0.35}) as response,
+    ):
+        body = (await response.aread()).decode()
+    assert body.startswith(": keep-alive\n\n: keep-alive\n\n")
+    assert body.endswith('data: {"result":"finally"}\n\nevent: end\ndata: {"items":1}\n\n')
+
+
+async def test_client_streams_are_newline_delimited_json(probe: Probe) -> None:
+    async with serve_http(make_app(probe)) as http:
+        ok = await http.post("/models/total", content=b'{"numbers": 1}\n\n{"numbers": 2}\n')
+        assert ok.json() == {"result": 3}
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for piece in [b'{"numbers"', b": 40}\n", b'{"numbers": 2}']:
+                yield piece
+
+        assert (await http.post("/models/total", content=chunks())).json() == {"result": 42}
+        bad = await http.post("/models/total", content=b'{"numbers": 1}\n{"numbers": "x"}\n')
+        assert bad.status_code == 400
+        assert bad.json()["message"].startswith("request line 2: field 'numbers'")
+
+
+async def test_bidirectional_over_post_is_ndjson_in_and_events_out(probe: Probe) -> None:
+    async with serve_http(make_app(probe)) as http:
+        response = await http.post("/models/words", content=b'{"lines": "a b"}\n{"lines": "c"}\n')
+        assert response.text == (
+            'data: {"result":2}\n\ndata: {"result":1}\n\nevent: end\ndata: {"items":2}\n\n'
+        )
+
+
+async def test_bidirectional_over_a_websocket_keeps_state_per_stream() -> None:
+    async with BlazeServer(tracker_app, port=0, http_port=0) as server:
+        url = f"ws://127.0.0.1:{server.http_port}/models/track/ws"
+        async with websockets.asyncio.client.connect(url) as socket:
+            await socket.send(json.dumps({"frames": {"detections": [{"x": 0, "y": 0}]}}))
+            first = json.loads(await socket.recv())
+            await socket.send(json.dumps({"frames": {"detections": [{"x": 1, "y": 1}]}}))
+            second = json.loads(await socket.recv())
+            await socket.send("")
+            await socket.wait_closed()
+        assert first["result"]["tracks"][0]["track_id"] == 1
+        assert second["result"] == {
+            "frame": 2,
+            "tracks": [{"track_id": 1, "x": 1.0, "y": 1.0, "age": 2}],
+        }
+        assert socket.close_code == 1000
+        async with websockets.asyncio.client.connect(url) as socket:
+            await socket.send(json.dumps({"frames": {"detections": [{"x": "left"}]}}))
+            error = json.loads(await socket.recv())
+            await socket.wait_closed()
+        assert error["error"]["code"] == "INVALID_ARGUMENT"
+        assert "frames.detections[0].x" in error["error"]["message"]
+        assert socket.close_code == 4000 + Status.INVALID_ARGUMENT.value
+
+
+async def test_models_openapi_and_health_describe_the_schema(probe: Probe) -> None:
+    async with serve_http(make_app(probe)) as http:
+        listing = (await http.get("/models")).json()
+        by_name = {model["name"]: model for model in listing["models"]}
+        assert by_name["echo"]["shape"] == "unary"
+        assert by_name["echo"]["request"]["required"] == ["text"]
+        assert by_name["echo"]["request"]["properties"]["times"] == {
+            "type": "integer",
+            "default": 1,
+        }
+        assert by_name["generate"]["response_content_type"] == "text/event-stream"
+        assert by_name["total"]["request_content_type"] == "application/x-ndjson"
+        document = (await http.get("/openapi.json")).json()
+        assert document["openapi"].startswith("3.1")
+        operation = document["paths"]["/models/echo"]["post"]
+        ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        assert ref.removeprefix("#/components/schemas/") in document["components"]["schemas"]
+        assert operation["summary"] == "Repeat the text."
+        assert (await http.get("/health/live")).json() == {"status": "live"}
+        ready = await http.get("/health/ready")
+        assert (ready.status_code, ready.json()) == (200, {"status": "serving"})
+
+
+async def test_a_drain_ends_a_running_stream_with_an_unavailable_event(probe: Probe) -> None:
+    app = make_app(probe)
+    async with BlazeServer(app, port=0, http_port=0) as server:
+        base = f"http://127.0.0.1:{server.http_port}"
+        async with (
+            httpx.AsyncClient(base_url=base, timeout=10) as http,
+            aconnect_sse(http, "POST", "/models/generate", json={"prompt": "t"}) as source,
+        ):
+            events = source.aiter_sse()
+            assert (await anext(events)).data == '{"result":"t0"}'
+            drain = asyncio.ensure_future(server.drain(grace=0.1))
+            rest = [event async for event in events]
+            await drain
+        assert rest[-1].event == "error"
+        assert json.loads(rest[-1].data)["code"] == "UNAVAILABLE"
+        await probe.wait_closed()
+
+
+async def test_grpc_and_http_calls_share_one_batcher() -> None:
+    app = BlazeApp()
+    sizes: list[int] = []
+
+    @app.model("double", batch=Batching(max_size=8, max_wait_s=0.05))
+    async def double(number: list[int]) -> list[int]:
+        sizes.append(len(number))
+        return [2 * n for n in number]
+
+    async with BlazeServer(app, port=0, http_port=0) as server:
+        base = f"http://127.0.0.1:{server.http_port}"
+        async with (
+            httpx.AsyncClient(base_url=base, timeout=10) as http,
+            BlazeClient("127.0.0.1", server.port, app=app, timeout=10) as client,
+        ):
+            over_http = [http.post("/models/double", json={"number": i}) for i in range(3)]
+            over_grpc = [client.predict("double", number=i) for i in range(3)]
+            results = await asyncio.gather(*over_http, *over_grpc)
+    assert [r.json()["result"] for r in results[:3]] == [0, 2, 4]
+    assert results[3:] == [0, 2, 4]
+    assert sum(sizes) == 6 and max(sizes) > 3  # some batch held calls from both transports
+
+
+async def test_app_asgi_runs_in_another_server_with_its_lifespan() -> None:
+    app = BlazeApp()
+    state: dict[str, str] = {}
+
+    @app.lifespan
+    async def load() -> AsyncIterator[None]:
+        state["greeting"] = "hello"
+        yield
+        state.clear()
+
+    @app.model("greet")
+    def greet(name: str) -> str:
+        return f"{state['greeting']} {name}"
+
+    sock = bind_tcp("127.0.0.1", 0, reuse_port=False)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app.asgi(), log_config=None, lifespan="on"))
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            with anyio.fail_after(5):
+                while not server.started:  # noqa: ASYNC110 (uvicorn has no started event)
+                    await anyio.sleep(0.01)
+            answer = await http.post("/models/greet", json={"name": "ada"})
+            assert answer.json() == {"result": "hello ada"}
+    finally:
+        server.should_exit = True
+        await task
+    assert state == {}
