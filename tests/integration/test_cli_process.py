@@ -81,3 +81,16 @@ def test_blaze_serve_on_a_busy_port_is_one_line_and_exit_2() -> None:
     assert result.returncode == 2
     assert f"blaze: cannot listen on 127.0.0.1:{port}: Address already in use." in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_blaze_serve_on_a_busy_http_port_names_that_port() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = _run(
+            BLAZE, "serve", "examples/chat.py:app", "--port", "0", "--http-port", str(port)
+        )
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port} (HTTP): Address already in use." in result.stderr
+    assert "Traceback" not in result.stderr

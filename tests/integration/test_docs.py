@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import runpy
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 RAISES = "# raises DefinitionError\n"
 SERVES = "# serves until"
+HTTP_PORT = re.compile(r"--http-port (\d+)")
 
 
 def _blocks(language: str) -> list[tuple[str, str]]:
@@ -49,25 +53,75 @@ def test_python_example_runs(where: str, code: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("where", "commands"), _blocks("console"))
 def test_console_example_runs(where: str, commands: str, tmp_path: Path) -> None:
+    """Each `$` line runs and succeeds; while a block's server runs, output must match too."""
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    for line in commands.splitlines():
-        if not line.startswith("$ "):
-            continue
-        if SERVES in line:
-            _serve_then_stop(line[2:].split(SERVES)[0], tmp_path, env)
-            continue
-        result = subprocess.run(
-            line[2:].replace("python ", f"{sys.executable} ", 1),
-            shell=True,
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert result.returncode == 0, f"{where}: {line}\n{result.stderr}"
+    with contextlib.ExitStack() as servers:
+        ports: dict[str, str] = {}
+        for line, expected in _commands(commands):
+            if SERVES in line:
+                command = line.split(SERVES)[0].strip()
+                if not command.endswith("&"):
+                    _serve_then_stop(command, tmp_path, env)
+                    continue
+                command = command.removesuffix("&").strip()
+                ports = {port: str(_free_port()) for port in HTTP_PORT.findall(command)}
+                servers.enter_context(_serving(_with_ports(command, ports), tmp_path, env))
+                continue
+            result = subprocess.run(
+                _with_ports(line, ports).replace("python ", f"{sys.executable} ", 1),
+                shell=True,
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert result.returncode == 0, f"{where}: {line}\n{result.stderr}"
+            if ports and expected.strip():
+                assert _with_ports(expected, ports).strip() == result.stdout.strip(), where
+
+
+def _commands(block: str) -> list[tuple[str, str]]:
+    """Each `$ command` of a block, with the output lines shown under it."""
+    commands: list[tuple[str, str]] = []
+    for line in block.splitlines():
+        if line.startswith("$ "):
+            commands.append((line[2:], ""))
+        elif commands:
+            command, output = commands[-1]
+            commands[-1] = (command, output + line + "\n")
+    return commands
+
+
+def _with_ports(text: str, ports: dict[str, str]) -> str:
+    """The documented ports (`localhost:8080`) swapped for free ones, so tests never collide."""
+    for documented, free in ports.items():
+        text = text.replace(f":{documented}", f":{free}").replace(f" {documented}", f" {free}")
+    return text
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _serving(command: str, cwd: Path, env: dict[str, str]) -> Iterator[None]:
+    """A server for the rest of a block (`blaze serve ... &`): up until the block ends."""
+    command = command if "--port" in command else f"{command} --port 0"
+    with subprocess.Popen(
+        f"exec {command}", shell=True, cwd=cwd, env=env, stdout=subprocess.PIPE, text=True
+    ) as server:
+        try:
+            assert server.stdout is not None
+            assert server.stdout.readline().startswith("blazerpc serving ")
+            yield
+        finally:
+            server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=10) == 0
 
 
 def test_readme_schema_excerpt_is_what_blaze_proto_prints() -> None:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
+from blazerpc import RpcError, Status
 from blazerpc.testing import serve_app
 from examples import chat, detect, tracker, transcribe
 
@@ -61,3 +62,14 @@ async def test_tracker_keeps_ids_per_stream_and_answers_each_frame_before_the_ne
 
         fresh = [t async for t in client.exchange("track", [tracker.Frame([tracker.Point(5, 3)])])]
         assert [(t.track_id, t.age) for t in fresh[0].tracks] == [(1, 1)]  # no state leaks
+
+
+async def test_chat_content_filter_fails_the_stream_mid_answer() -> None:
+    async with serve_app(chat.app) as client:
+        received: list[str] = []
+        with pytest.raises(RpcError) as err:
+            async for token in client.stream(chat.generate_filtered, prompt="oh darn it"):
+                received.append(token)
+        assert received == ["oh"]
+        assert err.value.status is Status.FAILED_PRECONDITION
+        assert "word 2" in err.value.message

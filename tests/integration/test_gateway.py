@@ -174,6 +174,18 @@ async def test_an_oversized_body_is_refused_unread(probe: Probe) -> None:
         assert (await http.post("/models/echo", json={"text": "x"})).status_code == 200
 
 
+async def test_streams_over_the_limit_are_refused_with_429(probe: Probe) -> None:
+    async with (
+        serve_http(make_app(probe), max_streams=1) as http,
+        aconnect_sse(http, "POST", "/models/generate", json={"prompt": "t"}) as source,
+    ):
+        assert (await anext(source.aiter_sse())).data == '{"result":"t0"}'
+        second = await http.post("/models/generate", json={"prompt": "u"})
+        assert second.status_code == 429
+        assert second.headers["retry-after"] == "1"
+        assert "max_streams" in second.json()["message"]
+
+
 async def test_server_streaming_is_one_event_per_item_then_end(probe: Probe) -> None:
     async with serve_http(make_app(probe)) as http:
         events = await events_of(http, "generate", prompt="t", max_tokens=3)

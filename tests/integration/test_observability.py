@@ -104,3 +104,39 @@ async def test_the_access_log_has_one_line_per_call(caplog: pytest.LogCaptureFix
     assert lines[0].startswith("add unary OK ") and "peer=127.0.0.1:" in lines[0]
     assert lines[1].startswith("add unary INVALID_ARGUMENT ")
     assert lines[2].startswith("count server_streaming OK ") and " items=3 " in lines[2]
+
+
+async def test_http_calls_are_counted_and_logged_like_grpc_calls(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = _app()
+    caplog.set_level(logging.INFO, logger="blazerpc.access")
+    async with BlazeServer(app, port=0, metrics_port=0, http_port=0) as server:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.http_port}") as http:
+            assert (await http.post("/models/add", json={"a": 1, "b": 2})).json() == {"result": 3}
+            assert (await http.post("/models/add", json={"a": 1})).status_code == 400
+            streamed = await http.post("/models/count", json={"n": 3})
+            assert streamed.text.count("data: {") == 4  # three items and the end event
+            metrics = await http.get(f"http://127.0.0.1:{server.metrics_port}/metrics")
+    samples = _samples(metrics.text)
+    requests = "blazerpc_requests_total"
+    assert samples[
+        (requests, frozenset({"model": "add", "shape": "unary", "status": "OK"}.items()))
+    ]
+    assert (
+        samples[
+            (
+                requests,
+                frozenset({"model": "add", "shape": "unary", "status": "INVALID_ARGUMENT"}.items()),
+            )
+        ]
+        == 1
+    )
+    assert (
+        samples[("blazerpc_stream_first_item_seconds_count", frozenset({"model": "count"}.items()))]
+        == 1
+    )
+    lines = [r.getMessage() for r in caplog.records if r.name == "blazerpc.access"]
+    assert lines[0].startswith("add unary OK ") and lines[0].endswith(" via=http")
+    assert lines[1].startswith("add unary INVALID_ARGUMENT ")
+    assert lines[2].startswith("count server_streaming OK ") and " items=3 " in lines[2]

@@ -83,7 +83,7 @@ def test_blaze_serve_streams_to_a_stock_client_and_exits_0_on_sigterm(tmp_path: 
         try:
             assert server.stdout is not None
             first = server.stdout.readline().strip()
-            assert first.startswith("blazerpc serving 2 models on 127.0.0.1:")
+            assert first.startswith("blazerpc serving 3 models on 127.0.0.1:")
             port = int(first.rsplit(":", 1)[1])
             call = subprocess.run(
                 [sys.executable, str(CALLS), str(stubs), str(port), "chat"],

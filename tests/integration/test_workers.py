@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import Iterator
 
 import anyio
+import anyio.to_thread
 import httpx
 import pytest
 
@@ -33,7 +34,7 @@ def _blaze_serve(*options: str) -> Iterator[Served]:
         assert process.stdout is not None
         first_line = process.stdout.readline()
         assert first_line.startswith("blazerpc serving 1 models on 127.0.0.1:"), first_line
-        yield process, int(first_line.rsplit(":", 1)[1])
+        yield process, int(first_line.split(" models on ")[1].split(",")[0].rsplit(":", 1)[1])
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -125,3 +126,20 @@ async def test_sigterm_to_the_whole_process_group_still_drains(two_workers: Serv
         items += [item async for item in stream]
     assert len(items) == 100
     assert process.wait(timeout=20) == 0
+
+
+async def test_workers_share_the_http_port_too() -> None:
+    with socket.socket() as probe:  # a free port to ask for: 0 would be printed, not known
+        probe.bind(("127.0.0.1", 0))
+        http_port = probe.getsockname()[1]
+    with _blaze_serve("--http-port", str(http_port)) as (process, _):
+        seen: set[int] = set()
+        with anyio.fail_after(20):
+            while len(seen) < 2:  # each new connection lands on one worker or the other
+                async with httpx.AsyncClient(timeout=5) as http:
+                    answer = await http.post(
+                        f"http://127.0.0.1:{http_port}/models/whoami", json={"count": 1}
+                    )
+                seen.add(int(answer.text.split('"result":')[1].split("}")[0]))
+        process.send_signal(signal.SIGTERM)
+        assert await anyio.to_thread.run_sync(process.wait, 20) == 0
