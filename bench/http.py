@@ -25,7 +25,14 @@ import sys
 import time
 from typing import Any
 
-from bench.run import HERE, first_token_times, for_window, free_port, tokens_request
+from bench.run import (
+    HERE,
+    cpu_seconds,
+    first_token_times,
+    for_window,
+    free_port,
+    tokens_request,
+)
 
 SERVERS = ("raw-asgi", "blazerpc", "blazerpc-h11")
 _END = b"\r\n0\r\n\r\n"
@@ -108,13 +115,18 @@ class SseClient:
             self._writer = None
 
 
-async def load(port: int, window: float) -> dict[str, float]:
+async def load(port: int, pid: int, window: float) -> dict[str, float]:
     results: dict[str, float] = {}
     for streams in (1, 16):
         clients = [SseClient(port) for _ in range(streams)]
         await _streams_for(0.5, clients)  # warm-up
+        cpu = cpu_seconds(pid)
         tokens = await _streams_for(window, clients)
         results[f"SSE tokens/s, {streams} stream{'s' * (streams > 1)}"] = tokens / window
+        if streams == 16:
+            results["SSE server CPU per token (us), 16 streams"] = (
+                (cpu_seconds(pid) - cpu) / tokens * 1e6
+            )
         for client in clients:
             client.close()
     ttft = await sse_first_token_times(port)
@@ -152,7 +164,7 @@ async def sse_first_token_times(port: int) -> list[float]:
     return times
 
 
-async def grpc_load(port: int, window: float) -> dict[str, float]:
+async def grpc_load(port: int, pid: int, window: float) -> dict[str, float]:
     import grpc
 
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -164,8 +176,13 @@ async def grpc_load(port: int, window: float) -> dict[str, float]:
         results: dict[str, float] = {}
         for streams in (1, 16):
             await for_window(0.5, streams, one)
+            cpu = cpu_seconds(pid)
             tokens = await for_window(window, streams, one)
             results[f"gRPC tokens/s, {streams} stream{'s' * (streams > 1)}"] = tokens / window
+            if streams == 16:
+                results["gRPC server CPU per token (us), 16 streams"] = (
+                    (cpu_seconds(pid) - cpu) / tokens * 1e6
+                )
         ttft = await first_token_times(stream)
         results["gRPC 16-stream TTFT p50 (ms)"] = statistics.median(ttft) * 1e3
         results["gRPC 16-stream TTFT max (ms)"] = max(ttft) * 1e3
@@ -185,9 +202,9 @@ def measure(kind: str, window: float) -> dict[str, float]:
             ready = server.stdout.readline()
             assert ready.startswith("ready"), ready
             time.sleep(0.5)  # uvicorn announces before it listens in the raw case
-            results = asyncio.run(load(port, window))
+            results = asyncio.run(load(port, server.pid, window))
             if kind == "blazerpc":
-                results |= asyncio.run(grpc_load(int(ready.split()[1]), window))
+                results |= asyncio.run(grpc_load(int(ready.split()[1]), server.pid, window))
             return results
         finally:
             server.terminate()
