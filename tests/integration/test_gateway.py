@@ -19,7 +19,8 @@ import uvicorn
 import websockets.asyncio.client
 from httpx_sse import aconnect_sse
 
-from blazerpc import Batching, BlazeApp, BlazeClient, Status
+from blazerpc import Batching, BlazeApp, BlazeClient, Context, Status
+from blazerpc.admission import Phase
 from blazerpc.errors import ModelError
 from blazerpc.server import BlazeServer, bind_tcp
 from examples.tracker import app as tracker_app
@@ -91,6 +92,20 @@ def make_app(probe: Probe) -> BlazeApp:
     async def quiet(wait_s: float) -> AsyncIterator[str]:
         await anyio.sleep(wait_s)
         yield "finally"
+
+    @app.model("wrong-type")
+    async def wrong_type(text: str) -> int:
+        return text  # type: ignore[return-value]  # the bug this model exists to show
+
+    @app.model("big", streaming=True)
+    async def big(sizes: list[int]) -> AsyncIterator[str]:
+        for size in sizes:
+            yield "x" * size
+
+    @app.model("whoami")
+    async def whoami(ctx: Context) -> str:
+        remaining = ctx.time_remaining
+        return f"{ctx.metadata.get('x-user')} {remaining is not None and 0 < remaining <= 3}"
 
     @app.model("total")
     async def total(numbers: AsyncIterator[int]) -> int:
@@ -432,3 +447,64 @@ async def test_app_asgi_runs_in_another_server_with_its_lifespan() -> None:
         server.should_exit = True
         await task
     assert state == {}
+
+
+async def test_results_the_schema_does_not_allow_are_internal_errors(probe: Probe) -> None:
+    async with serve_http(make_app(probe), max_response_bytes=1000) as http:
+        wrong = await http.post("/models/wrong-type", json={"text": "a"})
+        assert wrong.status_code == 500
+        assert wrong.json()["message"] == (
+            "model 'wrong-type' returned an invalid result: expected int64, got str"
+        )
+        too_big_first = await http.post("/models/big", json={"sizes": [5000]})
+        assert too_big_first.status_code == 429
+        assert "max_response_bytes" in too_big_first.json()["message"]
+        events = await events_of(http, "big", sizes=[1, 5000])
+        assert events[0] == ("message", '{"result":"x"}')
+        assert events[1][0] == "error"
+        assert json.loads(events[1][1])["code"] == "RESOURCE_EXHAUSTED"
+
+
+async def test_context_sees_the_headers_and_the_deadline(probe: Probe) -> None:
+    async with serve_http(make_app(probe)) as http:
+        answer = await http.post(
+            "/models/whoami", json={}, headers={"x-user": "ada", "x-request-timeout": "3"}
+        )
+        assert answer.json() == {"result": "ada True"}
+
+
+async def test_while_loading_calls_get_503_and_ready_says_loading() -> None:
+    app = BlazeApp()
+    loading, loaded = asyncio.Event(), asyncio.Event()
+
+    @app.lifespan
+    async def load() -> AsyncIterator[None]:
+        loading.set()  # the ports are open by now: hooks run after they are bound
+        await loaded.wait()
+        yield
+
+    @app.model("ping")
+    async def ping() -> str:
+        return "pong"
+
+    server = BlazeServer(app, port=0, http_port=0)
+    starting = asyncio.ensure_future(server.start())
+    try:
+        with anyio.fail_after(5):
+            await loading.wait()
+        assert server.phase is Phase.LOADING
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.http_port}") as http:
+            early = await http.post("/models/ping", json={})
+            assert early.status_code == 503
+            assert early.headers["retry-after"] == "1"
+            assert "still loading" in early.json()["message"]
+            ready = await http.get("/health/ready")
+            assert (ready.status_code, ready.json()) == (503, {"status": "loading"})
+            loaded.set()
+            await starting
+            assert (await http.post("/models/ping", json={})).json() == {"result": "pong"}
+            assert (await http.get("/health/ready")).status_code == 200
+    finally:
+        loaded.set()
+        await starting
+        await server.close()
