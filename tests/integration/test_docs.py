@@ -61,9 +61,9 @@ def test_console_example_runs(where: str, commands: str, tmp_path: Path) -> None
         for line, expected in _commands(commands):
             if SERVES in line:
                 command = line.split(SERVES)[0].strip()
-                if not command.endswith("&"):
-                    _serve_then_stop(command, tmp_path, env)
-                    continue
+                if not command.endswith("&"):  # the server must start, then stop on SIGTERM
+                    with _serving(command, tmp_path, env):
+                        continue
                 command = command.removesuffix("&").strip()
                 ports = {port: str(_free_port()) for port in HTTP_PORT.findall(command)}
                 servers.enter_context(_serving(_with_ports(command, ports), tmp_path, env))
@@ -129,16 +129,3 @@ def test_readme_schema_excerpt_is_what_blaze_proto_prints() -> None:
     (excerpt,) = [body for where, body in _blocks("proto") if where.startswith("README")]
     for line in excerpt.splitlines():
         assert line in golden.splitlines()
-
-
-def _serve_then_stop(command: str, cwd: Path, env: dict[str, str]) -> None:
-    """A serving command: it must announce itself, then exit 0 on SIGTERM."""
-    with subprocess.Popen(
-        f"exec {command}", shell=True, cwd=cwd, env=env, stdout=subprocess.PIPE, text=True
-    ) as server:
-        try:
-            assert server.stdout is not None
-            assert server.stdout.readline().startswith("blazerpc serving ")
-        finally:
-            server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=10) == 0

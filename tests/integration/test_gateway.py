@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import threading
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -25,20 +24,18 @@ from blazerpc.errors import ModelError
 from blazerpc.server import BlazeServer, bind_tcp
 from examples.tracker import app as tracker_app
 
+from . import test_serving as serving
+
 pytestmark = pytest.mark.anyio
 
 
-class Probe:
-    """What a model did: items produced, whether its `finally` ran, and the order of steps."""
+class Probe(serving.Probe):
+    """Also the order in which streams stepped, and a gate a model waits at."""
 
     def __init__(self) -> None:
-        self.produced = 0
-        self.closed = threading.Event()
+        super().__init__()
         self.steps: list[tuple[str, int]] = []
         self.release = asyncio.Event()
-
-    async def wait_closed(self) -> None:
-        assert await anyio.to_thread.run_sync(self.closed.wait, 5), "the generator stayed open"
 
 
 def make_app(probe: Probe) -> BlazeApp:
