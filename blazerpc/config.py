@@ -39,6 +39,7 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     max_response_bytes: Annotated[int, msgspec.Meta(ge=1)] = 4 * _MIB
     max_streams: Annotated[int, msgspec.Meta(ge=1)] = 1024
     reflection: bool = True
+    open_inference: bool = True
     metrics_port: Port | None = None
     http_port: Port | None = None
     sse_keepalive: Annotated[float, msgspec.Meta(gt=0)] = 15.0
@@ -72,6 +73,7 @@ HELP = {
     "max_response_bytes": "Largest response message; a larger result fails its call the same way.",
     "max_streams": "Streaming calls open at once, all connections together; more are refused.",
     "reflection": "Serve gRPC reflection, so grpcurl and Postman need no .proto file.",
+    "open_inference": "Serve the Open Inference Protocol (KServe v2) next to the typed service.",
     "metrics_port": "Serve Prometheus metrics on http://HOST:PORT/metrics (blazerpc[metrics]).",
     "http_port": "Also serve the models over HTTP/JSON and Server-Sent Events on this port.",
     "sse_keepalive": "Seconds of silence after which an event stream sends a keep-alive comment.",

@@ -20,7 +20,7 @@ class Context:
     the cancellation an async model gets as `CancelledError`: check it between steps.
     """
 
-    __slots__ = ("_cancelled", "_deadline", "metadata", "peer")
+    __slots__ = ("_cancelled", "_deadline", "metadata", "peer", "timestamp")
 
     def __init__(
         self,
@@ -33,6 +33,9 @@ class Context:
         """The caller's request metadata (the last value of each key)."""
         self.peer = peer
         """The caller's address, `host:port`, when known."""
+        self.timestamp: int | None = None
+        """On an Open Inference Protocol stream, the position of the request being served: the
+        caller's `timestamp` parameter if it sent one, else a counter from 0 per stream."""
         self._deadline = deadline
         self._cancelled = threading.Event()
 

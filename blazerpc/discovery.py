@@ -26,13 +26,18 @@ from grpclib.const import Cardinality
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from blazerpc.errors import RpcError, Status, WireError
-from blazerpc.protocols import HEALTH, REFLECTION_V1, REFLECTION_V1ALPHA
+from blazerpc.protocols import HEALTH, INFERENCE, REFLECTION_V1, REFLECTION_V1ALPHA
 from blazerpc.schema import Shape, wire_stem
 
 __all__ = ("RemoteMessage", "RemoteModel", "RemoteService", "discover")
 
 _FieldDescriptor = descriptor.FieldDescriptor
-_PROTOCOL_SERVICES = {HEALTH.service, REFLECTION_V1.service, REFLECTION_V1ALPHA.service}
+_PROTOCOL_SERVICES = {
+    HEALTH.service,
+    INFERENCE.service,
+    REFLECTION_V1.service,
+    REFLECTION_V1ALPHA.service,
+}
 _Request = REFLECTION_V1.classes["ServerReflectionRequest"]
 _Response = REFLECTION_V1.classes["ServerReflectionResponse"]
 _SHAPES = {

@@ -35,7 +35,7 @@ from blazerpc.errors import (
 from blazerpc.metrics import Metrics
 from blazerpc.schema import RESULT_FIELD, ServiceSpec
 
-__all__ = ("Boundary", "Limits", "ServiceHandlers", "model_calls")
+__all__ = ("Boundary", "Limits", "RawStream", "ServiceHandlers", "model_calls", "receive_message")
 
 _PREFIX = struct.Struct(">?I")
 _ENDED_BY_DRAIN = (
@@ -250,7 +250,7 @@ class _GrpcPort:
         return Status.CANCELLED
 
     async def receive(self) -> dict[str, Any] | None:
-        data = await _receive(self._stream, self._limits)
+        data = await receive_message(self._stream, self._limits)
         return None if data is None else self._codec.request.decode(data)
 
     async def send(self, result: object) -> None:
@@ -262,7 +262,7 @@ class _GrpcPort:
         await self._stream.send_message(data)
 
 
-async def _receive(stream: RawStream, limits: Limits) -> bytes | None:
+async def receive_message(stream: RawStream, limits: Limits) -> bytes | None:
     """The next message, or None at the end; one declared over the limit is never read.
 
     grpclib's own recv_message() buffers whatever length the peer declares, so this reads the

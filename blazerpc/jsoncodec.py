@@ -50,7 +50,10 @@ class JsonCodec:
         self.response_type = _struct_of(model.response)
         self._decoder = msgspec.json.Decoder(self.request_type)
         self._names = tuple(spec.name for spec in model.request.fields)
-        self._check_result = _result_check(model.response.field_named(RESULT_FIELD))
+        self._returns = any(field.name == RESULT_FIELD for field in model.response.fields)
+        self._check_result = (
+            _result_check(model.response.field_named(RESULT_FIELD)) if self._returns else None
+        )
 
     def decode(self, body: bytes | str) -> dict[str, Any]:
         """A request message's fields; an empty body is `{}`. Raises WireError naming the field."""
@@ -69,7 +72,12 @@ class JsonCodec:
         return {name: getattr(message, name) for name in self._names}
 
     def encode(self, result: object) -> bytes:
-        """`{"result": ...}` for one result or streamed item; a wrong type is a ResultError."""
+        """`{"result": ...}` for one result or streamed item; a wrong type is a ResultError.
+
+        A model annotated `-> None` answers `{}`.
+        """
+        if self._check_result is None:
+            return b"{}"
         self._check_result(result)
         try:
             return b'{"result":' + _ENCODER.encode(result) + b"}"

@@ -1,4 +1,8 @@
-"""The standard gRPC health and reflection protocols, as message classes in a private pool.
+"""The standard protocols blazerpc serves, as message classes in a private pool.
+
+gRPC health and reflection are built here field by field; the Open Inference Protocol
+(KServe v2, `inference.GRPCInferenceService`) is loaded from protos/grpc_predict_v2.pb, which
+scripts/compile-protos compiles from the protocol's .proto text.
 
 grpclib ships these protocols too, but its generated modules register `grpc.health.v1` and
 `grpc.reflection.*` in protobuf's default pool under grpclib's own file names, so importing
@@ -8,12 +12,13 @@ live in a pool of their own, under the upstream file names, and clash with nothi
 
 from __future__ import annotations
 
+import importlib.resources
 from dataclasses import dataclass
 
 from google.protobuf import descriptor, descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 
-__all__ = ("HEALTH", "REFLECTION_V1", "REFLECTION_V1ALPHA", "Protocol")
+__all__ = ("HEALTH", "INFERENCE", "REFLECTION_V1", "REFLECTION_V1ALPHA", "Protocol")
 
 _Field = descriptor_pb2.FieldDescriptorProto
 _STRING, _BYTES, _INT32, _ENUM, _MESSAGE = (
@@ -155,6 +160,13 @@ def _health_file() -> descriptor_pb2.FileDescriptorProto:
     return file
 
 
+def _compiled_file(name: str) -> descriptor_pb2.FileDescriptorProto:
+    """A file compiled by scripts/compile-protos, shipped next to its .proto text."""
+    data = (importlib.resources.files("blazerpc") / "protos" / name).read_bytes()
+    (file,) = descriptor_pb2.FileDescriptorSet.FromString(data).file
+    return file
+
+
 def _protocol(
     pool: descriptor_pool.DescriptorPool, proto: descriptor_pb2.FileDescriptorProto
 ) -> Protocol:
@@ -177,3 +189,4 @@ REFLECTION_V1ALPHA = _protocol(
     _POOL,
     _reflection_file("grpc.reflection.v1alpha", "grpc/reflection/v1alpha/reflection.proto"),
 )
+INFERENCE = _protocol(_POOL, _compiled_file("grpc_predict_v2.pb"))

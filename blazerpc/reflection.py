@@ -17,16 +17,21 @@ from grpclib.const import Cardinality, Handler, Status
 from grpclib.server import Stream
 
 from blazerpc.descriptor import schema_pool
-from blazerpc.protocols import HEALTH, REFLECTION_V1, REFLECTION_V1ALPHA, Protocol
+from blazerpc.protocols import HEALTH, INFERENCE, REFLECTION_V1, REFLECTION_V1ALPHA, Protocol
 from blazerpc.schema import ServiceSpec
 
 __all__ = ("ReflectionService", "with_reflection")
 
 
-def with_reflection(schema: ServiceSpec, services: list[IServable]) -> list[IServable]:
+def with_reflection(
+    schema: ServiceSpec, services: list[IServable], *, open_inference: bool = False
+) -> list[IServable]:
     """`services` plus the reflection services (v1 and v1alpha) that list and describe them."""
-    pool = schema_pool(schema, (HEALTH.file, REFLECTION_V1.file, REFLECTION_V1ALPHA.file))
-    listed = [schema.full_name, HEALTH.service, REFLECTION_V1.service, REFLECTION_V1ALPHA.service]
+    protocols = [HEALTH, REFLECTION_V1, REFLECTION_V1ALPHA]
+    if open_inference:
+        protocols.insert(0, INFERENCE)
+    pool = schema_pool(schema, tuple(protocol.file for protocol in protocols))
+    listed = [schema.full_name, *(protocol.service for protocol in protocols)]
     versions = (REFLECTION_V1, REFLECTION_V1ALPHA)
     return [*services, *(ReflectionService(version, listed, pool) for version in versions)]
 

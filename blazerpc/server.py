@@ -29,6 +29,7 @@ from blazerpc.handlers import Limits, ServiceHandlers, model_calls
 from blazerpc.health import HealthService
 from blazerpc.lifespan import run_hooks
 from blazerpc.metrics import Metrics
+from blazerpc.openinference import InferenceProtocol
 from blazerpc.reflection import with_reflection
 
 __all__ = ("BlazeServer", "bind_tcp")
@@ -68,7 +69,14 @@ class BlazeServer:
         handlers = ServiceHandlers(schema, SchemaCodec(schema), self.config, self._calls)
         self.health = HealthService([schema.full_name, *(model.name for model in schema.models)])
         services: list[IServable] = [handlers, self.health]
-        self._services = with_reflection(schema, services) if self.config.reflection else services
+        if self.config.open_inference:
+            limits = Limits.of(self.config)
+            services.append(InferenceProtocol(schema, self._calls, self._admission, limits))
+        self._services = (
+            with_reflection(schema, services, open_inference=self.config.open_inference)
+            if self.config.reflection
+            else services
+        )
         self._server: _Server | None = None
         self._socket: socket.socket | None = None
         self._http: _HttpServer | None = None

@@ -165,6 +165,7 @@ async def test_a_stock_reflection_client_lists_and_describes_the_service() -> No
     names = [service.name for service in listed.list_services_response.service]
     assert names == [
         "blazerpc.InferenceService",
+        "inference.GRPCInferenceService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
