@@ -39,11 +39,14 @@ from blazerpc.httpport import (
     Scope,
     WebSocketPort,
     error_body,
+    run_http_call,
     send_json,
+    uncancel,
 )
 from blazerpc.jsoncodec import JsonCodec, codecs_of
 from blazerpc.lifespan import run_hooks
 from blazerpc.openapi import model_listing, openapi_document
+from blazerpc.openinference_rest import open_inference_routes
 from blazerpc.schema import ServiceSpec
 from blazerpc.sse import Send
 
@@ -67,6 +70,7 @@ class Gateway:
         *,
         keepalive_s: float,
         lifespan: Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]] | None = None,
+        open_inference: bool = False,
     ) -> None:
         codecs = codecs_of(schema)
         self._admission = admission
@@ -81,6 +85,11 @@ class Gateway:
                 Route("/openapi.json", self._openapi_json, methods=["GET"]),
                 Route("/health/live", self._live, methods=["GET"]),
                 Route("/health/ready", self._ready, methods=["GET"]),
+                *(
+                    open_inference_routes(schema, calls, codecs, admission, limits, keepalive_s)
+                    if open_inference
+                    else ()
+                ),
             ],
             lifespan=lifespan,
         )
@@ -129,6 +138,7 @@ def standalone(app: BlazeApp, config: ServerConfig | None = None) -> Starlette:
         admission,
         keepalive_s=config.sse_keepalive,
         lifespan=lifespan,
+        open_inference=config.open_inference,
     )
     return gateway.asgi
 
@@ -156,21 +166,7 @@ class _ModelEndpoint:
             await send_json(send, HTTP_STATUS[status], error_body(status, message))
             return
         port = HttpPort(scope, receive, send, self._codecs[name], self._limits, self._keepalive_s)
-        try:
-            await boundary.run(port)
-        except GRPCError as error:
-            await port.fail(error.status, error.message or "")
-            return
-        except asyncio.CancelledError:
-            if not port.is_abandoned:
-                raise
-            _uncancel()
-            if port.is_past_deadline and not port.is_disconnected:
-                await port.fail(Status.DEADLINE_EXCEEDED, port.deadline_message())
-            return
-        finally:
-            port.stop()
-        await port.finish()
+        await run_http_call(boundary, port)
 
     async def websocket(self, websocket: WebSocket) -> None:
         """`/models/{name}/ws`: one JSON message per item each way; an empty one ends input."""
@@ -189,7 +185,7 @@ class _ModelEndpoint:
         except asyncio.CancelledError:
             if not port.is_disconnected:
                 raise
-            _uncancel()
+            uncancel()
             return
         await websocket.close()
 
@@ -205,9 +201,3 @@ async def _close_websocket(websocket: WebSocket, status: Status, message: str) -
     with contextlib.suppress(WebSocketDisconnect, RuntimeError):
         await websocket.send_text(b'{"error":%s}'.decode() % error_body(status, message).decode())
         await websocket.close(_WS_CLOSE_BASE + status.value, status.name)
-
-
-def _uncancel() -> None:
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        task.uncancel()

@@ -11,27 +11,32 @@ import asyncio
 import gzip
 import time
 from collections.abc import Callable, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from blazerpc.context import Context
 from blazerpc.errors import WireError
-from blazerpc.handlers import Limits
+from blazerpc.handlers import Boundary, Limits
 from blazerpc.jsoncodec import JsonCodec
+from blazerpc.schema import ModelSpec
 from blazerpc.sse import EventStream, Send, accepts_gzip
 
 __all__ = (
     "HTTP_STATUS",
     "TIMEOUT_HEADER",
+    "BodyCodec",
     "HttpPort",
     "Receive",
     "Scope",
     "WebSocketPort",
     "error_body",
+    "run_http_call",
     "send_json",
+    "uncancel",
 )
 
 Scope = MutableMapping[str, Any]
@@ -69,8 +74,30 @@ def error_body(status: Status, message: str) -> bytes:
     return msgspec.json.encode({"code": status.name, "message": message})
 
 
+class BodyCodec(Protocol):
+    """How one HTTP route reads request bodies and writes results (JsonCodec is one)."""
+
+    @property
+    def model(self) -> ModelSpec:
+        """The model called."""
+        ...
+
+    def decode(self, body: bytes) -> dict[str, Any]:
+        """One request message's fields; WireError naming the field if they do not fit."""
+        ...
+
+    def encode(self, result: object) -> bytes:
+        """One result or item as JSON; ResultError if the schema does not allow it."""
+        ...
+
+
 class HttpPort:
-    """One HTTP call as a CallPort: the request body in, JSON or events out."""
+    """One HTTP call as a CallPort: the request body in, JSON or events out.
+
+    By default the model's shape decides: a client stream is read as newline-delimited JSON,
+    a server stream answers events ending with `event: end`. The Open Inference routes read
+    one document and choose events by route (`reads_lines`, `events`, `end_event`).
+    """
 
     transport = "http"
 
@@ -79,9 +106,13 @@ class HttpPort:
         scope: Scope,
         receive: Receive,
         send: Send,
-        codec: JsonCodec,
+        codec: BodyCodec,
         limits: Limits,
         keepalive_s: float,
+        *,
+        reads_lines: bool | None = None,
+        events: bool | None = None,
+        end_event: bool = True,
     ) -> None:
         self._scope = scope
         self._receive = receive
@@ -94,8 +125,10 @@ class HttpPort:
         }
         self._gzip = accepts_gzip(self._headers.get("accept-encoding", ""))
         shape = codec.model.shape
-        self._reads_stream = shape.is_client_streaming
-        self._events = EventStream(send, gzip=self._gzip) if shape.is_server_streaming else None
+        self._reads_stream = shape.is_client_streaming if reads_lines is None else reads_lines
+        streams = shape.is_server_streaming if events is None else events
+        self._events = EventStream(send, gzip=self._gzip) if streams else None
+        self._end_event = end_event
         self._result: bytes | None = None
         self._items = 0
         self._body = bytearray()
@@ -180,7 +213,8 @@ class HttpPort:
         """The call succeeded: send its result, or end its event stream."""
         self.stop()
         if self._events is not None:
-            await self._events.named(b"end", b'{"items":%d}' % self._items)
+            if self._end_event:
+                await self._events.named(b"end", b'{"items":%d}' % self._items)
             await self._events.end()
             return
         await send_json(self._send, 200, self._result or b"{}", compress=self._gzip)
@@ -346,6 +380,32 @@ class WebSocketPort:
         except (WebSocketDisconnect, RuntimeError):
             self.is_disconnected = True
             raise asyncio.CancelledError from None
+
+
+async def run_http_call(boundary: Boundary, port: HttpPort) -> None:
+    """Run one HTTP call through the boundary, and answer it: result, events or error."""
+    try:
+        await boundary.run(port)
+    except GRPCError as error:
+        await port.fail(error.status, error.message or "")
+        return
+    except asyncio.CancelledError:
+        if not port.is_abandoned:
+            raise
+        uncancel()
+        if port.is_past_deadline and not port.is_disconnected:
+            await port.fail(Status.DEADLINE_EXCEEDED, port.deadline_message())
+        return
+    finally:
+        port.stop()
+    await port.finish()
+
+
+def uncancel() -> None:
+    """Take back the cancellation of the current task: the caller left, nobody else asked."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        task.uncancel()
 
 
 async def send_json(

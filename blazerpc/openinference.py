@@ -232,7 +232,7 @@ class _Session:
     def __init__(self, stream: RawStream, limits: Limits, *, is_stream: bool) -> None:
         self.stream = stream
         self.limits = limits
-        self._is_stream = is_stream
+        self.is_stream = is_stream
         self._next_timestamp = 0
 
     async def next_request(self) -> Any:
@@ -269,16 +269,24 @@ class _Session:
         self._next_timestamp += 1
         return stamp
 
-    async def respond(self, response: Any) -> None:
-        if self._is_stream:
-            data = _StreamResponse(infer_response=response).SerializeToString()
-        else:
-            data = response.SerializeToString()
+    def new_response(self) -> tuple[Any, Any]:
+        """`(message to send, ModelInferResponse to fill)`: on a stream, the second lives in
+        the first, so nothing is copied."""
+        if self.is_stream:
+            outer: Any = _StreamResponse()
+            return outer, outer.infer_response
+        response = _InferResponse()
+        return response, response
+
+    async def respond(self, message: Any, model: str) -> None:
+        """Send a message from new_response(), within the response size limit."""
+        data = message.SerializeToString()
+        self.limits.check_response(len(data), model)
         await self.stream.send_message(data)
 
     async def respond_error(self, error: GRPCError, request_id: str) -> None:
         """A per-request error on a stream: `error_message`, and the stream goes on."""
-        if not self._is_stream:
+        if not self.is_stream:
             raise error
         message = f"{error.status.name}: {error.message}"
         response: Any = _StreamResponse(error_message=message)
@@ -363,27 +371,30 @@ class _InferPort:
 
     async def send(self, result: object) -> None:
         rows = self._tensors.write_outputs(result, self._requested)
-        response: Any = _InferResponse(
-            model_name=self._served.name, model_version=MODEL_VERSION, id=self.request_id
-        )
-        response.parameters["timestamp"].int64_param = self._timestamp
+        message, response = self._new_response()
         if self._wants_final:
             response.parameters[_FINAL].bool_param = self._final_flag
         for name, datatype, shape, data in rows:
             response.outputs.add(name=name, datatype=datatype, shape=shape)
             response.raw_output_contents.append(data)
-        self._session.limits.check_response(response.ByteSize(), self._served.name)
-        await self._session.respond(response)
+        await self._session.respond(message, self._served.name)
+
+    def _new_response(self) -> tuple[Any, Any]:
+        message, response = self._session.new_response()
+        response.model_name = self._served.name
+        response.model_version = MODEL_VERSION
+        response.id = self.request_id
+        if self._session.is_stream:
+            response.parameters["timestamp"].int64_param = self._timestamp
+        return message, response
 
     async def end_of_stream(self) -> None:
         """After a server stream's last item: the empty final response Triton clients ask for."""
         if not self._wants_final or self._final_flag:
             return
-        response: Any = _InferResponse(
-            model_name=self._served.name, model_version=MODEL_VERSION, id=self.request_id
-        )
+        message, response = self._new_response()
         response.parameters[_FINAL].bool_param = True
-        await self._session.respond(response)
+        await self._session.respond(message, self._served.name)
 
     async def _next(self) -> Any:
         if self._pending is not None:

@@ -160,6 +160,7 @@ class BlazeServer:
             Limits.of(self.config),
             self._admission,
             keepalive_s=self.config.sse_keepalive,
+            open_inference=self.config.open_inference,
         )
 
     async def serve(self) -> None:

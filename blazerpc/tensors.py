@@ -59,6 +59,11 @@ _CONTENTS = {
     "BYTES": "bytes_contents",
 }
 _LENGTH = struct.Struct("<I")
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "INT64": int,
+    "FP64": (int, float),
+    "BOOL": bool,
+}
 _JSON = msgspec.json.Encoder()
 
 
@@ -107,15 +112,51 @@ class ModelTensors:
             )
         values: dict[str, Any] = {}
         for index, tensor in enumerate(tensors):
-            spec = self.inputs.get(tensor.name)
-            if spec is None:
-                raise WireError(
-                    f"input {tensor.name!r} is not an input of model {self.model.name!r}; "
-                    f"its inputs are: {', '.join(self.inputs) or 'none'}."
-                )
-            if spec.name in values:
-                raise WireError(f"input {spec.name!r} is sent twice; send it once.")
+            spec = self._input(tensor.name, values)
             values[spec.name] = _read(spec, tensor, raw[index] if raw else None)
+        return self._with_defaults(values)
+
+    def read_json_inputs(
+        self, tensors: Sequence[Mapping[str, Any]], binary: Mapping[str, bytes]
+    ) -> dict[str, Any]:
+        """The `inputs` of a REST inference request (KServe v2 JSON) -> the fields.
+
+        `binary` holds the inputs sent with the binary data extension, as raw contents.
+        """
+        values: dict[str, Any] = {}
+        for tensor in tensors:
+            spec = self._input(str(tensor.get("name")), values)
+            raw = binary.get(spec.name)
+            if raw is None:
+                values[spec.name] = _read_json(spec, tensor)
+            else:
+                shape = _checked_shape(spec, tensor.get("datatype", ""), tensor.get("shape"))
+                values[spec.name] = _value(spec, shape, _raw_elements(spec, raw))
+        return self._with_defaults(values)
+
+    def write_json_outputs(self, result: object, requested: Iterable[str] = ()) -> list[Any]:
+        """A result -> the `outputs` of a REST inference response: flat data, row-major."""
+        return [
+            {"name": name, "datatype": datatype, "shape": shape, "data": _json_data(name, data)}
+            for name, datatype, shape, data in self._values(result, requested)
+        ]
+
+    def named_outputs(self, result: object, requested: Iterable[str] = ()) -> dict[str, Any]:
+        """A result -> `{output name: Python value}`, checked as the tensors are."""
+        return {name: value for name, _, _, (_, value) in self._values(result, requested)}
+
+    def _input(self, name: str, seen: Mapping[str, Any]) -> TensorSpec:
+        spec = self.inputs.get(name)
+        if spec is None:
+            raise WireError(
+                f"input {name!r} is not an input of model {self.model.name!r}; "
+                f"its inputs are: {', '.join(self.inputs) or 'none'}."
+            )
+        if name in seen:
+            raise WireError(f"input {name!r} is sent twice; send it once.")
+        return spec
+
+    def _with_defaults(self, values: dict[str, Any]) -> dict[str, Any]:
         for spec in self.inputs.values():
             if spec.name in values:
                 continue
@@ -137,6 +178,24 @@ class ModelTensors:
         self, result: object, requested: Iterable[str] = ()
     ) -> list[tuple[str, str, list[int], bytes]]:
         """A result -> `(name, datatype, shape, raw bytes)` per output, in metadata order."""
+        return [
+            (name, spec.datatype, *_write(spec, value))
+            for name, spec, value in self._chosen(result, requested)
+        ]
+
+    def _values(
+        self, result: object, requested: Iterable[str]
+    ) -> list[tuple[str, str, list[int], Any]]:
+        """`(name, datatype, shape, Python value)` per output, for JSON."""
+        rows = []
+        for name, spec, value in self._chosen(result, requested):
+            shape, _ = _write(spec, value)  # the same checks as the binary path
+            rows.append((name, spec.datatype, shape, (spec, value)))
+        return rows
+
+    def _chosen(
+        self, result: object, requested: Iterable[str]
+    ) -> list[tuple[str, TensorSpec, Any]]:
         wanted = list(requested)
         for name in wanted:
             if name not in self.outputs:
@@ -144,14 +203,10 @@ class ModelTensors:
                     f"output {name!r} is not an output of model {self.model.name!r}; its "
                     f"outputs are: {', '.join(self.outputs)}."
                 )
-        names = wanted or list(self.outputs)
-        rows = []
-        for name in names:
-            spec = self.outputs[name]
-            value = getattr(result, name) if self.splits_result else result
-            shape, data = _write(spec, value)
-            rows.append((name, spec.datatype, shape, data))
-        return rows
+        return [
+            (name, self.outputs[name], getattr(result, name) if self.splits_result else result)
+            for name in wanted or list(self.outputs)
+        ]
 
 
 def tensors_of(schema: ServiceSpec, model: ModelSpec) -> ModelTensors:
@@ -183,20 +238,47 @@ def _spec(field: FieldSpec) -> TensorSpec:
 
 
 def _read(spec: TensorSpec, tensor: Any, raw: bytes | None) -> Any:
+    shape = _checked_shape(spec, tensor.datatype, list(tensor.shape))
+    return _value(spec, shape, _elements(spec, tensor, raw))
+
+
+def _read_json(spec: TensorSpec, tensor: Mapping[str, Any]) -> Any:
+    shape = _checked_shape(spec, tensor.get("datatype", ""), tensor.get("shape"))
+    data = tensor.get("data")
+    if data is None:
+        raise WireError(f"input {spec.name!r} has no `data`; send its elements as a JSON array.")
+    elements = _flatten(data if isinstance(data, list) else [data])
+    if spec.datatype == "BYTES" and spec.kind is not Kind.JSON:
+        elements = [_json_bytes(spec.name, element) for element in elements]
+    elif spec.kind is not Kind.JSON:
+        elements = [_json_number(spec, element) for element in elements]
+    return _value(spec, shape, elements)
+
+
+def _checked_shape(spec: TensorSpec, datatype: str, shape: Any) -> list[int]:
+    """The tensor's shape, once its datatype and shape suit the input."""
     name = spec.name
-    if tensor.datatype != spec.datatype:
+    if datatype != spec.datatype:
         raise WireError(
-            f"input {name!r} has datatype {tensor.datatype or '(none)'}; it takes {spec.datatype}."
+            f"input {name!r} has datatype {datatype or '(none)'}; it takes {spec.datatype}."
         )
-    shape = list(tensor.shape)
+    if not isinstance(shape, list) or not all(
+        isinstance(size, int) and not isinstance(size, bool) for size in shape
+    ):
+        raise WireError(f"input {name!r} needs a shape: a list of whole numbers, such as [1].")
     if any(size < 0 for size in shape):
         raise WireError(f"input {name!r} has shape {shape}: sizes cannot be negative.")
-    count = math.prod(shape)
     if spec.kind is Kind.LIST and len(shape) != 1:
         raise WireError(f"input {name!r} has shape {shape}; it takes a 1-D list, shape [n].")
-    if spec.kind is not Kind.LIST and count != 1:
+    if spec.kind is not Kind.LIST and math.prod(shape) != 1:
         raise WireError(f"input {name!r} has shape {shape}; it takes one element, shape [1].")
-    elements = _elements(spec, tensor, raw)
+    return shape
+
+
+def _value(spec: TensorSpec, shape: list[int], elements: list[Any]) -> Any:
+    """The Python value of a tensor's elements, checked against its shape and the field."""
+    name = spec.name
+    count = math.prod(shape)
     if len(elements) != count:
         raise WireError(
             f"input {name!r} has shape {shape}, which holds {count} elements, but "
@@ -204,8 +286,11 @@ def _read(spec: TensorSpec, tensor: Any, raw: bytes | None) -> Any:
         )
     field = spec.field
     if spec.kind is Kind.JSON:
+        element = elements[0]
         try:
-            return msgspec.json.decode(elements[0], type=field.annotation)
+            if isinstance(element, bytes | str):
+                return msgspec.json.decode(element, type=field.annotation)
+            return msgspec.convert(element, field.annotation)
         except msgspec.ValidationError as err:
             raise wire_error(err, name) from None
         except msgspec.DecodeError as err:
@@ -221,10 +306,42 @@ def _read(spec: TensorSpec, tensor: Any, raw: bytes | None) -> Any:
     return value
 
 
+def _flatten(data: list[Any]) -> list[Any]:
+    """KServe's JSON data may be nested row-major lists; the elements are the leaves."""
+    if not any(isinstance(item, list) for item in data):
+        return data
+    flat: list[Any] = []
+    for item in data:
+        flat += _flatten(item) if isinstance(item, list) else [item]
+    return flat
+
+
+def _json_bytes(name: str, element: object) -> bytes:
+    if not isinstance(element, str):
+        raise WireError(f"input {name!r}: BYTES elements are JSON strings, got {element!r}.")
+    return element.encode("utf-8")
+
+
+def _json_number(spec: TensorSpec, element: object) -> object:
+    expected = _JSON_TYPES[spec.datatype]
+    is_bool = isinstance(element, bool)
+    if not isinstance(element, expected) or (is_bool and spec.datatype != "BOOL"):
+        raise WireError(
+            f"input {spec.name!r}: {spec.datatype} elements are JSON "
+            f"{'booleans' if spec.datatype == 'BOOL' else 'numbers'}, got {element!r}."
+        )
+    return float(element) if spec.datatype == "FP64" else element  # type: ignore[arg-type]
+
+
 def _elements(spec: TensorSpec, tensor: Any, raw: bytes | None) -> list[Any]:
     """The flat list of elements, from raw bytes or the typed contents field."""
     if raw is None:
         return list(getattr(tensor.contents, _CONTENTS[spec.datatype]))
+    return _raw_elements(spec, raw)
+
+
+def _raw_elements(spec: TensorSpec, raw: bytes) -> list[Any]:
+    """Raw contents, little-endian, as the protocol lays them out, -> elements."""
     datatype = spec.datatype
     if datatype == "BYTES":
         return _split_bytes(spec.name, raw)
@@ -268,6 +385,19 @@ def _text(name: str, element: bytes) -> str:
         return element.decode("utf-8")
     except UnicodeDecodeError:
         raise WireError(f"input {name!r} is not valid UTF-8 text.") from None
+
+
+def _json_data(name: str, spec_and_value: tuple[TensorSpec, Any]) -> list[Any]:
+    """An output's elements as JSON values: text for BYTES, JSON text for nested values."""
+    spec, value = spec_and_value
+    if value is None:
+        return []
+    if spec.kind is Kind.JSON:
+        return [_JSON.encode(value).decode()]
+    elements = [value] if spec.kind is Kind.SCALAR else list(value)
+    if spec.datatype == "BYTES" and spec.field.value_type is Scalar.BYTES:
+        return [bytes(element).decode("utf-8", errors="replace") for element in elements]
+    return [e.value if isinstance(e, enum.Enum) else e for e in elements]
 
 
 def _write(spec: TensorSpec, value: object) -> tuple[list[int], bytes]:

@@ -11,9 +11,12 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import grpc
+import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
+import tritonclient.http as triton_http
+from httpx_sse import aconnect_sse
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
@@ -302,3 +305,110 @@ async def test_open_inference_can_be_turned_off() -> None:
             assert error.value.status() == "StatusCode.UNIMPLEMENTED"
         finally:
             client.close()
+
+
+async def test_rest_infer_through_tritonclient_http_binary_and_json() -> None:
+    async with BlazeServer(make_app(), port=0, http_port=0) as server:
+        client = triton_http.InferenceServerClient(f"127.0.0.1:{server.http_port}")
+        try:
+            a = triton_http.InferInput("a", [1], "INT64")
+            a.set_data_from_numpy(np.array([2], dtype=np.int64))  # binary data extension
+            b = triton_http.InferInput("b", [1], "INT64")
+            b.set_data_from_numpy(np.array([40], dtype=np.int64), binary_data=False)
+            added = await in_thread(lambda: client.infer("add", [a, b], request_id="r7"))
+            assert added.as_numpy("result").tolist() == [42]
+            assert added.get_response()["id"] == "r7"
+            name = triton_http.InferInput("name", [1], "BYTES")
+            name.set_data_from_numpy(np.array([b"ada"], dtype=np.object_), binary_data=False)
+            greeted = await in_thread(lambda: client.infer("greet", [name]))
+            assert greeted.as_numpy("result").tolist() == ["hello ada"]  # JSON answers text
+            assert await in_thread(client.is_server_live)
+            assert await in_thread(lambda: client.is_model_ready("scale"))
+            metadata = await in_thread(lambda: client.get_model_metadata("add"))
+            assert [i["name"] for i in metadata["inputs"]] == ["a", "b"]
+            with pytest.raises(InferenceServerException) as error:
+                await in_thread(lambda: client.infer("add", [triton_http_fp32("a")]))
+            assert "input 'a' has datatype FP32; it takes INT64." in error.value.message()
+        finally:
+            client.close()
+
+
+def triton_http_fp32(name: str) -> triton_http.InferInput:
+    tensor = triton_http.InferInput(name, [1], "FP32")
+    tensor.set_data_from_numpy(np.array([1.0], dtype=np.float32), binary_data=False)
+    return tensor
+
+
+async def test_rest_streams_with_mlservers_client_pattern() -> None:
+    request = {
+        "id": "req-1",
+        "inputs": [{"name": "prompt", "datatype": "BYTES", "shape": [1], "data": ["a b c"]}],
+    }
+    async with (
+        BlazeServer(chat.app, port=0, http_port=0) as server,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.http_port}") as http,
+    ):
+        url = "/v2/models/generate/generate_stream"
+        async with aconnect_sse(http, "POST", url, json=request) as events:
+            responses = [json.loads(event.data) async for event in events.aiter_sse()]
+        flat = await http.post("/v2/models/generate/generate_stream", json={"prompt": "x y"})
+        not_a_stream = await http.post("/v2/models/generate/infer", json=request)
+        filtered = await http.post(
+            "/v2/models/generate-filtered/infer_stream",
+            json={
+                "inputs": [
+                    {"name": "prompt", "datatype": "BYTES", "shape": [1], "data": ["oh darn"]}
+                ]
+            },
+        )
+    assert [r["outputs"][0]["data"] for r in responses] == [["a"], ["b"], ["c"]]
+    assert {r["id"] for r in responses} == {"req-1"}
+    assert responses[0]["model_name"] == "generate"
+    assert flat.text == (
+        'data: {"model_name":"generate","model_version":"1","result":"x"}\n\n'
+        'data: {"model_name":"generate","model_version":"1","result":"y"}\n\n'
+    )
+    assert not_a_stream.status_code == 501
+    assert (
+        "generate_stream" in not_a_stream.json()["message"]
+        or "infer_stream" in (not_a_stream.json()["message"])
+    )
+    assert filtered.text.startswith('data: {"model_name":"generate-filtered"')
+    assert "event: error\ndata: " in filtered.text and "FAILED_PRECONDITION" in filtered.text
+
+
+async def test_rest_metadata_health_and_errors() -> None:
+    async with (
+        BlazeServer(make_app(), port=0, http_port=0) as server,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.http_port}") as http,
+    ):
+        assert (await http.get("/v2/health/live")).json() == {"live": True}
+        assert (await http.get("/v2/health/ready")).json() == {"ready": True}
+        assert (await http.get("/v2")).json()["name"] == "blazerpc"
+        metadata = (await http.get("/v2/models/scale/versions/1")).json()
+        assert metadata["inputs"][0] == {"name": "values", "datatype": "FP64", "shape": [-1]}
+        assert (await http.get("/v2/models/add/ready")).json() == {"name": "add", "ready": True}
+        missing = await http.get("/v2/models/nope")
+        assert missing.status_code == 404 and "no model named 'nope'" in missing.json()["message"]
+        wrong_version = await http.post("/v2/models/add/versions/9/infer", json={})
+        assert wrong_version.status_code == 404
+        nested = await http.post(
+            "/v2/models/scale/infer",
+            json={
+                "inputs": [
+                    {"name": "values", "datatype": "FP64", "shape": [3], "data": [[1, 2], [3]]}
+                ],
+                "outputs": [{"name": "result"}],
+            },
+        )
+        assert nested.json()["outputs"] == [
+            {"name": "result", "datatype": "FP64", "shape": [3], "data": [2.0, 4.0, 6.0]}
+        ]
+        wrong_count = await http.post(
+            "/v2/models/scale/infer",
+            json={"inputs": [{"name": "values", "datatype": "FP64", "shape": [3], "data": [1]}]},
+        )
+        assert wrong_count.status_code == 400
+        assert "holds 3 elements, but 1 were sent" in wrong_count.json()["message"]
+        generated = await http.post("/v2/models/add/generate", json={"a": 1, "b": 2})
+        assert generated.json() == {"model_name": "add", "model_version": "1", "result": 3}
