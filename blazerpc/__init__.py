@@ -17,7 +17,7 @@ from blazerpc.errors import (
     Status,
     WireError,
 )
-from blazerpc.schema import Batching, Field
+from blazerpc.schema import Batching, Field, Tensor
 from blazerpc.server import BlazeServer
 
 __all__ = (
@@ -36,6 +36,7 @@ __all__ = (
     "RpcError",
     "ServerConfig",
     "Status",
+    "Tensor",
     "WireError",
     "__version__",
 )

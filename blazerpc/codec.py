@@ -26,6 +26,7 @@ from google.protobuf.message import DecodeError, Message
 from grpclib.const import Cardinality
 from grpclib.encoding.proto import ProtoCodec
 
+from blazerpc.arrays import array_from, array_parts
 from blazerpc.descriptor import schema_pool
 from blazerpc.errors import WireError
 from blazerpc.schema import (
@@ -171,7 +172,7 @@ class MessageCodec:
                 value = getattr(message, name) if message.HasField(name) else _MISSING
             else:
                 value = self._read_field(message, spec, path)
-                if not value and how is _CONTAINER_WITH_DEFAULT:
+                if how is _CONTAINER_WITH_DEFAULT and not value:
                     value = copy.copy(spec.default)  # protobuf cannot tell empty from left out
             if value is _MISSING:
                 if spec.has_default:
@@ -266,6 +267,10 @@ class MessageCodec:
         except (ValueError, OverflowError) as err:
             raise WireError(f"field '{path}': {err}") from None
         nested = self._codecs._message(value_type.name)
+        if nested.spec.kind is MessageKind.TENSOR and spec.tensor is not None:
+            return array_from(
+                value.dtype, list(value.shape), value.data, spec.tensor, f"field '{path}'"
+            )
         fields = nested.read(value, path)
         if nested.spec.kind is MessageKind.WRAPPER:
             return fields["items"]
@@ -313,6 +318,10 @@ class MessageCodec:
             target.FromTimedelta(value)
             return
         nested = self._codecs._message(value_type.name)
+        if nested.spec.kind is MessageKind.TENSOR and spec.tensor is not None:
+            target.dtype, shape, target.data = array_parts(value, spec.tensor, f"field '{path}'")
+            target.shape.extend(shape)
+            return
         if nested.spec.kind is MessageKind.WRAPPER:
             nested.write(target, {"items": value}, path)
             target.SetInParent()

@@ -81,6 +81,8 @@ def _field_comment(spec: FieldSpec, kind: MessageKind) -> str:
         elif spec.has_default and spec.default is not None:
             notes.append(f"default {_literal(spec.default)}")
     notes.extend(f"{name} {_literal(value)}" for name, value in spec.constraints)
+    if spec.tensor is not None:
+        notes.append(spec.tensor.describe())
     return "; ".join(notes)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from blazerpc.arrays import array_from, array_parts
 from blazerpc.codec import wire_error
 from blazerpc.errors import ResultError, WireError
 from blazerpc.schema import (
@@ -27,11 +28,23 @@ from blazerpc.schema import (
     ModelSpec,
     Scalar,
     ServiceSpec,
+    Tensor,
 )
 
-__all__ = ("JsonCodec", "codecs_of", "json_schemas")
+__all__ = ("JsonCodec", "TensorJson", "codecs_of", "json_schemas")
 
-_ENCODER = msgspec.json.Encoder()
+
+def _encode_extra(value: object) -> object:
+    """What msgspec cannot encode itself: numpy arrays, as TensorJson."""
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    if shape is None or dtype is None or not hasattr(value, "tobytes"):
+        raise TypeError(f"{type(value).__name__} cannot be sent as JSON")
+    little = value.astype(dtype.newbyteorder("<"), copy=False)  # type: ignore[attr-defined]
+    return {"dtype": dtype.name, "shape": list(shape), "data": little.tobytes()}
+
+
+_ENCODER = msgspec.json.Encoder(enc_hook=_encode_extra)
 _SCALAR_TYPES: dict[Scalar, tuple[type, ...]] = {
     Scalar.INT64: (int,),
     Scalar.DOUBLE: (float, int),
@@ -50,6 +63,7 @@ class JsonCodec:
         self.response_type = _struct_of(model.response)
         self._decoder = msgspec.json.Decoder(self.request_type)
         self._names = tuple(spec.name for spec in model.request.fields)
+        self._tensors = [(spec.name, spec.tensor) for spec in model.request.fields if spec.tensor]
         self._returns = any(field.name == RESULT_FIELD for field in model.response.fields)
         self._check_result = (
             _result_check(model.response.field_named(RESULT_FIELD)) if self._returns else None
@@ -69,7 +83,13 @@ class JsonCodec:
                 f"of {self.model.request.name}'s fields, for example "
                 f"{_example(self.model.request)}."
             ) from None
-        return {name: getattr(message, name) for name in self._names}
+        values = {name: getattr(message, name) for name in self._names}
+        for name, tensor in self._tensors:
+            value = values[name]
+            if value is not None:
+                where = f"field '{name}'"
+                values[name] = array_from(value.dtype, value.shape, value.data, tensor, where)
+        return values
 
     def encode(self, result: object) -> bytes:
         """`{"result": ...}` for one result or streamed item; a wrong type is a ResultError.
@@ -112,8 +132,16 @@ def _struct_of(spec: MessageSpec) -> type[msgspec.Struct]:
     )
 
 
+class TensorJson(msgspec.Struct, forbid_unknown_fields=True):
+    """A numpy array in JSON: its dtype, its shape, and its bytes in base64 (as in the .proto)."""
+
+    dtype: str
+    shape: list[int]
+    data: bytes
+
+
 def _struct_field(spec: FieldSpec) -> tuple[str, object] | tuple[str, object, object]:
-    annotation = spec.annotation
+    annotation = TensorJson if spec.tensor is not None else spec.annotation
     if spec.is_nullable:
         annotation = annotation | None  # type: ignore[operator]  # annotations are types here
     if spec.has_default:
@@ -135,6 +163,9 @@ def _default(value: object) -> object:
 
 def _result_check(spec: FieldSpec) -> Callable[[object], None]:
     """A cheap type check for plain results; msgspec's encoder catches the rest."""
+    tensor = spec.tensor
+    if tensor is not None:
+        return lambda result: None if result is None else _check_array(result, tensor)
     accepted = (
         _SCALAR_TYPES.get(spec.value_type)
         if spec.label is Label.SINGULAR and isinstance(spec.value_type, Scalar)
@@ -155,6 +186,13 @@ def _result_check(spec: FieldSpec) -> Callable[[object], None]:
             raise ResultError(f"expected {expected}, got {type(result).__name__}")
 
     return check
+
+
+def _check_array(result: object, tensor: Tensor) -> None:
+    try:
+        array_parts(result, tensor, "the result")
+    except WireError as err:
+        raise ResultError(str(err)) from None
 
 
 def _example(spec: MessageSpec) -> str:

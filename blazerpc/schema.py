@@ -15,6 +15,8 @@ from blazerpc.errors import DefinitionError
 
 __all__ = (
     "NO_DEFAULT",
+    "TENSOR_DATATYPES",
+    "TENSOR_MESSAGE",
     "Batching",
     "RESULT_FIELD",
     "EnumRef",
@@ -31,6 +33,7 @@ __all__ = (
     "Scalar",
     "ServiceSpec",
     "Shape",
+    "Tensor",
     "ValueType",
     "WellKnown",
     "doc_summary",
@@ -161,6 +164,8 @@ class FieldSpec:
     """Whether the wire tells "left out" from zero; off only for a non-nullable result."""
     is_pinned: bool = False
     """The number was chosen by the user (`Annotated[int, Field(7)]`), not assigned."""
+    tensor: Tensor | None = None
+    """Set for a numpy array (`Annotated[np.ndarray, Tensor("float32", (-1, 3))]`)."""
 
     @property
     def has_default(self) -> bool:
@@ -220,6 +225,70 @@ class Field:
 
 MAX_FIELD_NUMBER = 536_870_911
 
+TENSOR_DATATYPES = {
+    "bool": "BOOL",
+    "uint8": "UINT8",
+    "uint16": "UINT16",
+    "uint32": "UINT32",
+    "uint64": "UINT64",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "float16": "FP16",
+    "float32": "FP32",
+    "float64": "FP64",
+}
+"""numpy dtype name -> the Open Inference Protocol's datatype, for every dtype a Tensor takes."""
+TENSOR_MESSAGE = "Tensor"
+"""The message a numpy array travels in on the typed service: dtype, shape, raw bytes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tensor:
+    """Declares a numpy array parameter or result: `Annotated[np.ndarray, Tensor("float32")]`.
+
+    `shape` is optional; in it, -1 marks a dimension of any size: `Tensor("uint8", (-1, 3))`.
+    Arrays are read without copying from the request's bytes (so they are read-only), and
+    travel little-endian, C order.
+    """
+
+    dtype: str
+    shape: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype not in TENSOR_DATATYPES:
+            raise DefinitionError(
+                f"Tensor({self.dtype!r}): the dtype is one of {', '.join(TENSOR_DATATYPES)}. "
+                'Use for example Tensor("float32").'
+            )
+        if self.shape is not None and not (
+            isinstance(self.shape, tuple)
+            and all(isinstance(size, int) and size >= -1 for size in self.shape)
+        ):
+            raise DefinitionError(
+                f"Tensor({self.dtype!r}, {self.shape!r}): the shape is a tuple of sizes, -1 "
+                f'for any size. Use for example Tensor("{self.dtype}", (-1, 3)).'
+            )
+
+    @property
+    def datatype(self) -> str:
+        """The Open Inference Protocol's name for the dtype: `FP32`."""
+        return TENSOR_DATATYPES[self.dtype]
+
+    def describe(self) -> str:
+        """`float32 [-1, 3]`, for comments and messages."""
+        shape = "any shape" if self.shape is None else str(list(self.shape))
+        return f"{self.dtype} {shape}"
+
+    def fits(self, shape: tuple[int, ...]) -> bool:
+        """Whether an array of `shape` is one this tensor takes."""
+        if self.shape is None:
+            return True
+        return len(shape) == len(self.shape) and all(
+            want in (-1, got) for want, got in zip(self.shape, shape, strict=True)
+        )
+
 
 class MessageKind(enum.Enum):
     """Where a message comes from: it decides how the codec converts it."""
@@ -230,6 +299,8 @@ class MessageKind(enum.Enum):
     """A user's msgspec.Struct or dataclass."""
     WRAPPER = "wrapper"
     """Holds a list or map inside a list or map, which protobuf cannot nest directly."""
+    TENSOR = "tensor"
+    """A numpy array: dtype, shape and its raw bytes."""
 
 
 @dataclass(frozen=True, slots=True)

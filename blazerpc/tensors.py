@@ -27,6 +27,7 @@ from typing import Any
 
 import msgspec
 
+from blazerpc.arrays import array_from, array_parts
 from blazerpc.codec import wire_error
 from blazerpc.errors import ResultError, WireError
 from blazerpc.schema import (
@@ -59,6 +60,19 @@ _CONTENTS = {
     "BYTES": "bytes_contents",
 }
 _LENGTH = struct.Struct("<I")
+_ARRAY_CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
 _JSON_TYPES: dict[str, type | tuple[type, ...]] = {
     "INT64": int,
     "FP64": (int, float),
@@ -76,6 +90,8 @@ class Kind(enum.Enum):
     """A list of scalars, shape [n]."""
     JSON = "json"
     """One BYTES element holding the value's JSON."""
+    ARRAY = "array"
+    """A numpy array (`Tensor`): any datatype, its own shape, read without copying."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +106,9 @@ class TensorSpec:
     @property
     def shape(self) -> tuple[int, ...]:
         """The metadata shape: -1 where the length varies."""
+        tensor = self.field.tensor
+        if tensor is not None:
+            return tensor.shape if tensor.shape is not None else (-1,)
         return (-1,) if self.kind is Kind.LIST else (1,)
 
 
@@ -131,7 +150,11 @@ class ModelTensors:
                 values[spec.name] = _read_json(spec, tensor)
             else:
                 shape = _checked_shape(spec, tensor.get("datatype", ""), tensor.get("shape"))
-                values[spec.name] = _value(spec, shape, _raw_elements(spec, raw))
+                values[spec.name] = (
+                    _array(spec, shape, raw)
+                    if spec.kind is Kind.ARRAY
+                    else _value(spec, shape, _raw_elements(spec, raw))
+                )
         return self._with_defaults(values)
 
     def write_json_outputs(self, result: object, requested: Iterable[str] = ()) -> list[Any]:
@@ -228,6 +251,8 @@ def tensors_of(schema: ServiceSpec, model: ModelSpec) -> ModelTensors:
 
 
 def _spec(field: FieldSpec) -> TensorSpec:
+    if field.tensor is not None:
+        return TensorSpec(field.name, field.tensor.datatype, Kind.ARRAY, field)
     value_type = field.value_type
     scalar = Scalar.INT64 if isinstance(value_type, EnumRef) else value_type
     if isinstance(scalar, Scalar) and field.label is Label.SINGULAR:
@@ -239,7 +264,46 @@ def _spec(field: FieldSpec) -> TensorSpec:
 
 def _read(spec: TensorSpec, tensor: Any, raw: bytes | None) -> Any:
     shape = _checked_shape(spec, tensor.datatype, list(tensor.shape))
+    if spec.kind is Kind.ARRAY:
+        if raw is None:
+            return _array_of(spec, shape, _typed_contents(spec, tensor))
+        return _array(spec, shape, raw)
     return _value(spec, shape, _elements(spec, tensor, raw))
+
+
+def _array(spec: TensorSpec, shape: list[int], raw: bytes) -> Any:
+    """A read-only ndarray over the raw bytes: no copy."""
+    assert spec.field.tensor is not None
+    dtype = spec.field.tensor.dtype
+    return array_from(dtype, shape, raw, spec.field.tensor, f"input {spec.name!r}")
+
+
+def _array_of(spec: TensorSpec, shape: list[int], elements: list[Any]) -> Any:
+    """An ndarray from typed contents or JSON data (a copy: they are Python values)."""
+    import numpy as np
+
+    tensor = spec.field.tensor
+    assert tensor is not None
+    count = math.prod(shape)
+    if len(elements) != count:
+        raise WireError(
+            f"input {spec.name!r} has shape {shape}, which holds {count} elements, but "
+            f"{len(elements)} were sent."
+        )
+    try:
+        return np.array(elements, dtype=tensor.dtype).reshape(shape)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise WireError(f"input {spec.name!r}: {err}.") from None
+
+
+def _typed_contents(spec: TensorSpec, tensor: Any) -> list[Any]:
+    field = _ARRAY_CONTENTS.get(spec.datatype)
+    if field is None:
+        raise WireError(
+            f"input {spec.name!r}: {spec.datatype} has no typed contents field; send it in "
+            "raw_input_contents."
+        )
+    return list(getattr(tensor.contents, field))
 
 
 def _read_json(spec: TensorSpec, tensor: Mapping[str, Any]) -> Any:
@@ -248,6 +312,8 @@ def _read_json(spec: TensorSpec, tensor: Mapping[str, Any]) -> Any:
     if data is None:
         raise WireError(f"input {spec.name!r} has no `data`; send its elements as a JSON array.")
     elements = _flatten(data if isinstance(data, list) else [data])
+    if spec.kind is Kind.ARRAY:
+        return _array_of(spec, shape, elements)
     if spec.datatype == "BYTES" and spec.kind is not Kind.JSON:
         elements = [_json_bytes(spec.name, element) for element in elements]
     elif spec.kind is not Kind.JSON:
@@ -268,6 +334,11 @@ def _checked_shape(spec: TensorSpec, datatype: str, shape: Any) -> list[int]:
         raise WireError(f"input {name!r} needs a shape: a list of whole numbers, such as [1].")
     if any(size < 0 for size in shape):
         raise WireError(f"input {name!r} has shape {shape}: sizes cannot be negative.")
+    tensor = spec.field.tensor
+    if tensor is not None:
+        if not tensor.fits(tuple(shape)):
+            raise WireError(f"input {name!r} has shape {shape}; it takes {tensor.describe()}.")
+        return shape
     if spec.kind is Kind.LIST and len(shape) != 1:
         raise WireError(f"input {name!r} has shape {shape}; it takes a 1-D list, shape [n].")
     if spec.kind is not Kind.LIST and math.prod(shape) != 1:
@@ -392,6 +463,8 @@ def _json_data(name: str, spec_and_value: tuple[TensorSpec, Any]) -> list[Any]:
     spec, value = spec_and_value
     if value is None:
         return []
+    if spec.kind is Kind.ARRAY:
+        return list(value.ravel().tolist())  # an ndarray, checked by _write
     if spec.kind is Kind.JSON:
         return [_JSON.encode(value).decode()]
     elements = [value] if spec.kind is Kind.SCALAR else list(value)
@@ -404,6 +477,12 @@ def _write(spec: TensorSpec, value: object) -> tuple[list[int], bytes]:
     """One output's shape and raw bytes; a value the schema does not allow is a ResultError."""
     if value is None:
         return [0], b""
+    if spec.field.tensor is not None:
+        try:
+            _, shape, data = array_parts(value, spec.field.tensor, f"output {spec.name!r}")
+        except WireError as err:
+            raise ResultError(str(err)) from None
+        return shape, data
     if spec.kind is Kind.JSON:
         try:
             return [1], _pack_bytes([_JSON.encode(value)])

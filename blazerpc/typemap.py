@@ -20,6 +20,7 @@ import msgspec
 from blazerpc.errors import DefinitionError
 from blazerpc.schema import (
     NO_DEFAULT,
+    TENSOR_MESSAGE,
     EnumRef,
     EnumSpec,
     EnumValueSpec,
@@ -30,6 +31,7 @@ from blazerpc.schema import (
     MessageRef,
     MessageSpec,
     Scalar,
+    Tensor,
     ValueType,
     WellKnown,
     doc_summary,
@@ -167,6 +169,8 @@ class TypeMapper:
                     f"Use dict[{describe(key)}, str] or a msgspec.Struct.",
                 )
             value_type = self._value(value, site, required_edge=False)
+        elif _is_ndarray(base):
+            return self._tensor_field(name, number, annotation, site, default, is_nullable)
         else:
             label = Label.SINGULAR
             is_required = default is NO_DEFAULT and not is_nullable
@@ -206,6 +210,8 @@ class TypeMapper:
         origin = typing.get_origin(base)
         if origin is list or origin is dict:
             return MessageRef(self._wrapper(base, site))
+        if _is_ndarray(base):
+            self._refuse_tensor(annotation, site)
         if base in _SCALARS:
             return _SCALARS[base]
         if base in _WELL_KNOWN:
@@ -276,6 +282,47 @@ class TypeMapper:
         fields = dataclasses.fields(cls) if dataclasses.is_dataclass(cls) else ()
         return [(f.name, hints[f.name], _dataclass_default(f)) for f in fields if f.init]
 
+    def _refuse_tensor(self, annotation: object, site: Site) -> NoReturn:
+        site.fail(
+            "a numpy array is a parameter or a result of its own, annotated with its dtype, "
+            "not an item of a list, a map or a class.",
+            'Annotate it `Annotated[np.ndarray, Tensor("float32")]`, optionally with a '
+            'shape: `Tensor("float32", (-1, 3))`.',
+            culprit=annotation,
+        )
+
+    def _tensor_field(
+        self,
+        name: str,
+        number: int,
+        annotation: object,
+        site: Site,
+        default: object,
+        is_nullable: bool,
+    ) -> FieldSpec:
+        """A numpy array travels as the Tensor message; only as a parameter or a result."""
+        tensor = _tensor_marker(annotation)
+        if len(site.trail) != 1 or tensor is None:
+            self._refuse_tensor(annotation, site)
+        self._messages.setdefault(TENSOR_MESSAGE, _TENSOR_SPEC)
+        if default is not NO_DEFAULT and default is not None:
+            site.fail(
+                "a numpy array cannot have a default value other than None.",
+                "Drop the default, or use `np.ndarray | None = None`.",
+            )
+        pin = _pinned_number(annotation)
+        return FieldSpec(
+            name=name,
+            number=number if pin is None else pin,
+            is_pinned=pin is not None,
+            label=Label.SINGULAR,
+            value_type=MessageRef(TENSOR_MESSAGE),
+            annotation=annotation,
+            is_nullable=is_nullable,
+            default=default,
+            tensor=tensor,
+        )
+
     def _wrapper(self, annotation: object, site: Site) -> str:
         """A message holding a list or map, because protobuf cannot nest them directly."""
         items = self._field("items", 1, annotation, site, NO_DEFAULT)
@@ -321,6 +368,37 @@ def _enum_spec(cls: type[enum.Enum], site: Site) -> EnumSpec:
             culprit=cls,
         )
     return EnumSpec(cls.__name__, values, cls, doc=_class_doc(cls))
+
+
+def _is_ndarray(annotation: object) -> bool:
+    """numpy.ndarray, recognised without importing numpy (an optional extra)."""
+    return (
+        isinstance(annotation, type)
+        and annotation.__name__ == "ndarray"
+        and annotation.__module__ == "numpy"
+    )
+
+
+def _tensor_marker(annotation: object) -> Tensor | None:
+    """The `Tensor(...)` in an annotation's Annotated metadata (through `| None`), if any."""
+    for layer in (annotation, *typing.get_args(annotation)):
+        if typing.get_origin(layer) is Annotated:
+            for meta in typing.get_args(layer)[1:]:
+                if isinstance(meta, Tensor):
+                    return meta
+    return None
+
+
+_TENSOR_SPEC = MessageSpec(
+    TENSOR_MESSAGE,
+    MessageKind.TENSOR,
+    (
+        FieldSpec("dtype", 1, Label.SINGULAR, Scalar.STRING, str, tracks_presence=False),
+        FieldSpec("shape", 2, Label.REPEATED, Scalar.INT64, list[int]),
+        FieldSpec("data", 3, Label.SINGULAR, Scalar.BYTES, bytes, tracks_presence=False),
+    ),
+    doc="A numpy array: its dtype (float32), its shape, its bytes (little-endian, C order).",
+)
 
 
 def _pinned_number(annotation: object) -> int | None:
