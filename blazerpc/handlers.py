@@ -35,7 +35,15 @@ from blazerpc.errors import (
 from blazerpc.metrics import Metrics
 from blazerpc.schema import RESULT_FIELD, ServiceSpec
 
-__all__ = ("Boundary", "Limits", "RawStream", "ServiceHandlers", "model_calls", "receive_message")
+__all__ = (
+    "Boundary",
+    "GrpcCall",
+    "Limits",
+    "RawStream",
+    "ServiceHandlers",
+    "model_calls",
+    "receive_message",
+)
 
 _PREFIX = struct.Struct(">?I")
 _ENDED_BY_DRAIN = (
@@ -204,20 +212,17 @@ def _adapter(
     return handle
 
 
-class _GrpcPort:
-    """A gRPC call's messages: length-prefixed protobuf, within the server's size limits."""
+class GrpcCall:
+    """What every port over a grpclib stream knows of its caller: peer, deadline, metadata."""
 
-    __slots__ = ("_codec", "_limits", "_model", "_stream")
-    transport = "grpc"
+    __slots__ = ("_stream",)
 
-    def __init__(self, stream: RawStream, codec: ModelCodec, limits: Limits, model: str) -> None:
+    def __init__(self, stream: RawStream) -> None:
         self._stream = stream
-        self._codec = codec
-        self._limits = limits
-        self._model = model
 
     @property
     def peer(self) -> str | None:
+        """The caller's `host:port`, when known."""
         peer = self._stream.peer
         address = peer.addr() if peer is not None else None
         return f"{address[0]}:{address[1]}" if address else None
@@ -231,6 +236,7 @@ class _GrpcPort:
         return asyncio.get_running_loop().time() + deadline.time_remaining()
 
     def context(self) -> Context:
+        """The call's Context: metadata (text values), deadline and peer."""
         stream = self._stream
         remaining = stream.deadline.time_remaining() if stream.deadline is not None else None
         return Context(
@@ -244,10 +250,24 @@ class _GrpcPort:
         )
 
     def cancelled_status(self) -> Status:
+        """DEADLINE_EXCEEDED once the deadline has passed, else CANCELLED."""
         deadline = self._stream.deadline
         if deadline is not None and deadline.time_remaining() <= 0:
             return Status.DEADLINE_EXCEEDED
         return Status.CANCELLED
+
+
+class _GrpcPort(GrpcCall):
+    """A gRPC call's messages: length-prefixed protobuf, within the server's size limits."""
+
+    __slots__ = ("_codec", "_limits", "_model")
+    transport = "grpc"
+
+    def __init__(self, stream: RawStream, codec: ModelCodec, limits: Limits, model: str) -> None:
+        super().__init__(stream)
+        self._codec = codec
+        self._limits = limits
+        self._model = model
 
     async def receive(self) -> dict[str, Any] | None:
         data = await receive_message(self._stream, self._limits)

@@ -21,8 +21,6 @@ metrics, access log `via=oip`):
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -36,7 +34,7 @@ from grpclib.server import Stream
 from blazerpc.admission import Admission, Phase
 from blazerpc.context import Context
 from blazerpc.errors import ModelError, WireError, to_status
-from blazerpc.handlers import Boundary, Limits, RawStream, receive_message
+from blazerpc.handlers import Boundary, GrpcCall, Limits, RawStream, receive_message
 from blazerpc.protocols import INFERENCE
 from blazerpc.schema import ServiceSpec, Shape
 from blazerpc.tensors import ModelTensors, tensors_of
@@ -294,7 +292,7 @@ class _Session:
         await self.stream.send_message(response.SerializeToString())
 
 
-class _InferPort:
+class _InferPort(GrpcCall):
     """One model call through the Open Inference Protocol, as a CallPort."""
 
     transport = "oip"
@@ -302,10 +300,10 @@ class _InferPort:
     def __init__(
         self, session: _Session, served: _Served, first: Any, *, reads_stream: bool
     ) -> None:
+        super().__init__(session.stream)
         self._session = session
         self._served = served
         self._tensors = served.tensors
-        self._stream = session.stream
         self._pending: Any = first
         self._reads_stream = reads_stream
         self._context: Context | None = None
@@ -315,39 +313,10 @@ class _InferPort:
         self._wants_final = False
         self._final_flag = served.tensors.model.shape is Shape.UNARY
 
-    @property
-    def peer(self) -> str | None:
-        peer = self._stream.peer
-        address = peer.addr() if peer is not None else None
-        return f"{address[0]}:{address[1]}" if address else None
-
-    @property
-    def deadline(self) -> float | None:
-        deadline = self._stream.deadline
-        if deadline is None:
-            return None
-        return asyncio.get_running_loop().time() + deadline.time_remaining()
-
     def context(self) -> Context:
-        stream = self._stream
-        remaining = stream.deadline.time_remaining() if stream.deadline is not None else None
-        self._context = Context(
-            {
-                key: value
-                for key, value in (stream.metadata or {}).items()
-                if isinstance(value, str)
-            },
-            deadline=None if remaining is None else time.monotonic() + remaining,
-            peer=self.peer,
-        )
+        self._context = super().context()
         self._context.timestamp = self._timestamp
         return self._context
-
-    def cancelled_status(self) -> Status:
-        deadline = self._stream.deadline
-        if deadline is not None and deadline.time_remaining() <= 0:
-            return Status.DEADLINE_EXCEEDED
-        return Status.CANCELLED
 
     async def receive(self) -> dict[str, Any] | None:
         while True:

@@ -154,6 +154,7 @@ class TypeMapper:
         constraints = (*constraints, *inner_constraints)
         origin = typing.get_origin(base)
         key_type: Scalar | None = None
+        tensor: Tensor | None = None
         if origin is list:
             label = Label.REPEATED
             value_type = self._value(_only_arg(base, site), site, required_edge=False)
@@ -170,7 +171,8 @@ class TypeMapper:
                 )
             value_type = self._value(value, site, required_edge=False)
         elif _is_ndarray(base):
-            return self._tensor_field(name, number, annotation, site, default, is_nullable)
+            label, value_type = Label.SINGULAR, MessageRef(TENSOR_MESSAGE)
+            tensor = self._tensor(annotation, site, default)
         else:
             label = Label.SINGULAR
             is_required = default is NO_DEFAULT and not is_nullable
@@ -194,7 +196,8 @@ class TypeMapper:
             is_nullable=is_nullable,
             default=default,
             constraints=constraints,
-            needs_conversion=_needs_conversion(annotation),
+            needs_conversion=tensor is None and _needs_conversion(annotation),
+            tensor=tensor,
         )
 
     def _value(self, annotation: object, site: Site, *, required_edge: bool) -> ValueType:
@@ -291,37 +294,18 @@ class TypeMapper:
             culprit=annotation,
         )
 
-    def _tensor_field(
-        self,
-        name: str,
-        number: int,
-        annotation: object,
-        site: Site,
-        default: object,
-        is_nullable: bool,
-    ) -> FieldSpec:
+    def _tensor(self, annotation: object, site: Site, default: object) -> Tensor:
         """A numpy array travels as the Tensor message; only as a parameter or a result."""
         tensor = _tensor_marker(annotation)
         if len(site.trail) != 1 or tensor is None:
             self._refuse_tensor(annotation, site)
-        self._messages.setdefault(TENSOR_MESSAGE, _TENSOR_SPEC)
         if default is not NO_DEFAULT and default is not None:
             site.fail(
                 "a numpy array cannot have a default value other than None.",
                 "Drop the default, or use `np.ndarray | None = None`.",
             )
-        pin = _pinned_number(annotation)
-        return FieldSpec(
-            name=name,
-            number=number if pin is None else pin,
-            is_pinned=pin is not None,
-            label=Label.SINGULAR,
-            value_type=MessageRef(TENSOR_MESSAGE),
-            annotation=annotation,
-            is_nullable=is_nullable,
-            default=default,
-            tensor=tensor,
-        )
+        self._messages.setdefault(TENSOR_MESSAGE, _TENSOR_SPEC)
+        return tensor
 
     def _wrapper(self, annotation: object, site: Site) -> str:
         """A message holding a list or map, because protobuf cannot nest them directly."""
