@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 from bench.run import (
+    ECHO,
     HERE,
     cpu_seconds,
     first_token_times,
@@ -69,6 +70,12 @@ async def _raw_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
         body += message.get("body", b"")
         if not message.get("more_body"):
             break
+    if scope["path"].endswith("/echo"):
+        answer = b'{"result":"hello"}'
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"18")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+        return
     n = int(body.split(b":")[1].strip(b" }"))
     headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -109,6 +116,21 @@ class SseClient:
             tail = (tail + data)[-64:]
         return tokens
 
+    async def echo(self) -> int:
+        """One unary call to `echo`; the answer is read by its content-length."""
+        if self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self._reader is not None
+        body = b'{"text": "hello"}'
+        self._writer.write(
+            b"POST /models/echo HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        await self._reader.readexactly(length)
+        return 1
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
@@ -129,6 +151,14 @@ async def load(port: int, pid: int, window: float) -> dict[str, float]:
             )
         for client in clients:
             client.close()
+    clients = [SseClient(port) for _ in range(16)]
+    await _unary_for(0.5, clients)
+    cpu = cpu_seconds(pid)
+    calls = await _unary_for(window, clients)
+    results["HTTP unary rps, c=16"] = calls / window
+    results["HTTP server CPU per unary call (us)"] = (cpu_seconds(pid) - cpu) / calls * 1e6
+    for client in clients:
+        client.close()
     ttft = await sse_first_token_times(port)
     results["SSE 16-stream TTFT p50 (ms)"] = statistics.median(ttft) * 1e3
     results["SSE 16-stream TTFT max (ms)"] = max(ttft) * 1e3
@@ -144,6 +174,19 @@ async def _streams_for(seconds: float, clients: list[SseClient]) -> int:
         while time.perf_counter() < deadline:
             tokens += await client.stream(200)
         return tokens
+
+    return sum(await asyncio.gather(*(loop(client) for client in clients)))
+
+
+async def _unary_for(seconds: float, clients: list[SseClient]) -> int:
+    """Each client calls `echo` again and again until the window closes."""
+    deadline = time.perf_counter() + seconds
+
+    async def loop(client: SseClient) -> int:
+        calls = 0
+        while time.perf_counter() < deadline:
+            calls += await client.echo()
+        return calls
 
     return sum(await asyncio.gather(*(loop(client) for client in clients)))
 
@@ -173,7 +216,19 @@ async def grpc_load(port: int, pid: int, window: float) -> dict[str, float]:
         async def one() -> int:
             return len([_ async for _ in stream(tokens_request(200))])
 
-        results: dict[str, float] = {}
+        echo = channel.unary_unary("/blazerpc.InferenceService/PredictEcho")
+
+        async def one_echo() -> int:
+            await echo(ECHO)
+            return 1
+
+        await for_window(0.5, 16, one_echo)
+        cpu = cpu_seconds(pid)
+        calls = await for_window(window, 16, one_echo)
+        results: dict[str, float] = {
+            "gRPC unary rps, c=16": calls / window,
+            "gRPC server CPU per unary call (us)": (cpu_seconds(pid) - cpu) / calls * 1e6,
+        }
         for streams in (1, 16):
             await for_window(0.5, streams, one)
             cpu = cpu_seconds(pid)
