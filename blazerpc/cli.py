@@ -242,6 +242,9 @@ def _configure_logging(config: ServerConfig) -> None:
     logging.basicConfig(
         level=config.log_level.upper(), format=f"%(levelname)s {process}%(name)s: %(message)s"
     )
+    # uvicorn narrates its own shutdown at INFO under the name "uvicorn.error"; blazerpc
+    # already says what the drain does, so keep only uvicorn's warnings and errors
+    logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, logging.root.level))
 
 
 def _serve_one(

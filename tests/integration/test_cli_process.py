@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -94,3 +95,18 @@ def test_blaze_serve_on_a_busy_http_port_names_that_port() -> None:
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port} (HTTP): Address already in use." in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_blaze_serve_with_http_drains_quietly_on_sigterm() -> None:
+    command = [BLAZE, "serve", "examples/chat.py:app", "--port", "0", "--http-port", "0"]
+    with subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as server:
+        assert server.stdout is not None and server.stderr is not None
+        first_line = server.stdout.readline()
+        assert ", HTTP on http://127.0.0.1:" in first_line, first_line
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=20) == 0
+        stderr = server.stderr.read()
+    assert "draining" in stderr
+    assert "uvicorn" not in stderr  # uvicorn's own shutdown story stays out of the log
