@@ -43,7 +43,13 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     metrics_port: Port | None = None
     http_port: Port | None = None
     sse_keepalive: Annotated[float, msgspec.Meta(gt=0)] = 15.0
+    cors_origins: str = ""
     log_level: LogLevel = "info"
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """`cors_origins` as a list: `https://a.example, https://b.example` -> two origins."""
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
     def replace(self, **options: Any) -> ServerConfig:
         """A copy with `options` changed, validated like the rest."""
@@ -77,6 +83,7 @@ HELP = {
     "metrics_port": "Serve Prometheus metrics on http://HOST:PORT/metrics (blazerpc[metrics]).",
     "http_port": "Also serve the models over HTTP/JSON and Server-Sent Events on this port.",
     "sse_keepalive": "Seconds of silence after which an event stream sends a keep-alive comment.",
+    "cors_origins": "Web origins whose pages may call the HTTP gateway: comma-separated, or *.",
     "log_level": "Logging level; info logs one access line per call.",
 }
 """What each option does: `blaze serve --help` shows it, docs/deployment.md lists it."""

@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 import msgspec
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
@@ -71,6 +73,7 @@ class Gateway:
         keepalive_s: float,
         lifespan: Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]] | None = None,
         open_inference: bool = False,
+        cors_origins: Sequence[str] = (),
     ) -> None:
         codecs = codecs_of(schema)
         self._admission = admission
@@ -91,6 +94,7 @@ class Gateway:
                     else ()
                 ),
             ],
+            middleware=_cors(cors_origins),
             lifespan=lifespan,
         )
 
@@ -108,6 +112,22 @@ class Gateway:
         body = msgspec.json.encode({"status": phase.value})
         code = 200 if phase is Phase.SERVING else 503
         return Response(body, status_code=code, media_type="application/json")
+
+
+def _cors(origins: Sequence[str]) -> list[Middleware]:
+    """Let pages from `origins` call the gateway from a browser (starlette's CORS middleware)."""
+    if not origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],  # content-type, x-request-timeout, the caller's own metadata
+            expose_headers=["retry-after"],
+            max_age=3600,
+        )
+    ]
 
 
 def standalone(app: BlazeApp, config: ServerConfig | None = None) -> Starlette:
@@ -139,6 +159,7 @@ def standalone(app: BlazeApp, config: ServerConfig | None = None) -> Starlette:
         keepalive_s=config.sse_keepalive,
         lifespan=lifespan,
         open_inference=config.open_inference,
+        cors_origins=config.cors_origin_list,
     )
     return gateway.asgi
 

@@ -161,6 +161,7 @@ class BlazeServer:
             self._admission,
             keepalive_s=self.config.sse_keepalive,
             open_inference=self.config.open_inference,
+            cors_origins=self.config.cors_origin_list,
         )
 
     async def serve(self) -> None:

@@ -505,3 +505,33 @@ async def test_while_loading_calls_get_503_and_ready_says_loading() -> None:
         loaded.set()
         await starting
         await server.close()
+
+
+async def test_cors_lets_pages_from_the_listed_origins_call(probe: Probe) -> None:
+    async with serve_http(make_app(probe), cors_origins="https://app.example") as http:
+        preflight = await http.options(
+            "/models/generate",
+            headers={
+                "origin": "https://app.example",
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "content-type, x-request-timeout",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+        streamed = await http.post(
+            "/models/generate",
+            json={"prompt": "t", "max_tokens": 1},
+            headers={"origin": "https://app.example"},
+        )
+        assert streamed.headers["access-control-allow-origin"] == "https://app.example"
+        assert streamed.text.startswith('data: {"result":"t0"}')
+        stranger = await http.post(
+            "/models/echo", json={"text": "a"}, headers={"origin": "https://evil.example"}
+        )
+        assert "access-control-allow-origin" not in stranger.headers
+    async with serve_http(make_app(probe)) as http:  # off unless asked for
+        plain = await http.post(
+            "/models/echo", json={"text": "a"}, headers={"origin": "https://app.example"}
+        )
+        assert "access-control-allow-origin" not in plain.headers
