@@ -21,6 +21,7 @@ __all__ = (
     "StreamEndedError",
     "TargetError",
     "UnavailableError",
+    "UnknownModelError",
     "WireError",
     "to_status",
 )
@@ -66,6 +67,10 @@ class ModelError(BlazeError):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class UnknownModelError(BlazeError, LookupError):
+    """A call names a model the server does not serve; the message lists those it does."""
 
 
 class DeadlineExceededError(BlazeError):
@@ -117,6 +122,8 @@ def to_status(error: Exception, model: str) -> tuple[Status, str]:
         status, message = Status.RESOURCE_EXHAUSTED, str(error)
     elif isinstance(error, UnavailableError):
         status, message = Status.UNAVAILABLE, str(error)
+    elif isinstance(error, UnknownModelError):
+        status, message = Status.NOT_FOUND, str(error)
     elif isinstance(error, ResultError):
         message = f"model {model!r} returned an invalid result: {error}"
         log.error("%s", message)

@@ -33,16 +33,16 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from blazerpc.admission import Admission, Phase
 from blazerpc.app import BlazeApp
 from blazerpc.config import ServerConfig
+from blazerpc.errors import UnknownModelError, to_status
 from blazerpc.handlers import Boundary, Limits, model_calls
 from blazerpc.httpport import (
-    HTTP_STATUS,
     HttpPort,
     Receive,
     Scope,
     WebSocketPort,
     error_body,
     run_http_call,
-    send_json,
+    send_failure,
     uncancel,
 )
 from blazerpc.jsoncodec import JsonCodec, codecs_of
@@ -183,8 +183,7 @@ class _ModelEndpoint:
         name = scope["path_params"]["name"]
         boundary = self._calls.get(name)
         if boundary is None:
-            status, message = Status.NOT_FOUND, self._unknown(name)
-            await send_json(send, HTTP_STATUS[status], error_body(status, message))
+            await send_failure(send, UnknownModelError(self._unknown(name)), name)
             return
         port = HttpPort(scope, receive, send, self._codecs[name], self._limits, self._keepalive_s)
         await run_http_call(boundary, port)
@@ -195,7 +194,9 @@ class _ModelEndpoint:
         boundary = self._calls.get(name)
         await websocket.accept()
         if boundary is None:
-            await _close_websocket(websocket, Status.NOT_FOUND, self._unknown(name))
+            await _close_websocket(
+                websocket, *to_status(UnknownModelError(self._unknown(name)), name)
+            )
             return
         port = WebSocketPort(websocket, self._codecs[name], self._limits)
         try:

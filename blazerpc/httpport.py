@@ -19,7 +19,7 @@ from grpclib.exceptions import GRPCError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from blazerpc.context import Context
-from blazerpc.errors import WireError
+from blazerpc.errors import DeadlineExceededError, WireError, to_status
 from blazerpc.handlers import Boundary, Limits
 from blazerpc.jsoncodec import JsonCodec
 from blazerpc.schema import ModelSpec
@@ -35,6 +35,7 @@ __all__ = (
     "WebSocketPort",
     "error_body",
     "run_http_call",
+    "send_failure",
     "send_json",
     "uncancel",
 )
@@ -147,6 +148,11 @@ class HttpPort:
             self._timer = loop.call_at(self._deadline, self._deadline_passed)
         self.is_disconnected = False
         self.is_past_deadline = False
+
+    @property
+    def model(self) -> str:
+        """The model called, for messages."""
+        return self._codec.model.name
 
     @property
     def is_abandoned(self) -> bool:
@@ -394,7 +400,7 @@ async def run_http_call(boundary: Boundary, port: HttpPort) -> None:
             raise
         uncancel()
         if port.is_past_deadline and not port.is_disconnected:
-            await port.fail(Status.DEADLINE_EXCEEDED, port.deadline_message())
+            await port.fail(*to_status(DeadlineExceededError(port.deadline_message()), port.model))
         return
     finally:
         port.stop()
@@ -406,6 +412,12 @@ def uncancel() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         task.uncancel()
+
+
+async def send_failure(send: Send, error: Exception, model: str) -> None:
+    """A call refused before it reached a model: the status errors.to_status picks, as JSON."""
+    status, message = to_status(error, model)
+    await send_json(send, HTTP_STATUS[status], error_body(status, message), retry=True)
 
 
 async def send_json(

@@ -33,7 +33,7 @@ from grpclib.server import Stream
 
 from blazerpc.admission import Admission, Phase
 from blazerpc.context import Context
-from blazerpc.errors import ModelError, WireError, to_status
+from blazerpc.errors import ModelError, UnknownModelError, WireError, to_status
 from blazerpc.handlers import Boundary, GrpcCall, Limits, RawStream, receive_message
 from blazerpc.protocols import INFERENCE
 from blazerpc.schema import ServiceSpec, Shape
@@ -180,18 +180,16 @@ class InferenceProtocol:
         if served is None:
             known = ", ".join(self._models) or "none"
             _fail(
-                ModelError(
-                    Status.NOT_FOUND,
-                    f"there is no model named {name!r}; this server serves: {known}.",
+                UnknownModelError(
+                    f"there is no model named {name!r}; this server serves: {known}."
                 ),
                 name,
             )
         if model_version not in ("", MODEL_VERSION):
             _fail(
-                ModelError(
-                    Status.NOT_FOUND,
+                UnknownModelError(
                     f"model {name!r} has no version {model_version!r}; it has version "
-                    f"{MODEL_VERSION} (or leave the version empty).",
+                    f"{MODEL_VERSION} (or leave the version empty)."
                 ),
                 name,
             )
@@ -209,11 +207,11 @@ def _fail(error: Exception, model: str) -> NoReturn:
 
 
 def _other_model(model: str, request: Any) -> GRPCError:
-    return GRPCError(
-        Status.INVALID_ARGUMENT,
+    error = WireError(
         f"this stream serves model {model!r} (its first request picked it); this request "
-        f"names {request.model_name!r}. Open another stream for that model.",
+        f"names {request.model_name!r}. Open another stream for that model."
     )
+    return GRPCError(*to_status(error, model))
 
 
 async def _first(session: _Session) -> Any:

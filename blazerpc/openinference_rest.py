@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from blazerpc.admission import Admission, Phase
-from blazerpc.errors import WireError
+from blazerpc.errors import ModelError, UnknownModelError, WireError, to_status
 from blazerpc.handlers import Boundary, Limits
 from blazerpc.httpport import (
     HTTP_STATUS,
@@ -35,7 +35,7 @@ from blazerpc.httpport import (
     Scope,
     error_body,
     run_http_call,
-    send_json,
+    send_failure,
 )
 from blazerpc.jsoncodec import JsonCodec
 from blazerpc.openinference import MODEL_VERSION
@@ -162,17 +162,17 @@ class _Infer:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         models = self._models
         tensors, problem = models.find(scope["path_params"])
+        name = scope["path_params"]["model"]
         if tensors is None:
-            await send_json(send, 404, error_body(Status.NOT_FOUND, problem))
+            await send_failure(send, UnknownModelError(problem), name)
             return
         model = tensors.model
         if model.shape.is_server_streaming and not self._streams:
-            status = Status.UNIMPLEMENTED
             message = (
                 f"model {model.name!r} streams its results; POST to "
                 f".../{self._action}_stream instead."
             )
-            await send_json(send, HTTP_STATUS[status], error_body(status, message))
+            await send_failure(send, ModelError(Status.UNIMPLEMENTED, message), name)
             return
         header_size = dict(scope["headers"]).get(_HEADER_SIZE)
         codec = _InferenceJson(
@@ -294,6 +294,9 @@ def _json(document: object, status: int = 200) -> Response:
 
 
 def _not_found(message: str) -> Response:
+    status, message = to_status(UnknownModelError(message), "-")
     return Response(
-        error_body(Status.NOT_FOUND, message), status_code=404, media_type="application/json"
+        error_body(status, message),
+        status_code=HTTP_STATUS[status],
+        media_type="application/json",
     )

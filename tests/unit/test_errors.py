@@ -12,6 +12,7 @@ from blazerpc.errors import (
     ModelError,
     ResultError,
     Status,
+    UnknownModelError,
     WireError,
     to_status,
 )
@@ -22,6 +23,11 @@ def test_bad_input_is_invalid_argument_with_the_field() -> None:
         Status.INVALID_ARGUMENT,
         "field 'x' is required.",
     )
+
+
+def test_an_unknown_model_is_not_found() -> None:
+    error = UnknownModelError("there is no model named 'x'; this server serves: a, b.")
+    assert to_status(error, "x") == (Status.NOT_FOUND, str(error))
 
 
 def test_a_model_error_keeps_its_status_and_message() -> None:
