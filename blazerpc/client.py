@@ -47,6 +47,7 @@ class BlazeClient:
     """An async gRPC client for one app: `async with BlazeClient(port=50051, app=app) as client`.
 
     `timeout` is the default deadline of every call, in seconds (None: no deadline).
+    `metadata` is sent with every call; a model reads it as `Context.metadata`.
     """
 
     def __init__(
@@ -58,6 +59,7 @@ class BlazeClient:
         app: BlazeApp | None = None,
         timeout: float | None = None,
         service: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
         if registry is None and app is not None:
             registry = app.registry
@@ -68,6 +70,7 @@ class BlazeClient:
         self._channel = Channel(host, port, codec=RawBytesCodec())
         self._owns_channel = True
         self.timeout = timeout
+        self.metadata: dict[str, str] = _checked_metadata(metadata or {})
 
     def with_timeout(self, timeout: float | None) -> BlazeClient:
         """The same connection with another default deadline, for typed calls that need one."""
@@ -75,6 +78,14 @@ class BlazeClient:
         view.__dict__.update(self.__dict__)
         view._owns_channel = False
         view.timeout = timeout
+        return view
+
+    def with_metadata(self, metadata: Mapping[str, str]) -> BlazeClient:
+        """The same connection, sending `metadata` too (on top of the client's own)."""
+        view = object.__new__(BlazeClient)
+        view.__dict__.update(self.__dict__)
+        view._owns_channel = False
+        view.metadata = self.metadata | _checked_metadata(metadata)
         return view
 
     async def __aenter__(self) -> BlazeClient:
@@ -101,7 +112,7 @@ class BlazeClient:
         self.close()
 
     def close(self) -> None:
-        """Close the connection (a view from with_timeout() leaves it to its parent)."""
+        """Close the connection (a view from with_timeout() or with_metadata() leaves it)."""
         if self._owns_channel:
             self._channel.close()
 
@@ -314,7 +325,12 @@ class BlazeClient:
     ) -> AsyncIterator[ClientStream[bytes, bytes]]:
         try:
             async with self._channel.request(
-                spec.path, CARDINALITIES[spec.shape], bytes, bytes, timeout=deadline
+                spec.path,
+                CARDINALITIES[spec.shape],
+                bytes,
+                bytes,
+                timeout=deadline,
+                metadata=self.metadata or None,
             ) as stream:
                 yield stream
         except GRPCError as err:
@@ -356,6 +372,31 @@ class _Target:
     path: str
     request: _Coding
     response: _Coding
+
+
+def _checked_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    """Metadata gRPC can carry: lowercase ASCII keys, text values, no reserved `grpc-` keys."""
+    checked = {}
+    for key, value in metadata.items():
+        if (
+            not isinstance(key, str)
+            or not key
+            or key != key.lower()
+            or key.startswith(("grpc-", ":"))
+            or key.endswith("-bin")
+            or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in key)
+        ):
+            raise ValueError(
+                f"metadata key {key!r} cannot be sent: use lowercase ASCII letters, digits, "
+                "'-', '_' or '.', not starting with 'grpc-' nor ending with '-bin' "
+                "(for example 'x-user-id')."
+            )
+        if not isinstance(value, str) or not value.isascii() or "\n" in value:
+            raise ValueError(
+                f"metadata {key!r}: the value must be printable ASCII text, got {value!r}."
+            )
+        checked[key] = value
+    return checked
 
 
 def _encode(target: _Target, fields: Mapping[str, object]) -> bytes:

@@ -14,7 +14,7 @@ import pytest
 from grpclib.client import Channel
 from grpclib.const import Cardinality
 
-from blazerpc import BlazeApp, Context
+from blazerpc import BlazeApp, BlazeClient, Context
 from blazerpc.codec import RawBytesCodec
 from blazerpc.errors import ModelError, RpcError, Status
 from blazerpc.server import BlazeServer
@@ -425,3 +425,23 @@ async def test_a_model_with_a_defaulted_context_can_be_called_typed() -> None:
 
     async with serve_app(app) as client:
         assert await client.predict(hello, name="ada") == "hello ada from True"
+
+
+async def test_client_metadata_reaches_the_models_context() -> None:
+    app = BlazeApp()
+
+    @app.model("whoami")
+    async def whoami(ctx: Context) -> str:
+        return f"{ctx.metadata.get('x-user-id')} {ctx.metadata.get('x-tenant')}"
+
+    async with (
+        BlazeServer(app, port=0) as server,
+        BlazeClient(port=server.port, app=app, timeout=5, metadata={"x-tenant": "acme"}) as client,
+    ):
+        assert await client.predict("whoami") == "None acme"
+        scoped = client.with_metadata({"x-user-id": "ada"})
+        assert await scoped.predict("whoami") == "ada acme"
+        assert await client.predict("whoami") == "None acme"  # the view did not change it
+        for bad in ({"X-User": "a"}, {"grpc-timeout": "1S"}, {"x-blob-bin": "a"}, {"x": "é"}):
+            with pytest.raises(ValueError, match="metadata"):
+                client.with_metadata(bad)
