@@ -1,5 +1,8 @@
 """The lock file: the field numbers already published, so regenerating never renumbers a field.
 
+It also records every enum's values, so `blaze proto --check` sees a value removed or
+renumbered.
+
 `blaze proto` writes `<app module>.blaze.lock` next to the app (JSON, sorted, one fact per
 line, so a diff reads like a changelog); every later schema of the app is numbered from it:
 
@@ -19,7 +22,14 @@ from pathlib import Path
 import msgspec
 
 from blazerpc.errors import DefinitionError
-from blazerpc.schema import FieldSpec, MessageKind, MessageSpec, ModelSpec, ServiceSpec
+from blazerpc.schema import (
+    EnumSpec,
+    FieldSpec,
+    MessageKind,
+    MessageSpec,
+    ModelSpec,
+    ServiceSpec,
+)
 
 __all__ = (
     "LOCK_SUFFIX",
@@ -63,13 +73,15 @@ class LockedRpc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     response: str
 
 
-class Lock(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Everything a caller compiled against: rpcs, messages, field numbers."""
+class Lock(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Everything a caller compiled against: rpcs, messages, field numbers, enum values."""
 
     package: str
     service: str
     rpcs: dict[str, LockedRpc]
     messages: dict[str, LockedMessage]
+    enums: dict[str, dict[str, int]] = {}
+    """Enum name -> its values' wire names -> their numbers."""
 
 
 def lock_path_for(module_file: str | None) -> Path | None:
@@ -135,6 +147,10 @@ def lock_of(schema: ServiceSpec) -> Lock:
             )
             for message in schema.messages
         },
+        enums={
+            enum_spec.name: {value.name: value.number for value in enum_spec.values}
+            for enum_spec in schema.enums
+        },
     )
 
 
@@ -161,6 +177,35 @@ def breaking_changes(lock: Lock, schema: ServiceSpec) -> list[str]:
         old_message = lock.messages.get(message.name)
         if old_message is not None:
             changes.extend(_message_changes(message, old_message))
+    for enum_spec in schema.enums:
+        old_values = lock.enums.get(enum_spec.name)
+        if old_values is not None:
+            changes.extend(_enum_changes(enum_spec, old_values))
+    return changes
+
+
+def _enum_changes(enum_spec: EnumSpec, old: dict[str, int]) -> list[str]:
+    """A value that disappears, or a number that changes meaning, breaks callers."""
+    changes = []
+    current = {value.name: value.number for value in enum_spec.values}
+    old_names = {number: name for name, number in old.items()}
+    for name, number in old.items():
+        if name not in current:
+            changes.append(
+                f"enum {enum_spec.name}: value {name} ({number}) was removed; callers may "
+                "still send it"
+            )
+        elif current[name] != number:
+            changes.append(
+                f"enum {enum_spec.name}: value {name} changed number from {number} to "
+                f"{current[name]}"
+            )
+    for name, number in current.items():
+        previous = old_names.get(number)
+        if name not in old and previous is not None and previous not in current:
+            changes.append(
+                f"enum {enum_spec.name}: number {number} now means {name} (it was {previous})"
+            )
     return changes
 
 

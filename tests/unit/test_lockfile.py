@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated
@@ -191,3 +192,58 @@ def test_the_committed_example_locks_are_what_blaze_proto_writes(name: str) -> N
     app = load_app(f"examples.{name}:app")
     assert app.lock_path is not None and app.lock_path.name == f"{name}.blaze.lock"
     assert read_lock(app.lock_path) == lock_of(app.schema)
+
+
+class Mood(enum.IntEnum):
+    UNKNOWN = 0
+    HAPPY = 1
+    SAD = 2
+
+
+def test_enum_values_are_locked_and_removing_or_renumbering_one_breaks(tmp_path: Path) -> None:
+    lock = tmp_path / "moods.blaze.lock"
+    first = BlazeApp(lock=lock)
+
+    @first.model("feel")
+    def feel(mood: Mood) -> str:
+        return ""
+
+    _publish(first)
+    published = read_lock(lock)
+    assert published is not None
+    assert published.enums == {"Mood": {"MOOD_UNKNOWN": 0, "MOOD_HAPPY": 1, "MOOD_SAD": 2}}
+
+    class Mood2(enum.IntEnum):  # SAD is gone, HAPPY moved, 2 now means ANGRY
+        UNKNOWN = 0
+        HAPPY = 3
+        ANGRY = 2
+
+    Mood2.__name__ = Mood2.__qualname__ = "Mood"
+    second = BlazeApp(lock=lock)
+
+    @second.model("feel")
+    def feel2(mood: Mood2) -> str:
+        return ""
+
+    locked = read_lock(lock)
+    assert locked is not None
+    assert breaking_changes(locked, second.schema) == [
+        "enum Mood: value MOOD_HAPPY changed number from 1 to 3",
+        "enum Mood: value MOOD_SAD (2) was removed; callers may still send it",
+        "enum Mood: number 2 now means MOOD_ANGRY (it was MOOD_SAD)",
+    ]
+
+    class Mood3(enum.IntEnum):  # only a new value: compatible
+        UNKNOWN = 0
+        HAPPY = 1
+        SAD = 2
+        CALM = 3
+
+    Mood3.__name__ = Mood3.__qualname__ = "Mood"
+    third = BlazeApp(lock=lock)
+
+    @third.model("feel")
+    def feel3(mood: Mood3) -> str:
+        return ""
+
+    assert breaking_changes(locked, third.schema) == []
