@@ -5,7 +5,8 @@
   answer JSON `{"result": ...}`; streaming models answer Server-Sent Events, one `data:` event
   per item and a final `event: end`.
 - `GET /models/{name}/ws`: a WebSocket, one JSON message per item each way (bidirectional).
-- `GET /models`, `GET /openapi.json`, `GET /health/live`, `GET /health/ready`.
+- `GET /models` (and `GET /models/{name}` for one), `GET /openapi.json`, `GET /health/live`,
+  `GET /health/ready`.
 
 Every call passes the same Boundary as over gRPC (admission, limits, drain, metrics, access
 log). Its status becomes an HTTP status (`HTTP_STATUS`) with a JSON body `{code, message}` if
@@ -36,6 +37,7 @@ from blazerpc.config import ServerConfig
 from blazerpc.errors import UnknownModelError, to_status
 from blazerpc.handlers import Boundary, Limits, model_calls
 from blazerpc.httpport import (
+    HTTP_STATUS,
     HttpPort,
     Receive,
     Scope,
@@ -77,13 +79,16 @@ class Gateway:
     ) -> None:
         codecs = codecs_of(schema)
         self._admission = admission
-        self._listing = msgspec.json.encode(model_listing(schema, codecs))
+        listing = model_listing(schema, codecs)
+        self._listing = msgspec.json.encode(listing)
+        self._entries = {entry["name"]: msgspec.json.encode(entry) for entry in listing["models"]}
         self._openapi = msgspec.json.encode(openapi_document(schema, codecs))
         endpoint = _ModelEndpoint(calls, codecs, limits, keepalive_s)
         self.asgi = Starlette(
             routes=[
                 Route("/models", self._models, methods=["GET"]),
                 Route("/models/{name}", endpoint, methods=["POST"]),
+                Route("/models/{name}", self._model, methods=["GET"]),
                 WebSocketRoute("/models/{name}/ws", endpoint.websocket),
                 Route("/openapi.json", self._openapi_json, methods=["GET"]),
                 Route("/health/live", self._live, methods=["GET"]),
@@ -100,6 +105,24 @@ class Gateway:
 
     async def _models(self, request: Request) -> Response:
         return Response(self._listing, media_type="application/json")
+
+    async def _model(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        entry = self._entries.get(name)
+        if entry is None:
+            known = ", ".join(self._entries) or "none"
+            status, message = to_status(
+                UnknownModelError(
+                    f"there is no model named {name!r}; this server serves: {known}."
+                ),
+                name,
+            )
+            return Response(
+                error_body(status, message),
+                status_code=HTTP_STATUS[status],
+                media_type="application/json",
+            )
+        return Response(entry, media_type="application/json")
 
     async def _openapi_json(self, request: Request) -> Response:
         return Response(self._openapi, media_type="application/json")

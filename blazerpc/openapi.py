@@ -62,7 +62,10 @@ def openapi_document(schema: ServiceSpec, codecs: Mapping[str, JsonCodec]) -> di
     refs, definitions = json_schemas(codecs.values(), "#/components/schemas/{name}")
     error = {"$ref": "#/components/schemas/Error"}
     paths: dict[str, Any] = {
-        f"/models/{model.name}": {"post": _operation(model, refs[model.name], error)}
+        f"/models/{model.name}": {
+            "post": _operation(model, refs[model.name], error),
+            **_get(f"Describe model {model.name!r}: its shape and JSON Schemas."),
+        }
         for model in schema.models
     }
     paths |= {

@@ -363,6 +363,9 @@ async def test_models_openapi_and_health_describe_the_schema(probe: Probe) -> No
         }
         assert by_name["generate"]["response_content_type"] == "text/event-stream"
         assert by_name["total"]["request_content_type"] == "application/x-ndjson"
+        assert (await http.get("/models/echo")).json() == by_name["echo"]
+        missing = await http.get("/models/nope")
+        assert missing.status_code == 404 and "no model named 'nope'" in missing.json()["message"]
         document = (await http.get("/openapi.json")).json()
         assert document["openapi"].startswith("3.1")
         operation = document["paths"]["/models/echo"]["post"]
