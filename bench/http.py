@@ -20,18 +20,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
-import sys
 import time
 from typing import Any
 
 from bench.run import (
     ECHO,
-    HERE,
     cpu_seconds,
     first_token_times,
     for_window,
     free_port,
+    server_process,
     tokens_request,
 )
 
@@ -246,23 +244,12 @@ async def grpc_load(port: int, pid: int, window: float) -> dict[str, float]:
 
 def measure(kind: str, window: float) -> dict[str, float]:
     port = free_port()
-    with subprocess.Popen(
-        [sys.executable, "-m", "bench.http", "--serve", kind, str(port)],
-        cwd=HERE.parent,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as server:
-        try:
-            assert server.stdout is not None
-            ready = server.stdout.readline()
-            assert ready.startswith("ready"), ready
-            time.sleep(0.5)  # uvicorn announces before it listens in the raw case
-            results = asyncio.run(load(port, server.pid, window))
-            if kind == "blazerpc":
-                results |= asyncio.run(grpc_load(int(ready.split()[1]), server.pid, window))
-            return results
-        finally:
-            server.terminate()
+    with server_process("bench.http", "--serve", kind, str(port)) as (pid, ready):
+        time.sleep(0.5)  # uvicorn announces before it listens in the raw case
+        results = asyncio.run(load(port, pid, window))
+        if kind == "blazerpc":
+            results |= asyncio.run(grpc_load(int(ready.split()[1]), pid, window))
+        return results
 
 
 def main() -> None:

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,7 +26,15 @@ import numpy as np
 import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import InferInput
 
-from bench.run import ECHO, HERE, SERVICE, cpu_seconds, for_window, free_port, tokens_request
+from bench.run import (
+    ECHO,
+    SERVICE,
+    cpu_seconds,
+    for_window,
+    free_port,
+    server_process,
+    tokens_request,
+)
 
 TOKENS = 200
 
@@ -104,22 +110,12 @@ async def _load(one_echo: Any, one_stream: Any, pid: int, window: float) -> dict
 
 def measure(window: float) -> dict[str, dict[str, float]]:
     port = free_port()
-    with subprocess.Popen(
-        [sys.executable, "-m", "bench.servers", "blazerpc", str(port)],
-        cwd=HERE.parent,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as server:
-        try:
-            assert server.stdout is not None
-            assert server.stdout.readline().startswith("ready")
-            time.sleep(0.2)
-            return {
-                "typed": asyncio.run(typed(port, server.pid, window)),
-                "oip": asyncio.run(oip(port, server.pid, window)),
-            }
-        finally:
-            server.terminate()
+    with server_process("bench.servers", "blazerpc", str(port)) as (pid, _):
+        time.sleep(0.2)
+        return {
+            "typed": asyncio.run(typed(port, pid, window)),
+            "oip": asyncio.run(oip(port, pid, window)),
+        }
 
 
 def main() -> None:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -67,21 +68,26 @@ async def for_window(seconds: float, workers: int, work: Callable[[], Awaitable[
     return sum(totals)
 
 
-def measure(kind: str, window: float) -> dict[str, float]:
-    """Start the `kind` server in its own process, load it, stop it."""
-    port = free_port()
+@contextlib.contextmanager
+def server_process(*args: str) -> Iterator[tuple[int, str]]:
+    """`python -m <args>` as a benchmark server: its pid and `ready ...` line; stopped after."""
     with subprocess.Popen(
-        [sys.executable, "-m", "bench.servers", kind, str(port)],
-        cwd=HERE.parent,
-        stdout=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-m", *args], cwd=HERE.parent, stdout=subprocess.PIPE, text=True
     ) as server:
         try:
             assert server.stdout is not None
-            assert server.stdout.readline().startswith("ready")
-            return asyncio.run(_load(port, server.pid, window))
+            ready = server.stdout.readline()
+            assert ready.startswith("ready"), ready
+            yield server.pid, ready
         finally:
             server.terminate()
+
+
+def measure(kind: str, window: float) -> dict[str, float]:
+    """Start the `kind` server in its own process, load it, stop it."""
+    port = free_port()
+    with server_process("bench.servers", kind, str(port)) as (pid, _):
+        return asyncio.run(_load(port, pid, window))
 
 
 async def _load(port: int, pid: int, window: float) -> dict[str, float]:

@@ -11,16 +11,9 @@ import math
 from typing import Any
 
 from blazerpc.errors import WireError
-from blazerpc.schema import TENSOR_DATATYPES, Tensor
+from blazerpc.schema import Tensor
 
-__all__ = ("array_from", "array_parts", "dtype_for_datatype")
-
-_DATATYPE_DTYPES = {datatype: dtype for dtype, datatype in TENSOR_DATATYPES.items()}
-
-
-def dtype_for_datatype(datatype: str) -> str | None:
-    """The numpy dtype name of an Open Inference Protocol datatype (`FP32` -> `float32`)."""
-    return _DATATYPE_DTYPES.get(datatype)
+__all__ = ("array_from", "array_parts", "check_array")
 
 
 def array_from(dtype: str, shape: list[int], data: bytes, tensor: Tensor, where: str) -> Any:
@@ -40,8 +33,8 @@ def array_from(dtype: str, shape: list[int], data: bytes, tensor: Tensor, where:
     return np.frombuffer(data, dtype=little).reshape(shape)
 
 
-def array_parts(value: object, tensor: Tensor, where: str) -> tuple[str, list[int], bytes]:
-    """`(dtype, shape, little-endian bytes)` of an array to send; WireError if it is not one."""
+def check_array(value: object, tensor: Tensor, where: str) -> Any:
+    """`value`, if it is an array `tensor` takes; WireError naming `where` if not. No copy."""
     np = _numpy()
     if not isinstance(value, np.ndarray):
         raise WireError(f"{where}: expected a numpy array, got {type(value).__name__}")
@@ -49,8 +42,14 @@ def array_parts(value: object, tensor: Tensor, where: str) -> tuple[str, list[in
         raise WireError(
             f"{where}: expected {tensor.describe()}, got {value.dtype.name} {list(value.shape)}"
         )
-    little = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<"))
-    return tensor.dtype, list(value.shape), little.tobytes()
+    return value
+
+
+def array_parts(value: object, tensor: Tensor, where: str) -> tuple[str, list[int], bytes]:
+    """`(dtype, shape, little-endian bytes)` of an array to send; WireError if it is not one."""
+    array = check_array(value, tensor, where)
+    little = _numpy().ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    return tensor.dtype, list(array.shape), little.tobytes()
 
 
 def _numpy() -> Any:

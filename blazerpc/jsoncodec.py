@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from blazerpc.arrays import array_from, array_parts
+from blazerpc.arrays import array_from, check_array
 from blazerpc.codec import wire_error
 from blazerpc.errors import ResultError, WireError
 from blazerpc.schema import (
@@ -190,7 +190,7 @@ def _result_check(spec: FieldSpec) -> Callable[[object], None]:
 
 def _check_array(result: object, tensor: Tensor) -> None:
     try:
-        array_parts(result, tensor, "the result")
+        check_array(result, tensor, "the result")  # the encoder copies it out, once
     except WireError as err:
         raise ResultError(str(err)) from None
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import msgspec
 
-from blazerpc.arrays import array_from, array_parts
+from blazerpc.arrays import array_from, array_parts, check_array
 from blazerpc.codec import wire_error
 from blazerpc.errors import ResultError, WireError
 from blazerpc.schema import (
@@ -212,7 +212,14 @@ class ModelTensors:
         """`(name, datatype, shape, Python value)` per output, for JSON."""
         rows = []
         for name, spec, value in self._chosen(result, requested):
-            shape, _ = _write(spec, value)  # the same checks as the binary path
+            tensor = spec.field.tensor
+            if tensor is not None and value is not None:  # checked without copying its bytes
+                try:
+                    shape = list(check_array(value, tensor, f"output {name!r}").shape)
+                except WireError as err:
+                    raise ResultError(str(err)) from None
+            else:
+                shape, _ = _write(spec, value)  # the same checks as the binary path
             rows.append((name, spec.datatype, shape, (spec, value)))
         return rows
 
