@@ -14,8 +14,8 @@ import timeit
 
 import betterproto
 
-from blazerpc.codec import SchemaCodec
 from blazerpc.errors import WireError
+from blazerpc.wire.protobuf import SchemaCodec
 from examples.chat import app
 
 MALFORMED = {

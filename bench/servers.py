@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from bench.apps import app
-from blazerpc.codec import SchemaCodec
+from blazerpc.wire.protobuf import SchemaCodec
 
 SERVICE = "/blazerpc.InferenceService"
 CLASSES = SchemaCodec(app.schema).classes

@@ -17,7 +17,7 @@ from blazerpc.errors import (
     Status,
     WireError,
 )
-from blazerpc.schema import Batching, Field, Tensor
+from blazerpc.schema.markers import Batching, Field, Tensor
 from blazerpc.server import BlazeServer
 
 __all__ = (

@@ -5,24 +5,19 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
+from starlette.applications import Starlette
+
+from blazerpc.config import ServerConfig
 from blazerpc.errors import DefinitionError
-from blazerpc.lifespan import LifespanHook, check_hook
-from blazerpc.lockfile import lock_path_for, number_fields, read_lock
-from blazerpc.schema import (
-    Batching,
-    ModelSpec,
-    ServiceSpec,
-    is_package_name,
-    is_wire_identifier,
-)
-from blazerpc.signature import read_model
-
-if TYPE_CHECKING:
-    from starlette.applications import Starlette
-
-    from blazerpc.config import ServerConfig
+from blazerpc.runtime.lifespan import LifespanHook, check_hook
+from blazerpc.schema.lockfile import lock_path_for, number_fields, read_lock
+from blazerpc.schema.markers import Batching
+from blazerpc.schema.naming import is_package_name, is_wire_identifier
+from blazerpc.schema.signature import read_model
+from blazerpc.schema.spec import ModelSpec, ServiceSpec
+from blazerpc.server import BlazeServer
 
 __all__ = ("BlazeApp", "Registry")
 
@@ -116,11 +111,10 @@ class BlazeApp:
         """The HTTP gateway alone, as an ASGI app to mount in a server of your own.
 
         Its lifespan runs the app's lifespan hooks, then serves; at shutdown it drains the
-        running calls (config.grace). Limits come from `config`; its ports are not used.
+        running calls (config.grace), as BlazeServer does. Limits come from `config`; its gRPC
+        and HTTP ports are not used.
         """
-        from blazerpc.gateway import standalone  # starlette loads only when HTTP is wanted
-
-        return standalone(self, config)
+        return BlazeServer(self, config).asgi()
 
     def _add(self, spec: ModelSpec) -> None:
         for existing in self._schema.models:

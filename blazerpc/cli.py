@@ -19,14 +19,14 @@ import msgspec
 
 from blazerpc import __version__
 from blazerpc.app import BlazeApp
-from blazerpc.codegen import render_proto
 from blazerpc.config import HELP, ConfigError, ServerConfig, env_name, flag_name
 from blazerpc.errors import BreakingChangeError, DefinitionError, LifespanError, TargetError
-from blazerpc.lockfile import Lock, breaking_changes, lock_of, read_lock, write_lock
-from blazerpc.metrics import Metrics, MetricsUnavailableError, serve_multiprocess_metrics
+from blazerpc.remote.stubs import StubsError, generate_stubs
+from blazerpc.runtime.metrics import Metrics, MetricsUnavailableError, serve_multiprocess_metrics
+from blazerpc.schema.lockfile import Lock, breaking_changes, lock_of, read_lock, write_lock
 from blazerpc.server import BlazeServer
-from blazerpc.stubs import StubsError, generate_stubs
 from blazerpc.target import load_app
+from blazerpc.wire.proto_text import render_proto
 from blazerpc.workers import ForcedExit, Supervisor, WorkerError
 
 __all__ = ("main",)
@@ -305,7 +305,7 @@ def _supervise(supervisor: Supervisor, config: ServerConfig, model_count: int) -
 
 def _print_first_line(server: BlazeServer) -> None:
     http_port = server.http_port if server.config.http_port is not None else None
-    _print(_serving(len(server.app.registry), server.host, server.port, http_port))
+    _print(_serving(len(server.app.schema.models), server.host, server.port, http_port))
 
 
 def _serving(model_count: int, host: str, port: int, http_port: int | None) -> str:

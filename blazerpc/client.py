@@ -30,10 +30,12 @@ from grpclib.client import Stream as ClientStream
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from blazerpc.app import BlazeApp, Registry
-from blazerpc.codec import CARDINALITIES, RawBytesCodec, SchemaCodec
-from blazerpc.discovery import RemoteService, discover
 from blazerpc.errors import RpcError, Status, WireError
-from blazerpc.schema import RESULT_FIELD, Shape
+from blazerpc.grpc.service import CARDINALITIES, RawBytesCodec
+from blazerpc.remote.discovery import RemoteService, discover
+from blazerpc.schema.naming import RESULT_FIELD
+from blazerpc.schema.spec import Shape
+from blazerpc.wire.protobuf import SchemaCodec
 
 __all__ = ("BlazeClient",)
 

@@ -1,6 +1,9 @@
-"""BlazeServer: a grpclib server for one app, on a socket it binds itself (so `.port` is real).
+"""BlazeServer: builds the stack for one app from the layers below, and owns its lifecycle.
 
-Its life: LOADING (health NOT_SERVING, lifespan hooks running), SERVING, DRAINING (see drain()).
+A grpclib server on a socket it binds itself (so `.port` is real), the HTTP gateway when asked,
+and the protocol layers mounted on both. Its life: LOADING (health NOT_SERVING, lifespan hooks
+running), SERVING, DRAINING (see drain()). `asgi()` runs the same life inside someone else's
+ASGI server.
 """
 
 from __future__ import annotations
@@ -10,31 +13,51 @@ import contextlib
 import logging
 import socket
 import weakref
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import uvicorn
 from grpclib._typing import IServable
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server
+from starlette.applications import Starlette
 
-from blazerpc.admission import Admission, Phase
-from blazerpc.app import BlazeApp
-from blazerpc.batcher import BatchStats
-from blazerpc.codec import RawBytesCodec, SchemaCodec
 from blazerpc.config import ServerConfig
-from blazerpc.gateway import Gateway
-from blazerpc.handlers import Limits, ServiceHandlers, model_calls
-from blazerpc.health import HealthService
-from blazerpc.lifespan import run_hooks
-from blazerpc.metrics import Metrics
-from blazerpc.openinference import InferenceProtocol
-from blazerpc.reflection import with_reflection
+from blazerpc.grpc.health import HealthService
+from blazerpc.grpc.protocols import Protocol as GrpcProtocol
+from blazerpc.grpc.reflection import with_reflection
+from blazerpc.grpc.service import RawBytesCodec, ServiceHandlers
+from blazerpc.http.gateway import Gateway
+from blazerpc.openinference.grpc import InferenceProtocol
+from blazerpc.openinference.protos import INFERENCE
+from blazerpc.openinference.rest import open_inference_routes
+from blazerpc.runtime.admission import Admission, Phase
+from blazerpc.runtime.batcher import BatchStats
+from blazerpc.runtime.boundary import Limits, model_calls
+from blazerpc.runtime.lifespan import LifespanHook, run_hooks
+from blazerpc.runtime.metrics import Metrics
+from blazerpc.schema.spec import ServiceSpec
+from blazerpc.wire.json import codecs_of
+from blazerpc.wire.protobuf import SchemaCodec
 
-__all__ = ("BlazeServer", "bind_tcp")
+__all__ = ("BlazeServer", "Servable", "bind_tcp")
 
 log = logging.getLogger(__name__)
+
+
+class Servable(Protocol):
+    """What a server needs of an app (BlazeApp is one): its schema and its lifespan hooks."""
+
+    @property
+    def schema(self) -> ServiceSpec:
+        """The service the app's models make up."""
+        ...
+
+    @property
+    def lifespan_hooks(self) -> tuple[LifespanHook, ...]:
+        """The hooks to run once per process, in the order they start."""
+        ...
 
 
 class BlazeServer:
@@ -47,7 +70,7 @@ class BlazeServer:
 
     def __init__(
         self,
-        app: BlazeApp,
+        app: Servable,
         config: ServerConfig | None = None,
         *,
         metrics: Metrics | None = None,
@@ -69,13 +92,13 @@ class BlazeServer:
         handlers = ServiceHandlers(schema, SchemaCodec(schema), self.config, self._calls)
         self.health = HealthService([schema.full_name, *(model.name for model in schema.models)])
         services: list[IServable] = [handlers, self.health]
+        protocols: list[GrpcProtocol] = []
         if self.config.open_inference:
             limits = Limits.of(self.config)
             services.append(InferenceProtocol(schema, self._calls, self._admission, limits))
+            protocols.append(INFERENCE)
         self._services = (
-            with_reflection(schema, services, open_inference=self.config.open_inference)
-            if self.config.reflection
-            else services
+            with_reflection(schema, services, protocols) if self.config.reflection else services
         )
         self._server: _Server | None = None
         self._socket: socket.socket | None = None
@@ -145,23 +168,64 @@ class BlazeServer:
                 self._http = await _HttpServer.start(
                     self._gateway(), self.host, self.config.http_port, self.config
                 )
-            await self._lifespan.enter_async_context(run_hooks(self.app.lifespan_hooks))
+            await self._load()
         except BaseException:
             await self.close()
             raise
+
+    async def _load(self) -> None:
+        """Run the lifespan hooks to their `yield`, then serve: health SERVING, calls admitted."""
+        await self._lifespan.enter_async_context(run_hooks(self.app.lifespan_hooks))
         self._admission.phase = Phase.SERVING
         self.health.set_serving(True)
-        log.info("serving %d models", len(self.app.registry))
+        log.info("serving %d models", len(self.app.schema.models))
 
-    def _gateway(self) -> Gateway:
+    def asgi(self) -> Starlette:
+        """The HTTP gateway alone, as an ASGI app whose lifespan is this server's life.
+
+        At the ASGI server's startup it serves /metrics (if metrics_port is set) and runs the
+        lifespan hooks; at shutdown it drains (config.grace). The gRPC and HTTP ports are not
+        bound: the ASGI server that runs the app owns its socket.
+        """
+        return self._gateway(lifespan=self._asgi_lifespan).asgi
+
+    @contextlib.asynccontextmanager
+    async def _asgi_lifespan(self, _: Starlette) -> AsyncIterator[None]:
+        try:
+            if self._serves_metrics and self.metrics is not None:
+                self._metrics_port = self.metrics.serve(self.host, self.config.metrics_port or 0)
+            await self._load()
+        except BaseException:
+            await self.close()
+            raise
+        try:
+            yield
+        finally:
+            await self.drain()
+
+    def _gateway(
+        self,
+        lifespan: Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]] | None = None,
+    ) -> Gateway:
+        schema, config, limits = self.app.schema, self.config, Limits.of(self.config)
+        codecs = codecs_of(schema)
+        routes = (
+            open_inference_routes(
+                schema, self._calls, codecs, self._admission, limits, config.sse_keepalive
+            )
+            if config.open_inference
+            else []
+        )
         return Gateway(
-            self.app.schema,
+            schema,
             self._calls,
-            Limits.of(self.config),
+            codecs,
+            limits,
             self._admission,
-            keepalive_s=self.config.sse_keepalive,
-            open_inference=self.config.open_inference,
-            cors_origins=self.config.cors_origin_list,
+            keepalive_s=config.sse_keepalive,
+            routes=routes,
+            cors_origins=config.cors_origin_list,
+            lifespan=lifespan,
         )
 
     async def serve(self) -> None:

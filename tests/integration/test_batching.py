@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blazerpc import BlazeApp, ModelError, RpcError, Status
-from blazerpc.batcher import Batcher
 from blazerpc.errors import DeadlineExceededError
-from blazerpc.schema import Batching
+from blazerpc.runtime.batcher import Batcher
+from blazerpc.schema.markers import Batching
 from blazerpc.server import BlazeServer
 from blazerpc.testing import serve_app
 

@@ -19,8 +19,8 @@ import websockets.asyncio.client
 from httpx_sse import aconnect_sse
 
 from blazerpc import Batching, BlazeApp, BlazeClient, Context, Status
-from blazerpc.admission import Phase
 from blazerpc.errors import ModelError
+from blazerpc.runtime.admission import Phase
 from blazerpc.server import BlazeServer, bind_tcp
 from examples.tracker import app as tracker_app
 

@@ -1,8 +1,13 @@
-"""The wheel carries the templates: `pip install .` (not only `-e .`) can render a schema."""
+"""The wheel carries every subpackage, the templates and the Open Inference descriptor.
+
+`pip install .` (not only `-e .`) can render a schema. The wheel is built from a copy of the
+source tree, so the test leaves no `build/` folder behind in the repository.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -11,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 RENDER = """\
-import blazerpc, blazerpc.codegen
+import blazerpc, blazerpc.wire.proto_text
 assert blazerpc.__file__.startswith({site!r}), blazerpc.__file__
 app = blazerpc.BlazeApp()
 
@@ -19,14 +24,16 @@ app = blazerpc.BlazeApp()
 def echo(text: str) -> str:
     return text
 
-print(blazerpc.codegen.render_proto(app.schema))
+print(blazerpc.wire.proto_text.render_proto(app.schema))
 """
 
 
 def test_an_installed_wheel_renders_from_its_own_templates(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=_not_sources)
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", wheels, ROOT],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", wheels, source],
         capture_output=True,
         text=True,
         timeout=300,
@@ -38,6 +45,9 @@ def test_an_installed_wheel_renders_from_its_own_templates(tmp_path: Path) -> No
     assert "blazerpc/templates/service.proto.j2" in names
     assert "blazerpc/templates/__init__.py" in names
     assert "blazerpc/py.typed" in names
+    assert "blazerpc/openinference/protos/grpc_predict_v2.pb" in names
+    for layer in ("schema", "wire", "runtime", "grpc", "http", "openinference", "remote"):
+        assert f"blazerpc/{layer}/__init__.py" in names
 
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
@@ -53,3 +63,8 @@ def test_an_installed_wheel_renders_from_its_own_templates(tmp_path: Path) -> No
     )
     assert render.returncode == 0, render.stderr
     assert "rpc PredictEcho(EchoRequest) returns (EchoResponse);" in render.stdout
+
+
+def _not_sources(folder: str, names: list[str]) -> set[str]:
+    """What a source checkout holds besides its sources: venvs, caches, earlier builds."""
+    return {name for name in names if name in {".venv", ".git", "build"} or "cache" in name}

@@ -15,8 +15,8 @@ from grpc_tools import protoc
 
 from blazerpc import BlazeServer
 from blazerpc.cli import main
-from blazerpc.descriptor import file_descriptor
 from blazerpc.target import load_app
+from blazerpc.wire.descriptor import file_descriptor
 
 pytestmark = pytest.mark.anyio
 

@@ -15,8 +15,8 @@ from grpclib.client import Channel
 from grpclib.const import Cardinality
 
 from blazerpc import BlazeApp, BlazeClient, Context
-from blazerpc.codec import RawBytesCodec
 from blazerpc.errors import ModelError, RpcError, Status
+from blazerpc.grpc.service import RawBytesCodec
 from blazerpc.server import BlazeServer
 from blazerpc.testing import serve_app
 

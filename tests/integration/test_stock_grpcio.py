@@ -14,8 +14,8 @@ import pytest
 from grpc_tools import protoc
 
 from blazerpc import BlazeApp
-from blazerpc.codegen import render_proto
 from blazerpc.server import BlazeServer
+from blazerpc.wire.proto_text import render_proto
 from examples import chat, detect, tracker, transcribe
 
 pytestmark = pytest.mark.anyio

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from blazerpc import BlazeApp, DefinitionError
-from blazerpc.schema import MessageRef, Shape
+from blazerpc.schema.spec import MessageRef, Shape
 
 
 def test_the_decorated_function_is_still_the_users_function() -> None:

@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from blazerpc import BlazeApp, Context, DefinitionError
-from blazerpc.codegen import render_proto
-from blazerpc.schema import Batching, Label, Scalar
+from blazerpc.schema.markers import Batching
+from blazerpc.schema.spec import Label, Scalar
+from blazerpc.wire.proto_text import render_proto
 
 
 def test_the_wire_schema_is_the_per_call_one() -> None:

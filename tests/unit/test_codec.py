@@ -9,8 +9,8 @@ import msgspec
 import pytest
 
 from blazerpc import BlazeApp
-from blazerpc.codec import SchemaCodec
 from blazerpc.errors import WireError
+from blazerpc.wire.protobuf import SchemaCodec
 from examples.chat import app as chat_app
 from tests.apps.every_type import Box, Color, Everything, Mode, Node, Point, app
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from blazerpc.codegen import render_proto
 from blazerpc.target import load_app
+from blazerpc.wire.proto_text import render_proto
 from tests.apps.registry import GOLDEN_APPS
 from tests.conftest import GOLDEN
 

@@ -8,9 +8,9 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from grpc_tools import protoc
 
-from blazerpc.codegen import render_proto
-from blazerpc.descriptor import file_descriptor
 from blazerpc.target import load_app
+from blazerpc.wire.descriptor import file_descriptor
+from blazerpc.wire.proto_text import render_proto
 from tests.apps.registry import GOLDEN_APPS
 from tests.conftest import GOLDEN
 

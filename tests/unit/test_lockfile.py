@@ -10,9 +10,9 @@ from typing import Annotated
 import pytest
 
 from blazerpc import BlazeApp, DefinitionError, Field
-from blazerpc.codegen import render_proto
-from blazerpc.lockfile import breaking_changes, lock_of, read_lock, write_lock
+from blazerpc.schema.lockfile import breaking_changes, lock_of, read_lock, write_lock
 from blazerpc.target import load_app
+from blazerpc.wire.proto_text import render_proto
 
 
 def _numbers(app: BlazeApp, message: str) -> dict[str, int]:

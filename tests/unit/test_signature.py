@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from blazerpc import BlazeApp, Context, DefinitionError
-from blazerpc.schema import Label, Scalar, Shape
+from blazerpc.schema.spec import Label, Scalar, Shape
 
 HERE = Path(__file__).name
 

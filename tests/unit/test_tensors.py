@@ -15,8 +15,8 @@ from tritonclient.grpc import service_pb2
 
 from blazerpc import BlazeApp
 from blazerpc.errors import ResultError, WireError
-from blazerpc.protocols import INFERENCE
-from blazerpc.tensors import ModelTensors, tensors_of
+from blazerpc.openinference.protos import INFERENCE
+from blazerpc.openinference.tensors import ModelTensors, tensors_of
 
 ROOT = Path(__file__).resolve().parents[2]
 Request = INFERENCE.classes["ModelInferRequest"]
@@ -174,7 +174,7 @@ def test_a_result_of_the_wrong_type_is_a_result_error() -> None:
 
 def test_the_shipped_descriptor_is_compiled_from_the_shipped_proto(tmp_path: Path) -> None:
     compiled = tmp_path / "grpc_predict_v2.pb"
-    protos = ROOT / "blazerpc" / "protos"
+    protos = ROOT / "blazerpc" / "openinference" / "protos"
     arguments = [f"-I{protos}", f"--descriptor_set_out={compiled}", "grpc_predict_v2.proto"]
     assert protoc.main(["protoc", *arguments]) == 0
     assert compiled.read_bytes() == (protos / "grpc_predict_v2.pb").read_bytes(), (

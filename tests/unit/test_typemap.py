@@ -10,7 +10,7 @@ from typing import Annotated, NewType, Optional
 import msgspec
 
 from blazerpc import BlazeApp
-from blazerpc.schema import (
+from blazerpc.schema.spec import (
     EnumRef,
     EnumSpec,
     FieldSpec,

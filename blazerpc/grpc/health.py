@@ -1,0 +1,80 @@
+"""The standard `grpc.health.v1.Health` service, for Kubernetes probes, load balancers and grpcurl.
+
+Names answered: `""` (the whole server), the service's full name (`blazerpc.InferenceService`)
+and each model's name (`generate`). All are NOT_SERVING while the models load and while the
+server drains, SERVING in between; any other name is NOT_FOUND (Watch: SERVICE_UNKNOWN).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from grpclib.const import Cardinality, Handler, Status
+from grpclib.exceptions import GRPCError
+from grpclib.server import Stream
+
+from blazerpc.grpc.protocols import HEALTH
+
+__all__ = ("HealthService",)
+
+_Request = HEALTH.classes["HealthCheckRequest"]
+_Response = HEALTH.classes["HealthCheckResponse"]
+_SERVING, _NOT_SERVING, _SERVICE_UNKNOWN = 1, 2, 3
+HealthStream = Stream[Any, Any]
+
+
+class HealthService:
+    """Answers Check and Watch from one switch, `set_serving()`, that the server flips."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = frozenset(("", *names))
+        self._is_serving = False
+        self._changed = asyncio.Event()
+
+    @property
+    def is_serving(self) -> bool:
+        """What Check answers for every known name."""
+        return self._is_serving
+
+    def set_serving(self, is_serving: bool) -> None:
+        """Change the answer; open Watch calls get the new status at once."""
+        if is_serving != self._is_serving:
+            self._is_serving = is_serving
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    def __mapping__(self) -> dict[str, Handler]:
+        path = f"/{HEALTH.service}"
+        return {
+            f"{path}/Check": Handler(self.Check, Cardinality.UNARY_UNARY, _Request, _Response),
+            f"{path}/Watch": Handler(self.Watch, Cardinality.UNARY_STREAM, _Request, _Response),
+        }
+
+    def _status(self) -> int:
+        return _SERVING if self._is_serving else _NOT_SERVING
+
+    async def Check(self, stream: HealthStream) -> None:
+        """The status of one name, now."""
+        request = await stream.recv_message()
+        service = request.service if request is not None else ""
+        if service not in self.names:
+            raise GRPCError(
+                Status.NOT_FOUND,
+                f"no health status for {service!r}: ask for '' (the server), "
+                f"or one of {', '.join(sorted(name for name in self.names if name))}.",
+            )
+        await stream.send_message(_Response(status=self._status()))
+
+    async def Watch(self, stream: HealthStream) -> None:
+        """The status of one name now, then each change, until the caller leaves."""
+        request = await stream.recv_message()
+        service = request.service if request is not None else ""
+        if service not in self.names:
+            await stream.send_message(_Response(status=_SERVICE_UNKNOWN))
+            await asyncio.Event().wait()  # the protocol keeps the call open; the caller ends it
+        while True:
+            changed = self._changed
+            await stream.send_message(_Response(status=self._status()))
+            await changed.wait()

@@ -1,0 +1,196 @@
+"""The typed gRPC service: each model's rpc as a grpclib handler, over the one Boundary.
+
+`_GrpcPort` is gRPC's CallPort: length-prefixed protobuf within the server's size limits.
+Messages pass grpclib as bytes (`RawBytesCodec`) and are decoded inside the Boundary, so a
+bad message becomes INVALID_ARGUMENT like any other failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from grpclib.const import Cardinality, Handler, Status
+from grpclib.encoding.proto import ProtoCodec
+from grpclib.server import Stream
+
+from blazerpc.config import ServerConfig
+from blazerpc.context import Context
+from blazerpc.errors import ResultError, WireError
+from blazerpc.runtime.boundary import Boundary, Limits
+from blazerpc.schema.naming import RESULT_FIELD
+from blazerpc.schema.spec import ServiceSpec, Shape
+from blazerpc.wire.protobuf import ModelCodec, SchemaCodec
+
+__all__ = (
+    "CARDINALITIES",
+    "GrpcCall",
+    "RawBytesCodec",
+    "RawStream",
+    "ServiceHandlers",
+    "receive_message",
+)
+
+_PREFIX = struct.Struct(">?I")
+RawStream = Stream[bytes, bytes]
+
+
+CARDINALITIES = {
+    Shape.UNARY: Cardinality.UNARY_UNARY,
+    Shape.SERVER_STREAMING: Cardinality.UNARY_STREAM,
+    Shape.CLIENT_STREAMING: Cardinality.STREAM_UNARY,
+    Shape.BIDIRECTIONAL: Cardinality.STREAM_STREAM,
+}
+"""How grpclib names each shape."""
+
+
+class RawBytesCodec(ProtoCodec):
+    """grpclib's codec slot: model calls pass bytes through, decoded inside our error boundary.
+
+    grpclib has one codec per server or channel; protobuf classes (health, reflection) keep
+    grpclib's own protobuf coding.
+    """
+
+    def encode(self, message: Any, message_type: Any) -> bytes:
+        """The bytes as they are, or a protobuf message serialized."""
+        if message_type is bytes:
+            return bytes(message)
+        return super().encode(message, message_type)
+
+    def decode(self, data: bytes, message_type: Any) -> Any:
+        """The bytes as they are, or a protobuf message parsed."""
+        if message_type is bytes:
+            return data
+        return super().decode(data, message_type)
+
+
+class ServiceHandlers:
+    """grpclib's handler mapping for one schema: `/package.Service/PredictX` -> adapter."""
+
+    def __init__(
+        self,
+        schema: ServiceSpec,
+        codecs: SchemaCodec,
+        config: ServerConfig,
+        calls: dict[str, Boundary],
+    ) -> None:
+        limits = Limits.of(config)
+        self._mapping = {
+            schema.rpc_path(model): Handler(
+                _adapter(calls[model.name], codecs.models[model.name], limits),
+                CARDINALITIES[model.shape],
+                bytes,
+                bytes,
+            )
+            for model in schema.models
+        }
+
+    def __mapping__(self) -> dict[str, Handler]:
+        return self._mapping
+
+
+def _adapter(
+    boundary: Boundary, codec: ModelCodec, limits: Limits
+) -> Callable[[RawStream], Awaitable[None]]:
+    name = boundary.model.name
+
+    async def handle(stream: RawStream) -> None:
+        await boundary.run(_GrpcPort(stream, codec, limits, name))
+
+    return handle
+
+
+class GrpcCall:
+    """What every port over a grpclib stream knows of its caller: peer, deadline, metadata."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: RawStream) -> None:
+        self._stream = stream
+
+    @property
+    def peer(self) -> str | None:
+        """The caller's `host:port`, when known."""
+        peer = self._stream.peer
+        address = peer.addr() if peer is not None else None
+        return f"{address[0]}:{address[1]}" if address else None
+
+    @property
+    def deadline(self) -> float | None:
+        """The caller's deadline on the event loop's clock, for the batcher."""
+        deadline = self._stream.deadline
+        if deadline is None:
+            return None
+        return asyncio.get_running_loop().time() + deadline.time_remaining()
+
+    def context(self) -> Context:
+        """The call's Context: metadata (text values), deadline and peer."""
+        stream = self._stream
+        remaining = stream.deadline.time_remaining() if stream.deadline is not None else None
+        return Context(
+            {
+                key: value
+                for key, value in (stream.metadata or {}).items()
+                if isinstance(value, str)
+            },
+            deadline=None if remaining is None else time.monotonic() + remaining,
+            peer=self.peer,
+        )
+
+    def cancelled_status(self) -> Status:
+        """DEADLINE_EXCEEDED once the deadline has passed, else CANCELLED."""
+        deadline = self._stream.deadline
+        if deadline is not None and deadline.time_remaining() <= 0:
+            return Status.DEADLINE_EXCEEDED
+        return Status.CANCELLED
+
+
+class _GrpcPort(GrpcCall):
+    """A gRPC call's messages: length-prefixed protobuf, within the server's size limits."""
+
+    __slots__ = ("_codec", "_limits", "_model")
+    transport = "grpc"
+
+    def __init__(self, stream: RawStream, codec: ModelCodec, limits: Limits, model: str) -> None:
+        super().__init__(stream)
+        self._codec = codec
+        self._limits = limits
+        self._model = model
+
+    async def receive(self) -> dict[str, Any] | None:
+        data = await receive_message(self._stream, self._limits)
+        return None if data is None else self._codec.request.decode(data)
+
+    async def send(self, result: object) -> None:
+        try:
+            data = self._codec.response.encode({RESULT_FIELD: result})
+        except WireError as err:
+            raise ResultError(str(err)) from None
+        self._limits.check_response(len(data), self._model)
+        await self._stream.send_message(data)
+
+
+async def receive_message(stream: RawStream, limits: Limits) -> bytes | None:
+    """The next message, or None at the end; one declared over the limit is never read.
+
+    grpclib's own recv_message() buffers whatever length the peer declares, so this reads the
+    5-byte gRPC prefix itself, from grpclib's HTTP/2 stream (pinned to grpclib 0.4).
+    """
+    http2_stream = stream._stream
+    prefix = await http2_stream.recv_data(5)
+    if not prefix:
+        return None
+    if len(prefix) != 5:
+        raise WireError("the request ended inside a message's 5-byte length prefix.")
+    is_compressed, length = _PREFIX.unpack(prefix)
+    if is_compressed:
+        raise WireError("the request is compressed; send it uncompressed (grpc-encoding identity).")
+    if length > limits.max_request_bytes:
+        raise limits.request_too_large(length)
+    data = await http2_stream.recv_data(length)
+    if len(data) != length:
+        raise WireError(f"the request ended after {len(data)} of its {length} declared bytes.")
+    return data

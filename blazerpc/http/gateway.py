@@ -1,0 +1,197 @@
+"""The HTTP/JSON gateway: every model of an app over HTTP, through the same calls as gRPC.
+
+- `POST /models/{name}`: the body is a JSON object of the request fields (newline-delimited
+  JSON objects for a model that takes a client stream). Unary and client-streaming models
+  answer JSON `{"result": ...}`; streaming models answer Server-Sent Events, one `data:` event
+  per item and a final `event: end`.
+- `GET /models/{name}/ws`: a WebSocket, one JSON message per item each way (bidirectional).
+- `GET /models` (and `GET /models/{name}` for one), `GET /openapi.json`, `GET /health/live`,
+  `GET /health/ready`.
+
+Every call passes the same Boundary as over gRPC (admission, limits, drain, metrics, access
+log). Its status becomes an HTTP status (`HTTP_STATUS`) with a JSON body `{code, message}` if
+nothing was sent yet, else an `event: error` with that JSON, and the stream ends cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+
+import msgspec
+from grpclib.exceptions import GRPCError
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from blazerpc.errors import UnknownModelError, to_status
+from blazerpc.http.openapi import model_listing, openapi_document
+from blazerpc.http.port import (
+    HTTP_STATUS,
+    HttpPort,
+    Receive,
+    Scope,
+    error_body,
+    run_http_call,
+    send_failure,
+    uncancel,
+)
+from blazerpc.http.sse import Send
+from blazerpc.http.websocket import WebSocketPort, close_websocket
+from blazerpc.runtime.admission import Admission, Phase
+from blazerpc.runtime.boundary import Boundary, Limits
+from blazerpc.schema.spec import ServiceSpec
+from blazerpc.wire.json import JsonCodec
+
+__all__ = ("Gateway",)
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    """The ASGI app serving one schema's models over HTTP; `.asgi` is what a server runs.
+
+    `routes` are a protocol layer's own (the Open Inference REST routes): the server mounts
+    them here, so the gateway knows no protocol but its own.
+    """
+
+    def __init__(
+        self,
+        schema: ServiceSpec,
+        calls: Mapping[str, Boundary],
+        codecs: Mapping[str, JsonCodec],
+        limits: Limits,
+        admission: Admission,
+        *,
+        keepalive_s: float,
+        lifespan: Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]] | None = None,
+        routes: Sequence[BaseRoute] = (),
+        cors_origins: Sequence[str] = (),
+    ) -> None:
+        self._admission = admission
+        listing = model_listing(schema, codecs)
+        self._listing = msgspec.json.encode(listing)
+        self._entries = {entry["name"]: msgspec.json.encode(entry) for entry in listing["models"]}
+        self._openapi = msgspec.json.encode(openapi_document(schema, codecs))
+        endpoint = _ModelEndpoint(calls, codecs, limits, keepalive_s)
+        self.asgi = Starlette(
+            routes=[
+                Route("/models", self._models, methods=["GET"]),
+                Route("/models/{name}", endpoint, methods=["POST"]),
+                Route("/models/{name}", self._model, methods=["GET"]),
+                WebSocketRoute("/models/{name}/ws", endpoint.websocket),
+                Route("/openapi.json", self._openapi_json, methods=["GET"]),
+                Route("/health/live", self._live, methods=["GET"]),
+                Route("/health/ready", self._ready, methods=["GET"]),
+                *routes,
+            ],
+            middleware=_cors(cors_origins),
+            lifespan=lifespan,
+        )
+
+    async def _models(self, request: Request) -> Response:
+        return Response(self._listing, media_type="application/json")
+
+    async def _model(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        entry = self._entries.get(name)
+        if entry is None:
+            known = ", ".join(self._entries) or "none"
+            status, message = to_status(
+                UnknownModelError(
+                    f"there is no model named {name!r}; this server serves: {known}."
+                ),
+                name,
+            )
+            return Response(
+                error_body(status, message),
+                status_code=HTTP_STATUS[status],
+                media_type="application/json",
+            )
+        return Response(entry, media_type="application/json")
+
+    async def _openapi_json(self, request: Request) -> Response:
+        return Response(self._openapi, media_type="application/json")
+
+    async def _live(self, request: Request) -> Response:
+        return Response(b'{"status":"live"}', media_type="application/json")
+
+    async def _ready(self, request: Request) -> Response:
+        phase = self._admission.phase
+        body = msgspec.json.encode({"status": phase.value})
+        code = 200 if phase is Phase.SERVING else 503
+        return Response(body, status_code=code, media_type="application/json")
+
+
+def _cors(origins: Sequence[str]) -> list[Middleware]:
+    """Let pages from `origins` call the gateway from a browser (starlette's CORS middleware)."""
+    if not origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],  # content-type, x-request-timeout, the caller's own metadata
+            expose_headers=["retry-after"],
+            max_age=3600,
+        )
+    ]
+
+
+class _ModelEndpoint:
+    """`POST /models/{name}` as a plain ASGI app: it writes the response itself, event by event."""
+
+    def __init__(
+        self,
+        calls: Mapping[str, Boundary],
+        codecs: Mapping[str, JsonCodec],
+        limits: Limits,
+        keepalive_s: float,
+    ) -> None:
+        self._calls = calls
+        self._codecs = codecs
+        self._limits = limits
+        self._keepalive_s = keepalive_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name = scope["path_params"]["name"]
+        boundary = self._calls.get(name)
+        if boundary is None:
+            await send_failure(send, UnknownModelError(self._unknown(name)), name)
+            return
+        port = HttpPort(scope, receive, send, self._codecs[name], self._limits, self._keepalive_s)
+        await run_http_call(boundary, port)
+
+    async def websocket(self, websocket: WebSocket) -> None:
+        """`/models/{name}/ws`: one JSON message per item each way; an empty one ends input."""
+        name = websocket.path_params["name"]
+        boundary = self._calls.get(name)
+        await websocket.accept()
+        if boundary is None:
+            await close_websocket(
+                websocket, *to_status(UnknownModelError(self._unknown(name)), name)
+            )
+            return
+        port = WebSocketPort(websocket, self._codecs[name], self._limits)
+        try:
+            await boundary.run(port)
+        except GRPCError as error:
+            await close_websocket(websocket, error.status, error.message or "")
+            return
+        except asyncio.CancelledError:
+            if not port.is_disconnected:
+                raise
+            uncancel()
+            return
+        await websocket.close()
+
+    def _unknown(self, name: str) -> str:
+        known = ", ".join(sorted(self._calls)) or "none"
+        return f"there is no model named {name!r}; this server serves: {known}. See GET /models."

@@ -1,0 +1,302 @@
+"""The Open Inference Protocol's REST half (KServe v2), on the HTTP gateway's port.
+
+- `GET /v2`, `/v2/health/live`, `/v2/health/ready`: server metadata and health.
+- `GET /v2/models/{m}[/versions/{v}]` and `.../ready`: a model's metadata and readiness.
+- `POST .../infer`: a KServe v2 inference request (`inputs` with name, datatype, shape, data),
+  answered with an inference response; `.../infer_stream` answers Server-Sent Events, one
+  inference response per item (MLServer's streaming endpoint).
+- `POST .../generate` and `.../generate_stream`: Triton's generate extension, a flat JSON
+  object of inputs (`{"prompt": "hi"}`) answered with a flat object of outputs, once or as
+  events. A body with `inputs` is read as a KServe request there too, as MLServer does.
+
+Every call passes the same Boundary as everywhere else; errors follow the gateway's rules
+(an HTTP status with `{code, message}` before the first byte, `event: error` after it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib.metadata import version
+from typing import Any
+
+import msgspec
+from grpclib.const import Status
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from blazerpc.errors import ModelError, UnknownModelError, WireError, to_status
+from blazerpc.http.port import (
+    HTTP_STATUS,
+    HttpPort,
+    Receive,
+    Scope,
+    error_body,
+    run_http_call,
+    send_failure,
+)
+from blazerpc.http.sse import Send
+from blazerpc.openinference.grpc import MODEL_VERSION
+from blazerpc.openinference.tensors import ModelTensors, tensors_of
+from blazerpc.runtime.admission import Admission, Phase
+from blazerpc.runtime.boundary import Boundary, Limits
+from blazerpc.schema.spec import ModelSpec, ServiceSpec
+from blazerpc.wire.json import JsonCodec
+
+__all__ = ("open_inference_routes",)
+
+_ENCODER = msgspec.json.Encoder()
+_HEADER_SIZE = b"inference-header-content-length"
+_VERSIONED = "/v2/models/{model}/versions/{version}"
+_ACTIONS = {
+    "infer": (False, False),
+    "infer_stream": (False, True),
+    "generate": (True, False),
+    "generate_stream": (True, True),
+}
+"""action -> (flat JSON like Triton's generate, answered as events)."""
+
+
+def open_inference_routes(
+    schema: ServiceSpec,
+    calls: Mapping[str, Boundary],
+    codecs: Mapping[str, JsonCodec],
+    admission: Admission,
+    limits: Limits,
+    keepalive_s: float,
+) -> list[BaseRoute]:
+    """The `/v2/...` routes over the same calls as the gateway's own."""
+    models = _Models(schema, calls, codecs, admission, limits, keepalive_s)
+    routes: list[BaseRoute] = [
+        Route("/v2", models.server_metadata, methods=["GET"]),
+        Route("/v2/health/live", models.live, methods=["GET"]),
+        Route("/v2/health/ready", models.ready, methods=["GET"]),
+    ]
+    for prefix in ("/v2/models/{model}", _VERSIONED):
+        routes += [
+            Route(prefix, models.metadata, methods=["GET"]),
+            Route(f"{prefix}/ready", models.model_ready, methods=["GET"]),
+            *(
+                Route(f"{prefix}/{action}", _Infer(models, action), methods=["POST"])
+                for action in _ACTIONS
+            ),
+        ]
+    return routes
+
+
+class _Models:
+    """The models behind the routes, and the small GET answers."""
+
+    def __init__(
+        self,
+        schema: ServiceSpec,
+        calls: Mapping[str, Boundary],
+        codecs: Mapping[str, JsonCodec],
+        admission: Admission,
+        limits: Limits,
+        keepalive_s: float,
+    ) -> None:
+        self.tensors = {model.name: tensors_of(schema, model) for model in schema.models}
+        self.calls = calls
+        self.codecs = codecs
+        self.admission = admission
+        self.limits = limits
+        self.keepalive_s = keepalive_s
+
+    def find(self, path_params: Mapping[str, str]) -> tuple[ModelTensors | None, str]:
+        """The model a path names, or None and what is wrong."""
+        name = path_params["model"]
+        tensors = self.tensors.get(name)
+        if tensors is None:
+            known = ", ".join(self.tensors) or "none"
+            return None, f"there is no model named {name!r}; this server serves: {known}."
+        model_version = path_params.get("version", MODEL_VERSION)
+        if model_version != MODEL_VERSION:
+            return None, (
+                f"model {name!r} has no version {model_version!r}; it has version {MODEL_VERSION}."
+            )
+        return tensors, ""
+
+    async def server_metadata(self, request: Request) -> Response:
+        return _json(
+            {"name": "blazerpc", "version": version("blazerpc"), "extensions": ["infer_stream"]}
+        )
+
+    async def live(self, request: Request) -> Response:
+        return _json({"live": True})
+
+    async def ready(self, request: Request) -> Response:
+        is_ready = self.admission.phase is Phase.SERVING
+        return _json({"ready": is_ready}, 200 if is_ready else 503)
+
+    async def metadata(self, request: Request) -> Response:
+        tensors, problem = self.find(request.path_params)
+        if tensors is None:
+            return _not_found(problem)
+        return _json(
+            {
+                "name": tensors.model.name,
+                "versions": [MODEL_VERSION],
+                "platform": "blazerpc",
+                "inputs": [_metadata(spec) for spec in tensors.inputs.values()],
+                "outputs": [_metadata(spec) for spec in tensors.outputs.values()],
+            }
+        )
+
+    async def model_ready(self, request: Request) -> Response:
+        tensors, problem = self.find(request.path_params)
+        if tensors is None:
+            return _not_found(problem)
+        is_ready = self.admission.phase is Phase.SERVING
+        return _json({"name": tensors.model.name, "ready": is_ready}, 200 if is_ready else 503)
+
+
+class _Infer:
+    """`POST .../infer` and its kin, as a plain ASGI app writing its own answer."""
+
+    def __init__(self, models: _Models, action: str) -> None:
+        self._models = models
+        self._action = action
+        self._flat, self._streams = _ACTIONS[action]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        models = self._models
+        tensors, problem = models.find(scope["path_params"])
+        name = scope["path_params"]["model"]
+        if tensors is None:
+            await send_failure(send, UnknownModelError(problem), name)
+            return
+        model = tensors.model
+        if model.shape.is_server_streaming and not self._streams:
+            message = (
+                f"model {model.name!r} streams its results; POST to "
+                f".../{self._action}_stream instead."
+            )
+            await send_failure(send, ModelError(Status.UNIMPLEMENTED, message), name)
+            return
+        header_size = dict(scope["headers"]).get(_HEADER_SIZE)
+        codec = _InferenceJson(
+            tensors, models.codecs[model.name], flat=self._flat, header_size=header_size
+        )
+        port = HttpPort(
+            scope,
+            receive,
+            send,
+            codec,
+            models.limits,
+            models.keepalive_s,
+            reads_lines=False,
+            events=self._streams,
+            end_event=False,  # each event must parse as a response: clients loop over them all
+        )
+        await run_http_call(models.calls[model.name], port)
+
+
+class _InferenceJson:
+    """One REST inference call's bodies: a KServe v2 request in, responses out (or flat)."""
+
+    def __init__(
+        self, tensors: ModelTensors, codec: JsonCodec, *, flat: bool, header_size: bytes | None
+    ) -> None:
+        self._tensors = tensors
+        self._codec = codec
+        self._flat = flat
+        self._header_size = header_size
+        self._id = ""
+        self._requested: list[str] = []
+
+    @property
+    def model(self) -> ModelSpec:
+        return self._tensors.model
+
+    def decode(self, body: bytes) -> dict[str, Any]:
+        body, binary = self._split(body)
+        try:
+            document = msgspec.json.decode(body or b"{}")
+        except msgspec.DecodeError as err:
+            raise WireError(f"the request is not valid JSON ({err}).") from None
+        if not isinstance(document, dict):
+            raise WireError("the request must be a JSON object.")
+        identifier = document.pop("id", "")
+        self._id = identifier if isinstance(identifier, str) else ""
+        document.pop("parameters", None)
+        if "inputs" not in document:
+            if not self._flat:
+                raise WireError(
+                    "the request has no `inputs`: send "
+                    '{"inputs": [{"name": ..., "datatype": ..., "shape": [...], "data": [...]}]}.'
+                )
+            self._flat = True
+            return self._codec.decode(msgspec.json.encode(document))
+        self._flat = False
+        inputs = document["inputs"]
+        if not isinstance(inputs, list) or not all(isinstance(item, dict) for item in inputs):
+            raise WireError("`inputs` must be a list of tensor objects.")
+        outputs = document.get("outputs", [])
+        if not isinstance(outputs, list):
+            raise WireError('`outputs` must be a list of {"name": ...} objects.')
+        self._requested = [str(item.get("name")) for item in outputs if isinstance(item, dict)]
+        return self._tensors.read_json_inputs(inputs, _binary_inputs(inputs, binary))
+
+    def _split(self, body: bytes) -> tuple[bytes, bytes]:
+        """The binary data extension: a JSON header of the declared size, then raw tensors."""
+        if self._header_size is None:
+            return body, b""
+        try:
+            size = int(self._header_size)
+        except ValueError:
+            size = -1
+        if not 0 <= size <= len(body):
+            raise WireError(
+                f"header Inference-Header-Content-Length is {self._header_size.decode()!r}; "
+                f"it must be the size of the JSON part, at most the {len(body)}-byte body."
+            )
+        return body[:size], body[size:]
+
+    def encode(self, result: object) -> bytes:
+        response: dict[str, Any] = {"model_name": self.model.name, "model_version": MODEL_VERSION}
+        if self._id:
+            response["id"] = self._id
+        if self._flat:
+            response |= self._tensors.named_outputs(result, self._requested)
+        else:
+            response["outputs"] = self._tensors.write_json_outputs(result, self._requested)
+        return _ENCODER.encode(response)
+
+
+def _binary_inputs(inputs: list[dict[str, Any]], binary: bytes) -> dict[str, bytes]:
+    """Each input's slice of the binary part, in the order of `inputs`."""
+    slices: dict[str, bytes] = {}
+    offset = 0
+    for tensor in inputs:
+        parameters = tensor.get("parameters")
+        size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+        if size is None:
+            continue
+        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            raise WireError(
+                f"input {tensor.get('name')!r} declares binary_data_size {size!r}, but the "
+                f"binary part has {len(binary) - offset} bytes left."
+            )
+        slices[str(tensor.get("name"))] = binary[offset : offset + size]
+        offset += size
+    if offset != len(binary):
+        raise WireError(f"the binary part has {len(binary) - offset} bytes no input declares.")
+    return slices
+
+
+def _metadata(spec: Any) -> dict[str, Any]:
+    return {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
+
+
+def _json(document: object, status: int = 200) -> Response:
+    return Response(_ENCODER.encode(document), status_code=status, media_type="application/json")
+
+
+def _not_found(message: str) -> Response:
+    status, message = to_status(UnknownModelError(message), "-")
+    return Response(
+        error_body(status, message),
+        status_code=HTTP_STATUS[status],
+        media_type="application/json",
+    )

@@ -1,0 +1,1 @@
+"""For callers that cannot import the app: schema discovery through reflection, typed stubs."""

@@ -1,0 +1,103 @@
+"""Admission: which calls may start, and the calls still running; the server's side of a drain.
+
+A call is admitted only while the server is SERVING and, for a stream, while fewer than
+`max_streams` streams are open. Draining refuses new calls, waits up to a grace period for the
+running ones, then ends what is left: their tasks are cancelled, so generators close at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass, field
+
+from blazerpc.errors import LimitError, UnavailableError
+from blazerpc.schema.spec import ModelSpec, Shape
+
+__all__ = ("Admission", "Phase", "Ticket")
+
+
+class Phase(enum.Enum):
+    """Where a server is in its life; only SERVING admits calls."""
+
+    LOADING = "loading"
+    SERVING = "serving"
+    DRAINING = "draining"
+
+
+@dataclass(slots=True, eq=False)
+class Ticket:
+    """One admitted call: its task, and whether the drain ended it."""
+
+    task: asyncio.Task[object]
+    is_stream: bool
+    is_ended_by_drain: bool = field(default=False)
+
+
+class Admission:
+    """Gatekeeper and register of running calls, shared by every handler of one server."""
+
+    def __init__(self, max_streams: int) -> None:
+        self.phase = Phase.LOADING
+        self._max_streams = max_streams
+        self._tickets: set[Ticket] = set()
+        self._streams = 0
+        self._idle: asyncio.Event | None = None
+
+    @property
+    def running(self) -> int:
+        """Calls admitted and not yet finished."""
+        return len(self._tickets)
+
+    def admit(self, model: ModelSpec) -> Ticket:
+        """A ticket for the current task's call, or the reason it may not start."""
+        if self.phase is not Phase.SERVING:
+            raise UnavailableError(_REFUSALS[self.phase])
+        is_stream = model.shape is not Shape.UNARY
+        if is_stream:
+            if self._streams >= self._max_streams:
+                raise LimitError(
+                    f"the server has {self._streams} streams open, its limit (max_streams); "
+                    "retry with backoff, or on another replica."
+                )
+            self._streams += 1
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("Admission.admit() runs inside a call's task.")
+        ticket = Ticket(task, is_stream)
+        self._tickets.add(ticket)
+        return ticket
+
+    def release(self, ticket: Ticket) -> None:
+        """The call is over."""
+        self._tickets.discard(ticket)
+        if ticket.is_stream:
+            self._streams -= 1
+        if not self._tickets and self._idle is not None:
+            self._idle.set()
+
+    async def drain(self, grace: float) -> int:
+        """Refuse new calls, wait up to `grace` s for the running ones, end the rest.
+
+        Returns how many calls were still running at the end of the grace period.
+        """
+        self.phase = Phase.DRAINING
+        if self._tickets:
+            self._idle = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._idle.wait(), grace)
+            except TimeoutError:
+                pass
+        leftover = list(self._tickets)
+        for ticket in leftover:
+            ticket.is_ended_by_drain = True
+            ticket.task.cancel()
+        if leftover:
+            await asyncio.wait([ticket.task for ticket in leftover])
+        return len(leftover)
+
+
+_REFUSALS = {
+    Phase.LOADING: "the server is still loading its models; retry in a moment.",
+    Phase.DRAINING: "the server is shutting down; retry, on another replica if there is one.",
+}

@@ -1,0 +1,157 @@
+"""The one error boundary every call passes, whatever the transport.
+
+`Boundary` admits a call, runs it, turns any failure into a status (errors.to_status) and
+records it (metrics, access log). Transports reach it through a `CallPort` (runtime/calls.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from blazerpc.config import ServerConfig
+from blazerpc.errors import (
+    LimitError,
+    UnavailableError,
+    to_status,
+)
+from blazerpc.runtime.admission import Admission, Ticket
+from blazerpc.runtime.batcher import Batcher
+from blazerpc.runtime.calls import CallPort, ModelCall, Tally
+from blazerpc.runtime.metrics import Metrics
+from blazerpc.schema.spec import ServiceSpec
+
+__all__ = ("Boundary", "Limits", "access_log", "model_calls")
+
+_ENDED_BY_DRAIN = (
+    "the server shut down before this call finished (its grace period ran out); "
+    "retry, on another replica if there is one."
+)
+
+access_log = logging.getLogger("blazerpc.access")
+"""One INFO line per call: `model shape STATUS 1.2ms [items=N] peer=host:port via=grpc`."""
+
+
+def model_calls(
+    schema: ServiceSpec, admission: Admission, metrics: Metrics | None
+) -> dict[str, Boundary]:
+    """Each model's call behind the boundary: shared by gRPC and HTTP, batchers included."""
+    return {
+        model.name: Boundary(
+            ModelCall(
+                model,
+                Batcher(model, model.batching, metrics.batch_started if metrics else None)
+                if model.batching is not None
+                else None,
+            ),
+            admission,
+            metrics,
+        )
+        for model in schema.models
+    }
+
+
+class Boundary:
+    """Admits one model's calls, runs them, and turns every failure into a status.
+
+    A failure leaves `run()` as GRPCError(status, message), whatever the transport; a
+    cancelled call stays cancelled. Each call is counted (metrics) and logged (access log).
+    """
+
+    def __init__(self, call: ModelCall, admission: Admission, metrics: Metrics | None) -> None:
+        self.call = call
+        self.model = call.model
+        self._admission = admission
+        self._metrics = metrics
+        self._times_items = metrics is not None and self.model.shape.is_server_streaming
+
+    @property
+    def batcher(self) -> Batcher | None:
+        """The model's batcher, if it batches."""
+        return self.call.batcher
+
+    async def run(self, port: CallPort) -> None:
+        """Admit, run and record one call."""
+        model, admission, metrics = self.model, self._admission, self._metrics
+        tally = Tally()
+        if self._times_items and metrics is not None:
+            tally.timer = metrics.stream_timer(model.name, tally.started)
+        context = port.context() if model.context_parameter else None
+        injected: dict[str, object] = {}
+        if model.context_parameter is not None:
+            injected[model.context_parameter] = context
+        ticket: Ticket | None = None
+        status = Status.OK
+        try:
+            ticket = admission.admit(model)
+            await self.call.run(port, injected, tally)
+        except asyncio.CancelledError:
+            if context is not None:
+                context.cancel()
+            if ticket is not None and ticket.is_ended_by_drain:
+                ticket.task.uncancel()
+                status, message = to_status(UnavailableError(_ENDED_BY_DRAIN), model.name)
+                raise GRPCError(status, message) from None
+            status = port.cancelled_status()
+            raise
+        except Exception as error:  # the one boundary: every failure becomes a status
+            status, message = to_status(error, model.name)
+            raise GRPCError(status, message) from None
+        finally:
+            if ticket is not None:
+                admission.release(ticket)
+            duration_s = time.perf_counter() - tally.started
+            if tally.timer is not None:
+                tally.timer.flush()
+            if metrics is not None:
+                metrics.call_ended(model.name, model.shape.value, status, duration_s)
+            if access_log.isEnabledFor(logging.INFO):
+                self._log_access(status, duration_s, tally, port)
+
+    def _log_access(self, status: Status, duration_s: float, tally: Tally, port: CallPort) -> None:
+        """`generate server_streaming OK 12.3ms items=40 peer=127.0.0.1:5123 via=grpc`."""
+        model = self.model
+        items = f" items={tally.items}" if model.shape.is_server_streaming else ""
+        access_log.info(
+            "%s %s %s %.1fms%s peer=%s via=%s",
+            model.name,
+            model.shape.value,
+            status.name,
+            duration_s * 1e3,
+            items,
+            port.peer or "-",
+            port.transport,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Message size limits, the same over every transport."""
+
+    max_request_bytes: int
+    max_response_bytes: int
+
+    @classmethod
+    def of(cls, config: ServerConfig) -> Limits:
+        return cls(config.max_request_bytes, config.max_response_bytes)
+
+    def check_response(self, size: int, model: str) -> None:
+        """A response over the limit fails its call with RESOURCE_EXHAUSTED."""
+        if size > self.max_response_bytes:
+            raise LimitError(
+                f"model {model!r} produced a {size}-byte response, over the "
+                f"server's limit of {self.max_response_bytes} bytes (max_response_bytes)."
+            )
+
+    def request_too_large(self, size: int) -> LimitError:
+        """The error for a request message of `size` bytes, over the limit."""
+        return LimitError(
+            f"the request message is {size} bytes, over the server's limit of "
+            f"{self.max_request_bytes} bytes (max_request_bytes). Send less per message, "
+            "or stream it in parts."
+        )

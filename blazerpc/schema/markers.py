@@ -1,0 +1,134 @@
+"""What users put in annotations and decorators: Field, Tensor, Batching.
+
+Each checks its own arguments when it is made, so a mistake fails at import, naming the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from blazerpc.errors import DefinitionError
+
+__all__ = ("MAX_FIELD_NUMBER", "TENSOR_DATATYPES", "Batching", "Field", "Tensor")
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """Pins a field's wire number: `count: Annotated[int, Field(7)]`.
+
+    Numbers are otherwise assigned for you and kept stable by the lock file (see
+    docs/schema-evolution.md); pin one only to match a schema that exists elsewhere.
+    """
+
+    number: int
+
+    def __post_init__(self) -> None:
+        is_int = isinstance(self.number, int) and not isinstance(self.number, bool)
+        if not is_int or not 1 <= self.number <= MAX_FIELD_NUMBER or 19000 <= self.number <= 19999:
+            raise DefinitionError(
+                f"Field({self.number!r}): a protobuf field number is a whole number from 1 to "
+                f"{MAX_FIELD_NUMBER}, outside 19000-19999 (reserved by protobuf). "
+                "Use for example Field(7)."
+            )
+
+
+MAX_FIELD_NUMBER = 536_870_911
+
+TENSOR_DATATYPES = {
+    "bool": "BOOL",
+    "uint8": "UINT8",
+    "uint16": "UINT16",
+    "uint32": "UINT32",
+    "uint64": "UINT64",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "float16": "FP16",
+    "float32": "FP32",
+    "float64": "FP64",
+}
+"""numpy dtype name -> the Open Inference Protocol's datatype, for every dtype a Tensor takes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tensor:
+    """Declares a numpy array parameter or result: `Annotated[np.ndarray, Tensor("float32")]`.
+
+    `shape` is optional; in it, -1 marks a dimension of any size: `Tensor("uint8", (-1, 3))`.
+    Arrays are read without copying from the request's bytes (so they are read-only), and
+    travel little-endian, C order.
+    """
+
+    dtype: str
+    shape: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype not in TENSOR_DATATYPES:
+            raise DefinitionError(
+                f"Tensor({self.dtype!r}): the dtype is one of {', '.join(TENSOR_DATATYPES)}. "
+                'Use for example Tensor("float32").'
+            )
+        if self.shape is not None and not (
+            isinstance(self.shape, tuple)
+            and all(isinstance(size, int) and size >= -1 for size in self.shape)
+        ):
+            raise DefinitionError(
+                f"Tensor({self.dtype!r}, {self.shape!r}): the shape is a tuple of sizes, -1 "
+                f'for any size. Use for example Tensor("{self.dtype}", (-1, 3)).'
+            )
+
+    @property
+    def datatype(self) -> str:
+        """The Open Inference Protocol's name for the dtype: `FP32`."""
+        return TENSOR_DATATYPES[self.dtype]
+
+    def describe(self) -> str:
+        """`float32 [-1, 3]`, for comments and messages."""
+        shape = "any shape" if self.shape is None else str(list(self.shape))
+        return f"{self.dtype} {shape}"
+
+    def fits(self, shape: tuple[int, ...]) -> bool:
+        """Whether an array of `shape` is one this tensor takes."""
+        if self.shape is None:
+            return True
+        return len(shape) == len(self.shape) and all(
+            want in (-1, got) for want, got in zip(self.shape, shape, strict=True)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Batching:
+    """How a batched model groups concurrent calls; every knob has one exact meaning.
+
+    - `max_size`: the most calls in one batch, never exceeded.
+    - `max_wait_s`: the longest a call waits for company, counted from its arrival; 0 means
+      never wait: a batch starts as soon as the model is free.
+    - `max_queue`: calls waiting beyond this many are refused at once (RESOURCE_EXHAUSTED).
+    - `max_concurrent`: how many batches may run at the same time.
+
+    While a batch runs, new calls queue and form the next one, so batches grow with load
+    without adding latency to a lone call.
+    """
+
+    max_size: int = 32
+    max_wait_s: float = 0.0
+    max_queue: int = 1024
+    max_concurrent: int = 1
+
+    def __post_init__(self) -> None:
+        for knob, value, smallest in (
+            ("max_size", self.max_size, 1),
+            ("max_queue", self.max_queue, 1),
+            ("max_concurrent", self.max_concurrent, 1),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < smallest:
+                raise DefinitionError(
+                    f"Batching({knob}={value!r}): {knob} is a whole number of at least "
+                    f"{smallest}. Use for example {knob}={max(smallest, 8)}."
+                )
+        if not isinstance(self.max_wait_s, int | float) or not 0 <= self.max_wait_s < 60:
+            raise DefinitionError(
+                f"Batching(max_wait_s={self.max_wait_s!r}): the wait is in seconds, from 0 "
+                "(never wait) to under 60. Use for example max_wait_s=0.002."
+            )

@@ -1,0 +1,351 @@
+"""A decorated function's signature -> its ModelSpec: the shape, the request and the response.
+
+| function                                   | shape            |
+| ------------------------------------------ | ---------------- |
+| plain parameters, returns a value          | unary            |
+| plain parameters, a generator              | server streaming |
+| one AsyncIterator[T] parameter, a value    | client streaming |
+| one AsyncIterator[T] parameter, generator  | bidirectional    |
+
+Sync functions take their stream as Iterator[T].
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import functools
+import inspect
+import operator
+import os
+import types
+import typing
+from collections.abc import Callable, Mapping
+
+from blazerpc.context import Context
+from blazerpc.errors import DefinitionError
+from blazerpc.schema.markers import Batching
+from blazerpc.schema.naming import RESULT_FIELD, is_model_name, request_name, response_name
+from blazerpc.schema.spec import (
+    NO_DEFAULT,
+    FieldSpec,
+    MessageKind,
+    MessageSpec,
+    ModelSpec,
+    Shape,
+    doc_summary,
+)
+from blazerpc.schema.typemap import Site, TypeMapper, describe
+
+__all__ = ("read_model",)
+
+_ASYNC_STREAMS = (collections.abc.AsyncIterator, collections.abc.AsyncIterable)
+_SYNC_STREAMS = (collections.abc.Iterator,)
+_YIELDS = (
+    collections.abc.AsyncIterator,
+    collections.abc.AsyncIterable,
+    collections.abc.AsyncGenerator,
+    collections.abc.Iterator,
+    collections.abc.Iterable,
+    collections.abc.Generator,
+)
+
+
+def read_model(
+    name: str,
+    function: Callable[..., object],
+    *,
+    streaming: bool | None = None,
+    batching: Batching | None = None,
+    localns: Mapping[str, object] | None = None,
+) -> ModelSpec:
+    """Read a model's shape and wire messages off its signature; DefinitionError if it has none.
+
+    `localns` resolves annotations that name classes local to the decorating scope.
+    """
+    if not inspect.isfunction(function):
+        raise _not_a_function(name, function)
+    site = Site(name, _location(function))
+    if not is_model_name(name):
+        site.fail(
+            f"the name {name!r} cannot become an rpc name.",
+            "Use ASCII letters and digits, starting with a letter, optionally joined by "
+            "'-', '_' or '.' (for example 'text-embed').",
+        )
+    is_generator = inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function)
+    is_async = inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)
+    _check_streaming_flag(streaming, is_generator, site)
+    hints = _type_hints(function, localns, site)
+    parameters = _parameters(function, hints, site)
+    context = _context_parameter(parameters, site)
+    parameters = [(p, ann) for p, ann in parameters if p.name != context]
+    streamed = _streamed_parameter(parameters, is_async, site)
+    if batching is not None:
+        _check_batchable(is_generator, streamed, context, site)
+        parameters, hints = _per_item(parameters, hints, site)
+    mapper = TypeMapper(localns)
+    request = _request(name, parameters, streamed, mapper, site)
+    response = _response(name, hints, is_generator, mapper, site)
+    client_streams = streamed is not None
+    shape = {
+        (False, False): Shape.UNARY,
+        (False, True): Shape.SERVER_STREAMING,
+        (True, False): Shape.CLIENT_STREAMING,
+        (True, True): Shape.BIDIRECTIONAL,
+    }[client_streams, is_generator]
+    return ModelSpec(
+        name=name,
+        function=function,
+        shape=shape,
+        is_async=is_async,
+        request=request,
+        response=response,
+        messages=mapper.messages,
+        enums=mapper.enums,
+        location=site.location,
+        doc=doc_summary(function.__doc__),
+        context_parameter=context,
+        batching=batching,
+        origins=mapper.origins,
+    )
+
+
+def _check_batchable(
+    is_generator: bool, streamed: inspect.Parameter | None, context: str | None, site: Site
+) -> None:
+    if is_generator or streamed is not None:
+        site.fail(
+            "batch= is given, but the model streams, and streams are served one by one: they "
+            "bypass batching.",
+            "Drop batch= from the streaming model, or make it a unary batch function.",
+        )
+    if context is not None:
+        site.fail(
+            f"a batch function serves many calls at once, so it cannot take one {context!r}.",
+            "Drop the Context parameter from the batch function.",
+        )
+
+
+def _per_item(
+    parameters: list[tuple[inspect.Parameter, object]], hints: Mapping[str, object], site: Site
+) -> tuple[list[tuple[inspect.Parameter, object]], dict[str, object]]:
+    """A batch function's `list[T]` parameters and `list[R]` return -> the per-call T and R.
+
+    The wire schema is the per-call one, so a client cannot tell a batched model.
+    """
+    items = []
+    for parameter, annotation in parameters:
+        if typing.get_origin(annotation) is not list:
+            site.at(f"parameter {parameter.name!r}", annotation).fail(
+                "a batch function receives one list per parameter, one item per call.",
+                f"Annotate it list[{describe(annotation)}].",
+            )
+        items.append((parameter.replace(default=inspect.Parameter.empty), _item(annotation, site)))
+    result = hints.get("return")
+    if typing.get_origin(result) is not list:
+        site.at("the return value", result).fail(
+            "a batch function returns one result per call, in order.",
+            f"Annotate it -> list[{describe(result)}].",
+        )
+    return items, {**hints, "return": _without_exceptions(_item(result, site))}
+
+
+def _without_exceptions(annotation: object) -> object:
+    """`int | Exception` -> `int`: a batch may return an exception to fail one call alone."""
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return annotation
+    kept = [
+        arg
+        for arg in typing.get_args(annotation)
+        if not (isinstance(arg, type) and issubclass(arg, BaseException))
+    ]
+    return functools.reduce(operator.or_, kept) if kept else annotation
+
+
+def _check_streaming_flag(streaming: bool | None, is_generator: bool, site: Site) -> None:
+    if streaming is True and not is_generator:
+        site.fail(
+            "streaming=True, but the function is not a generator, so it cannot stream.",
+            "Produce the items with `yield`, or drop streaming=True for a single response.",
+        )
+    if streaming is False and is_generator:
+        site.fail(
+            "streaming=False, but the function is a generator, so it streams its items.",
+            "Drop streaming=False, or return one value instead of yielding.",
+        )
+
+
+def _type_hints(
+    function: Callable[..., object], localns: Mapping[str, object] | None, site: Site
+) -> dict[str, object]:
+    try:
+        return typing.get_type_hints(function, localns=dict(localns or {}), include_extras=True)
+    except NameError as err:
+        site.fail(
+            f"an annotation cannot be resolved ({err}).",
+            "Import or define the name it uses before the function.",
+        )
+
+
+def _parameters(
+    function: Callable[..., object], hints: Mapping[str, object], site: Site
+) -> list[tuple[inspect.Parameter, object]]:
+    """Each parameter with its resolved annotation; variadic and unannotated ones are refused."""
+    found = []
+    for parameter in inspect.signature(function).parameters.values():
+        if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            stars = "*" if parameter.kind is inspect.Parameter.VAR_POSITIONAL else "**"
+            site.fail(
+                f"parameter '{stars}{parameter.name}' has no fixed name, so it cannot be a "
+                "protobuf field.",
+                "Declare each input as a named, annotated parameter.",
+            )
+        if parameter.kind is inspect.Parameter.POSITIONAL_ONLY:
+            site.fail(
+                f"parameter {parameter.name!r} is positional-only, but the server passes "
+                "request fields by name.",
+                "Remove the `/` from the signature.",
+            )
+        if parameter.name not in hints:
+            site.fail(
+                f"parameter {parameter.name!r} has no annotation, so its wire type is unknown.",
+                f"Annotate it, for example `{parameter.name}: str`.",
+            )
+        found.append((parameter, hints[parameter.name]))
+    return found
+
+
+def _context_parameter(
+    parameters: list[tuple[inspect.Parameter, object]], site: Site
+) -> str | None:
+    """The parameter that receives the call's Context, if the model asks for it."""
+    names = [p.name for p, ann in parameters if ann is Context]
+    if len(names) > 1:
+        site.fail(
+            f"parameters {', '.join(map(repr, names))} are all annotated Context.",
+            "Ask for the Context once.",
+        )
+    return names[0] if names else None
+
+
+def _streamed_parameter(
+    parameters: list[tuple[inspect.Parameter, object]], is_async: bool, site: Site
+) -> inspect.Parameter | None:
+    """The parameter that receives the client's stream, if there is one."""
+    streams = [
+        p for p, ann in parameters if typing.get_origin(ann) in (*_ASYNC_STREAMS, *_SYNC_STREAMS)
+    ]
+    if not streams:
+        return None
+    if len(streams) > 1:
+        names = ", ".join(repr(p.name) for p in streams)
+        site.fail(
+            f"parameters {names} are all streams, but a gRPC call carries one client stream.",
+            "Stream one msgspec.Struct that holds every input.",
+        )
+    streamed = streams[0]
+    annotation = next(ann for p, ann in parameters if p is streamed)
+    at = site.at(f"parameter {streamed.name!r}", annotation)
+    if is_async and typing.get_origin(annotation) in _SYNC_STREAMS:
+        at.fail(
+            "an async function receives its stream asynchronously.",
+            f"Annotate it AsyncIterator[{describe(_item(annotation, at))}].",
+        )
+    if not is_async and typing.get_origin(annotation) in _ASYNC_STREAMS:
+        at.fail(
+            "a sync function receives its stream as a plain iterator.",
+            f"Annotate it Iterator[{describe(_item(annotation, at))}], or make the function async.",
+        )
+    if len(parameters) > 1:
+        others = ", ".join(repr(p.name) for p, _ in parameters if p is not streamed)
+        at.fail(
+            f"a model that takes a stream takes nothing else, but it also has {others}.",
+            "Make the stream's items a msgspec.Struct holding those inputs as well "
+            "(read per-stream options from the first item).",
+        )
+    return streamed
+
+
+def _request(
+    name: str,
+    parameters: list[tuple[inspect.Parameter, object]],
+    streamed: inspect.Parameter | None,
+    mapper: TypeMapper,
+    site: Site,
+) -> MessageSpec:
+    """One field per parameter, numbered in parameter order; a stream sends one item each."""
+    fields: list[FieldSpec] = []
+    for number, (parameter, annotation) in enumerate(parameters, start=1):
+        at = site.at(f"parameter {parameter.name!r}", annotation)
+        if parameter is streamed:
+            fields.append(mapper.field(parameter.name, number, _item(annotation, at), at))
+            continue
+        default = NO_DEFAULT if parameter.default is inspect.Parameter.empty else parameter.default
+        fields.append(mapper.field(parameter.name, number, annotation, at, default=default))
+    return MessageSpec(request_name(name), MessageKind.REQUEST, tuple(fields))
+
+
+def _response(
+    name: str, hints: Mapping[str, object], is_generator: bool, mapper: TypeMapper, site: Site
+) -> MessageSpec:
+    """The return value (or each streamed item) in a field named `result`; None sends nothing."""
+    if "return" not in hints:
+        site.fail(
+            "the return annotation is missing, so the response type is unknown.",
+            "Annotate the result, for example `-> str` (or `-> AsyncIterator[str]` for a stream).",
+        )
+    annotation = hints["return"]
+    at = site.at("the return value", annotation)
+    if is_generator:
+        annotation = _yielded(annotation, at)
+    elif typing.get_origin(annotation) in _YIELDS:
+        at.fail(
+            "the function returns an iterator but is not a generator.",
+            "Produce the items with `yield` in the model itself.",
+        )
+    elif annotation is None or annotation is type(None):
+        return MessageSpec(response_name(name), MessageKind.RESPONSE, ())
+    result = mapper.field(RESULT_FIELD, 1, annotation, at)
+    result = dataclasses.replace(result, tracks_presence=result.is_nullable)
+    return MessageSpec(response_name(name), MessageKind.RESPONSE, (result,))
+
+
+def _yielded(annotation: object, site: Site) -> object:
+    """The item type of a generator: AsyncIterator[T] -> T; the seed's bare `-> T` is T too."""
+    if typing.get_origin(annotation) in _YIELDS or annotation in _YIELDS:
+        annotation = _item(annotation, site)
+    if annotation is None or annotation is type(None):
+        site.fail(
+            "a stream of None carries no data.", "Annotate what it yields, e.g. AsyncIterator[str]."
+        )
+    return annotation
+
+
+def _item(annotation: object, site: Site) -> object:
+    args = typing.get_args(annotation)
+    if not args:
+        site.fail(
+            "a stream must say what its items are.", "Give the item type, e.g. AsyncIterator[str]."
+        )
+    return args[0]
+
+
+def _location(function: Callable[..., object]) -> str:
+    """`qualname in file:line`, the file relative to the working directory when inside it."""
+    code = function.__code__
+    path = code.co_filename
+    relative = os.path.relpath(path) if os.path.isabs(path) else path
+    shown = path if relative.startswith("..") else relative
+    return f"{function.__qualname__} in {shown}:{code.co_firstlineno}"
+
+
+def _not_a_function(name: str, target: object) -> DefinitionError:
+    got = (
+        f"the class {target.__qualname__}"
+        if isinstance(target, type)
+        else f"a {type(target).__name__} object"
+    )
+    return DefinitionError(
+        f"model {name!r}: @app.model decorates a function, but got {got}. "
+        "Decorate a `def` or `async def` function (call your object from inside it)."
+    )

@@ -1,0 +1,32 @@
+"""The package's import graph: no cycle, and only the entry point imports the CLI.
+
+The layer contracts themselves are import-linter's (pyproject.toml, run by scripts/test); these
+are the two rules it has no contract for. grimp reads every import statement, function-local
+and TYPE_CHECKING ones included.
+"""
+
+from __future__ import annotations
+
+import grimp
+
+GRAPH = grimp.build_graph("blazerpc")
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    cycles = [
+        (module, path)
+        for module in sorted(GRAPH.modules)
+        for imported in GRAPH.find_modules_directly_imported_by(module)
+        if (path := GRAPH.find_shortest_chain(importer=imported, imported=module)) is not None
+    ]
+    assert cycles == []
+
+
+def test_only_the_entry_point_imports_the_cli() -> None:
+    assert GRAPH.find_modules_that_directly_import("blazerpc.cli") == {"blazerpc.__main__"}
+
+
+def test_every_layer_is_a_subpackage() -> None:
+    layers = {"schema", "wire", "runtime", "grpc", "http", "openinference", "remote"}
+    packages = {module.split(".")[1] for module in GRAPH.modules if module.count(".") == 2}
+    assert layers <= packages
