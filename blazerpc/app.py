@@ -100,7 +100,7 @@ class BlazeApp:
     def schema(self) -> ServiceSpec:
         """The whole service schema: the source of the .proto, the descriptor and the codec.
 
-        Field numbers come from the lock file when there is one (see lockfile.py), so the
+        Field numbers come from the lock file when there is one (see schema/lockfile.py), so the
         server, the codec and `blaze proto` always agree with what callers compiled against.
         """
         if self._numbered is None:

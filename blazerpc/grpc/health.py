@@ -33,11 +33,6 @@ class HealthService:
         self._is_serving = False
         self._changed = asyncio.Event()
 
-    @property
-    def is_serving(self) -> bool:
-        """What Check answers for every known name."""
-        return self._is_serving
-
     def set_serving(self, is_serving: bool) -> None:
         """Change the answer; open Watch calls get the new status at once."""
         if is_serving != self._is_serving:

@@ -77,21 +77,10 @@ class RemoteModel:
     """One rpc of the service, as the client needs it: shape, path and the two codecs."""
 
     def __init__(self, method: descriptor.MethodDescriptor) -> None:
-        self.rpc_name = method.name
         self.path = f"/{method.containing_service.full_name}/{method.name}"
         self.shape = _SHAPES[(method.client_streaming, method.server_streaming)]
         self.request = RemoteMessage(method.input_type)
         self.response = RemoteMessage(method.output_type)
-
-    @property
-    def cardinality(self) -> Cardinality:
-        """grpclib's name for the shape."""
-        return {
-            Shape.UNARY: Cardinality.UNARY_UNARY,
-            Shape.SERVER_STREAMING: Cardinality.UNARY_STREAM,
-            Shape.CLIENT_STREAMING: Cardinality.STREAM_UNARY,
-            Shape.BIDIRECTIONAL: Cardinality.STREAM_STREAM,
-        }[self.shape]
 
     @property
     def streamed_parameter(self) -> str | None:

@@ -27,12 +27,10 @@ __all__ = ("BatchStats", "Batcher")
 
 @dataclass(slots=True)
 class BatchStats:
-    """What a batcher has done: for tests, and for the metrics work to export later."""
+    """What a batcher has done, as BlazeServer.batch_stats shows it."""
 
     batches: int = 0
     items: int = 0
-    dropped: int = 0
-    """Calls cancelled or past their deadline before their batch ran: never computed."""
     queue_depth: int = 0
     sizes: collections.Counter[int] = field(default_factory=collections.Counter)
     """Batch size -> how many batches had it."""
@@ -142,7 +140,6 @@ class Batcher:
             if not entry.is_dead(now):
                 alive.append(entry)
                 continue
-            self.stats.dropped += 1
             if not entry.future.done():
                 entry.future.set_exception(
                     DeadlineExceededError(

@@ -129,6 +129,9 @@ class Metrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=1)
+            self._thread = None
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """The labelled child, cached: prometheus' labels() costs more than an observe()."""

@@ -43,13 +43,6 @@ from blazerpc.wire.descriptor import schema_pool
 __all__ = ("MessageCodec", "ModelCodec", "SchemaCodec", "wire_error")
 
 _MISSING: Any = object()
-_WIRE_TYPES = {
-    Scalar.INT64: 0,
-    Scalar.BOOL: 0,
-    Scalar.DOUBLE: 1,
-    Scalar.STRING: 2,
-    Scalar.BYTES: 2,
-}
 _WIRE_TYPE_NAMES = {
     0: "a varint",
     1: "a 64-bit value",
