@@ -16,6 +16,7 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from blazerpc.grpc.protocols import HEALTH
+from blazerpc.schema.naming import rpc_path
 
 __all__ = ("HealthService",)
 
@@ -41,10 +42,10 @@ class HealthService:
             self._changed = asyncio.Event()
 
     def __mapping__(self) -> dict[str, Handler]:
-        path = f"/{HEALTH.service}"
+        check, watch = rpc_path(HEALTH.service, "Check"), rpc_path(HEALTH.service, "Watch")
         return {
-            f"{path}/Check": Handler(self.Check, Cardinality.UNARY_UNARY, _Request, _Response),
-            f"{path}/Watch": Handler(self.Watch, Cardinality.UNARY_STREAM, _Request, _Response),
+            check: Handler(self.Check, Cardinality.UNARY_UNARY, _Request, _Response),
+            watch: Handler(self.Watch, Cardinality.UNARY_STREAM, _Request, _Response),
         }
 
     def _status(self) -> int:

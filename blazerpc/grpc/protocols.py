@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from google.protobuf import descriptor, descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 
+from blazerpc.schema.naming import json_name
+
 __all__ = ("HEALTH", "REFLECTION_V1", "REFLECTION_V1ALPHA", "Protocol", "compiled_protocol")
 
 _Field = descriptor_pb2.FieldDescriptorProto
@@ -48,18 +50,13 @@ def _field(row: FieldRow, package: str) -> _Field:
         number=number,
         type=kind,
         label=_REPEATED if is_repeated else _Field.LABEL_OPTIONAL,
-        json_name=_json_name(name),
+        json_name=json_name(name),
     )
     if type_name:
         field.type_name = f".{package}.{type_name}"
     if oneof is not None:
         field.oneof_index = oneof
     return field
-
-
-def _json_name(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(word.capitalize() for word in rest)
 
 
 def _reflection_file(package: str, path: str) -> descriptor_pb2.FileDescriptorProto:

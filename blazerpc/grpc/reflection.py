@@ -18,6 +18,7 @@ from grpclib.const import Cardinality, Handler, Status
 from grpclib.server import Stream
 
 from blazerpc.grpc.protocols import HEALTH, REFLECTION_V1, REFLECTION_V1ALPHA, Protocol
+from blazerpc.schema.naming import rpc_path
 from blazerpc.schema.spec import ServiceSpec
 from blazerpc.wire.descriptor import schema_pool
 
@@ -49,7 +50,7 @@ class ReflectionService:
 
     def __mapping__(self) -> dict[str, Handler]:
         return {
-            f"/{self._protocol.service}/ServerReflectionInfo": Handler(
+            rpc_path(self._protocol.service, "ServerReflectionInfo"): Handler(
                 self.info,
                 Cardinality.STREAM_STREAM,
                 self._protocol.classes["ServerReflectionRequest"],

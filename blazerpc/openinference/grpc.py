@@ -38,6 +38,7 @@ from blazerpc.openinference.protos import INFERENCE
 from blazerpc.openinference.tensors import ModelTensors, tensors_of
 from blazerpc.runtime.admission import Admission, Phase
 from blazerpc.runtime.boundary import Boundary, Limits
+from blazerpc.schema.naming import rpc_path
 from blazerpc.schema.spec import ServiceSpec, Shape
 
 __all__ = ("MODEL_VERSION", "InferenceProtocol")
@@ -92,7 +93,7 @@ class InferenceProtocol:
             ("ModelStreamInfer", self._model_stream_infer, Cardinality.STREAM_STREAM, bytes, bytes),
         ]
         return {
-            f"/{INFERENCE.service}/{name}": Handler(handler, cardinality, request, response)
+            rpc_path(INFERENCE.service, name): Handler(handler, cardinality, request, response)
             for name, handler, cardinality, request, response in rows
         }
 

@@ -28,7 +28,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from blazerpc.errors import RpcError, Status, WireError
 from blazerpc.grpc.protocols import HEALTH, REFLECTION_V1, REFLECTION_V1ALPHA
 from blazerpc.openinference.protos import INFERENCE
-from blazerpc.schema.naming import wire_stem
+from blazerpc.schema.naming import rpc_name, rpc_path
 from blazerpc.schema.spec import Shape
 
 __all__ = ("RemoteMessage", "RemoteModel", "RemoteService", "discover")
@@ -42,12 +42,6 @@ _PROTOCOL_SERVICES = {
 }
 _Request = REFLECTION_V1.classes["ServerReflectionRequest"]
 _Response = REFLECTION_V1.classes["ServerReflectionResponse"]
-_SHAPES = {
-    (False, False): Shape.UNARY,
-    (False, True): Shape.SERVER_STREAMING,
-    (True, False): Shape.CLIENT_STREAMING,
-    (True, True): Shape.BIDIRECTIONAL,
-}
 
 
 class RemoteMessage:
@@ -77,8 +71,10 @@ class RemoteModel:
     """One rpc of the service, as the client needs it: shape, path and the two codecs."""
 
     def __init__(self, method: descriptor.MethodDescriptor) -> None:
-        self.path = f"/{method.containing_service.full_name}/{method.name}"
-        self.shape = _SHAPES[(method.client_streaming, method.server_streaming)]
+        self.path = rpc_path(method.containing_service.full_name, method.name)
+        self.shape = Shape.of(
+            client_streaming=method.client_streaming, server_streaming=method.server_streaming
+        )
         self.request = RemoteMessage(method.input_type)
         self.response = RemoteMessage(method.output_type)
 
@@ -97,7 +93,7 @@ class RemoteService:
 
     def find(self, model: str) -> RemoteModel:
         """The model called `model`, or NOT_FOUND listing what the server has."""
-        found = self._models.get(f"Predict{wire_stem(model)}")
+        found = self._models.get(rpc_name(model))
         if found is None:
             names = ", ".join(self._models)
             raise RpcError(
@@ -137,7 +133,7 @@ class _Files:
         self._protos: dict[str, descriptor_pb2.FileDescriptorProto] = {}
 
     async def ask(self, request: Any) -> Any:
-        path = f"/{REFLECTION_V1.service}/ServerReflectionInfo"
+        path = rpc_path(REFLECTION_V1.service, "ServerReflectionInfo")
         response: Any = None
         try:
             async with self._channel.request(

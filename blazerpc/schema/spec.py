@@ -54,6 +54,13 @@ class Shape(enum.Enum):
     CLIENT_STREAMING = "client_streaming"
     BIDIRECTIONAL = "bidirectional"
 
+    @classmethod
+    def of(cls, *, client_streaming: bool, server_streaming: bool) -> Shape:
+        """The shape of an rpc that streams the way the two flags say (a descriptor's)."""
+        if client_streaming:
+            return cls.BIDIRECTIONAL if server_streaming else cls.CLIENT_STREAMING
+        return cls.SERVER_STREAMING if server_streaming else cls.UNARY
+
     @property
     def is_client_streaming(self) -> bool:
         """The client sends a stream of messages."""
@@ -157,12 +164,18 @@ class FieldSpec:
     @property
     def proto_type(self) -> str:
         """The type as the .proto declares it: `optional int64`, `repeated Box`, `map<...>`."""
+        spelled = self.type_spelling
+        return f"optional {spelled}" if self.is_proto3_optional else spelled
+
+    @property
+    def type_spelling(self) -> str:
+        """The type as messages name it, presence aside: `int64`, `repeated Box`, `map<...>`."""
         value = type_name(self.value_type)
         if self.label is Label.MAP and self.key_type is not None:
             return f"map<{self.key_type.value}, {value}>"
         if self.label is Label.REPEATED:
             return f"repeated {value}"
-        return f"optional {value}" if self.is_proto3_optional else value
+        return value
 
     @property
     def is_proto3_optional(self) -> bool:

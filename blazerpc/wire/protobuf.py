@@ -30,7 +30,6 @@ from blazerpc.schema.spec import (
     FieldSpec,
     Label,
     MessageKind,
-    MessageRef,
     MessageSpec,
     ModelSpec,
     Scalar,
@@ -166,7 +165,7 @@ class MessageCodec:
                 if spec.is_nullable or spec.has_default:
                     continue  # sent as "left out": the receiver applies None or the default
                 raise WireError(
-                    f"field '{_join(path, spec.name)}': expected {_type_name(spec)}, got None"
+                    f"field '{_join(path, spec.name)}': expected {spec.type_spelling}, got None"
                 )
             try:
                 self._write_field(message, spec, value, _join(path, spec.name))
@@ -185,7 +184,7 @@ class MessageCodec:
             spec = self._numbers.get(unknown.field_number)
             if spec is not None:
                 raise WireError(
-                    f"field '{_join(path, spec.name)}': expected {_type_name(spec)}, got "
+                    f"field '{_join(path, spec.name)}': expected {spec.type_spelling}, got "
                     f"{_WIRE_TYPE_NAMES.get(unknown.wire_type, f'wire type {unknown.wire_type}')}."
                 )
 
@@ -334,21 +333,10 @@ def _enum_number(value: object) -> object:
     return value.value if isinstance(value, enum.Enum) else value
 
 
-def _type_name(spec: FieldSpec) -> str:
-    """The field's type as the .proto spells it: `double`, `repeated Box`, `map<string, int64>`."""
-    value_type = spec.value_type
-    name = (
-        value_type.name if isinstance(value_type, MessageRef | EnumRef) else str(value_type.value)
-    )
-    if spec.label is Label.REPEATED:
-        return f"repeated {name}"
-    if spec.label is Label.MAP and spec.key_type is not None:
-        return f"map<{spec.key_type.value}, {name}>"
-    return name
-
-
 def _describe_write_error(spec: FieldSpec, value: object, err: Exception) -> str:
-    return f"cannot send {type(value).__name__} {_short_repr(value)} as {_type_name(spec)} ({err})"
+    return (
+        f"cannot send {type(value).__name__} {_short_repr(value)} as {spec.type_spelling} ({err})"
+    )
 
 
 def _short_repr(value: object) -> str:
