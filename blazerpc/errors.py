@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from grpclib.const import Status
 
@@ -71,6 +72,13 @@ class ModelError(BlazeError):
 
 class UnknownModelError(BlazeError, LookupError):
     """A call names a model the server does not serve; the message lists those it does."""
+
+    @classmethod
+    def no_model(cls, name: str, served: Iterable[str], *, see: str = "") -> UnknownModelError:
+        """`there is no model named 'x'; this server serves: a, b.`, then where to look."""
+        known = ", ".join(served) or "none"
+        message = f"there is no model named {name!r}; this server serves: {known}."
+        return cls(f"{message} {see}" if see else message)
 
 
 class DeadlineExceededError(BlazeError):

@@ -44,7 +44,7 @@ from blazerpc.http.port import (
 )
 from blazerpc.http.sse import Send
 from blazerpc.http.websocket import WebSocketPort, close_websocket
-from blazerpc.runtime.admission import Admission, Phase
+from blazerpc.runtime.admission import Admission
 from blazerpc.runtime.boundary import Boundary, Limits
 from blazerpc.schema.spec import ServiceSpec
 from blazerpc.wire.json import JsonCodec
@@ -102,13 +102,7 @@ class Gateway:
         name = request.path_params["name"]
         entry = self._entries.get(name)
         if entry is None:
-            known = ", ".join(self._entries) or "none"
-            status, message = to_status(
-                UnknownModelError(
-                    f"there is no model named {name!r}; this server serves: {known}."
-                ),
-                name,
-            )
+            status, message = to_status(UnknownModelError.no_model(name, self._entries), name)
             return Response(
                 error_body(status, message),
                 status_code=HTTP_STATUS[status],
@@ -125,7 +119,7 @@ class Gateway:
     async def _ready(self, request: Request) -> Response:
         phase = self._admission.phase
         body = msgspec.json.encode({"status": phase.value})
-        code = 200 if phase is Phase.SERVING else 503
+        code = 200 if self._admission.is_ready else 503
         return Response(body, status_code=code, media_type="application/json")
 
 
@@ -164,7 +158,7 @@ class _ModelEndpoint:
         name = scope["path_params"]["name"]
         boundary = self._calls.get(name)
         if boundary is None:
-            await send_failure(send, UnknownModelError(self._unknown(name)), name)
+            await send_failure(send, self._unknown(name), name)
             return
         port = HttpPort(scope, receive, send, self._codecs[name], self._limits, self._keepalive_s)
         await run_http_call(boundary, port)
@@ -175,9 +169,7 @@ class _ModelEndpoint:
         boundary = self._calls.get(name)
         await websocket.accept()
         if boundary is None:
-            await close_websocket(
-                websocket, *to_status(UnknownModelError(self._unknown(name)), name)
-            )
+            await close_websocket(websocket, *to_status(self._unknown(name), name))
             return
         port = WebSocketPort(websocket, self._codecs[name], self._limits)
         try:
@@ -192,6 +184,5 @@ class _ModelEndpoint:
             return
         await websocket.close()
 
-    def _unknown(self, name: str) -> str:
-        known = ", ".join(sorted(self._calls)) or "none"
-        return f"there is no model named {name!r}; this server serves: {known}. See GET /models."
+    def _unknown(self, name: str) -> UnknownModelError:
+        return UnknownModelError.no_model(name, sorted(self._calls), see="See GET /models.")

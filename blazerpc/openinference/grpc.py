@@ -36,7 +36,7 @@ from blazerpc.errors import ModelError, UnknownModelError, WireError, to_status
 from blazerpc.grpc.service import GrpcCall, RawStream, receive_message
 from blazerpc.openinference.protos import INFERENCE
 from blazerpc.openinference.tensors import ModelTensors, tensors_of
-from blazerpc.runtime.admission import Admission, Phase
+from blazerpc.runtime.admission import Admission
 from blazerpc.runtime.boundary import Boundary, Limits
 from blazerpc.schema.naming import rpc_path
 from blazerpc.schema.spec import ServiceSpec, Shape
@@ -103,13 +103,13 @@ class InferenceProtocol:
 
     async def _server_ready(self, stream: Stream[Message, Message]) -> None:
         await stream.recv_message()
-        ready = self._admission.phase is Phase.SERVING
+        ready = self._admission.is_ready
         await stream.send_message(_C["ServerReadyResponse"](ready=ready))
 
     async def _model_ready(self, stream: Stream[Message, Message]) -> None:
         request: Any = await stream.recv_message()
         self._served(request.name, request.version)
-        ready = self._admission.phase is Phase.SERVING
+        ready = self._admission.is_ready
         await stream.send_message(_C["ModelReadyResponse"](ready=ready))
 
     async def _server_metadata(self, stream: Stream[Message, Message]) -> None:
@@ -180,13 +180,7 @@ class InferenceProtocol:
     def _served(self, name: str, model_version: str) -> _Served:
         served = self._models.get(name)
         if served is None:
-            known = ", ".join(self._models) or "none"
-            _fail(
-                UnknownModelError(
-                    f"there is no model named {name!r}; this server serves: {known}."
-                ),
-                name,
-            )
+            _fail(UnknownModelError.no_model(name, self._models), name)
         if model_version not in ("", MODEL_VERSION):
             _fail(
                 UnknownModelError(

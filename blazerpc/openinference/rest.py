@@ -38,7 +38,7 @@ from blazerpc.http.port import (
 from blazerpc.http.sse import Send
 from blazerpc.openinference.grpc import MODEL_VERSION
 from blazerpc.openinference.tensors import ModelTensors, tensors_of
-from blazerpc.runtime.admission import Admission, Phase
+from blazerpc.runtime.admission import Admission
 from blazerpc.runtime.boundary import Boundary, Limits
 from blazerpc.schema.spec import ModelSpec, ServiceSpec
 from blazerpc.wire.json import JsonCodec
@@ -108,8 +108,7 @@ class _Models:
         name = path_params["model"]
         tensors = self.tensors.get(name)
         if tensors is None:
-            known = ", ".join(self.tensors) or "none"
-            return None, f"there is no model named {name!r}; this server serves: {known}."
+            return None, str(UnknownModelError.no_model(name, self.tensors))
         model_version = path_params.get("version", MODEL_VERSION)
         if model_version != MODEL_VERSION:
             return None, (
@@ -126,7 +125,7 @@ class _Models:
         return _json({"live": True})
 
     async def ready(self, request: Request) -> Response:
-        is_ready = self.admission.phase is Phase.SERVING
+        is_ready = self.admission.is_ready
         return _json({"ready": is_ready}, 200 if is_ready else 503)
 
     async def metadata(self, request: Request) -> Response:
@@ -147,7 +146,7 @@ class _Models:
         tensors, problem = self.find(request.path_params)
         if tensors is None:
             return _not_found(problem)
-        is_ready = self.admission.phase is Phase.SERVING
+        is_ready = self.admission.is_ready
         return _json({"name": tensors.model.name, "ready": is_ready}, 200 if is_ready else 503)
 
 

@@ -49,9 +49,14 @@ class Admission:
         """Calls admitted and not yet finished."""
         return len(self._tickets)
 
+    @property
+    def is_ready(self) -> bool:
+        """Whether calls are admitted: what every readiness check answers, on every route."""
+        return self.phase is Phase.SERVING
+
     def admit(self, model: ModelSpec) -> Ticket:
         """A ticket for the current task's call, or the reason it may not start."""
-        if self.phase is not Phase.SERVING:
+        if not self.is_ready:
             raise UnavailableError(_REFUSALS[self.phase])
         is_stream = model.shape is not Shape.UNARY
         if is_stream:
