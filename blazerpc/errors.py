@@ -23,7 +23,10 @@ __all__ = (
     "TargetError",
     "UnavailableError",
     "UnknownModelError",
+    "UnknownNameError",
+    "UnsupportedCallError",
     "WireError",
+    "cancelled_status",
     "to_status",
 )
 
@@ -70,7 +73,11 @@ class ModelError(BlazeError):
         self.message = message
 
 
-class UnknownModelError(BlazeError, LookupError):
+class UnknownNameError(BlazeError, LookupError):
+    """A call asks for something by a name the server does not know: a symbol, a service."""
+
+
+class UnknownModelError(UnknownNameError):
     """A call names a model the server does not serve; the message lists those it does."""
 
     @classmethod
@@ -79,6 +86,10 @@ class UnknownModelError(BlazeError, LookupError):
         known = ", ".join(served) or "none"
         message = f"there is no model named {name!r}; this server serves: {known}."
         return cls(f"{message} {see}" if see else message)
+
+
+class UnsupportedCallError(BlazeError):
+    """The model exists but does not answer this kind of call; the message names the one to use."""
 
 
 class DeadlineExceededError(BlazeError):
@@ -130,8 +141,10 @@ def to_status(error: Exception, model: str) -> tuple[Status, str]:
         status, message = Status.RESOURCE_EXHAUSTED, str(error)
     elif isinstance(error, UnavailableError):
         status, message = Status.UNAVAILABLE, str(error)
-    elif isinstance(error, UnknownModelError):
+    elif isinstance(error, UnknownNameError):
         status, message = Status.NOT_FOUND, str(error)
+    elif isinstance(error, UnsupportedCallError):
+        status, message = Status.UNIMPLEMENTED, str(error)
     elif isinstance(error, ResultError):
         message = f"model {model!r} returned an invalid result: {error}"
         log.error("%s", message)
@@ -142,3 +155,8 @@ def to_status(error: Exception, model: str) -> tuple[Status, str]:
         return Status.INTERNAL, message
     log.info("model %r: %s: %s", model, status.name, message)
     return status, message
+
+
+def cancelled_status(*, is_past_deadline: bool) -> Status:
+    """Why a cancelled call ended: DEADLINE_EXCEEDED once its deadline passed, else CANCELLED."""
+    return Status.DEADLINE_EXCEEDED if is_past_deadline else Status.CANCELLED

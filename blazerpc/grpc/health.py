@@ -11,10 +11,11 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
-from grpclib.const import Cardinality, Handler, Status
+from grpclib.const import Cardinality, Handler
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
+from blazerpc.errors import UnknownNameError, to_status
 from blazerpc.grpc.protocols import HEALTH
 from blazerpc.schema.naming import rpc_path
 
@@ -56,11 +57,11 @@ class HealthService:
         request = await stream.recv_message()
         service = request.service if request is not None else ""
         if service not in self.names:
-            raise GRPCError(
-                Status.NOT_FOUND,
-                f"no health status for {service!r}: ask for '' (the server), "
-                f"or one of {', '.join(sorted(name for name in self.names if name))}.",
+            known = ", ".join(sorted(name for name in self.names if name))
+            unknown = UnknownNameError(
+                f"no health status for {service!r}: ask for '' (the server), or one of {known}."
             )
+            raise GRPCError(*to_status(unknown, service))
         await stream.send_message(_Response(status=self._status()))
 
     async def Watch(self, stream: HealthStream) -> None:

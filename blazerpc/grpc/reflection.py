@@ -14,9 +14,10 @@ from typing import Any
 
 from google.protobuf import descriptor, descriptor_pb2
 from grpclib._typing import IServable
-from grpclib.const import Cardinality, Handler, Status
+from grpclib.const import Cardinality, Handler
 from grpclib.server import Stream
 
+from blazerpc.errors import UnknownNameError, WireError, to_status
 from blazerpc.grpc.protocols import HEALTH, REFLECTION_V1, REFLECTION_V1ALPHA, Protocol
 from blazerpc.schema.naming import rpc_path
 from blazerpc.schema.spec import ServiceSpec
@@ -75,18 +76,16 @@ class ReflectionService:
                 symbol = request.file_containing_symbol
                 return self._file(self._pool.FindFileContainingSymbol(symbol))
             if kind == "file_containing_extension":
-                return self._error(Status.NOT_FOUND, "this server's schema has no extensions")
+                return self._error(UnknownNameError("this server's schema has no extensions"))
             if kind == "all_extension_numbers_of_type":
                 name = request.all_extension_numbers_of_type
                 self._pool.FindMessageTypeByName(name)  # known type: it has no extensions
                 return self._response(all_extension_numbers_response={"base_type_name": name})
         except KeyError:
             return self._error(
-                Status.NOT_FOUND, f"{getattr(request, kind)!r} is not in this server's schema"
+                UnknownNameError(f"{getattr(request, kind)!r} is not in this server's schema")
             )
-        return self._error(
-            Status.INVALID_ARGUMENT, "the request asks for nothing this server knows"
-        )
+        return self._error(WireError("the request asks for nothing this server knows"))
 
     def _file(self, file: descriptor.FileDescriptor) -> Any:
         proto = descriptor_pb2.FileDescriptorProto()
@@ -94,5 +93,6 @@ class ReflectionService:
         data = proto.SerializeToString()
         return self._response(file_descriptor_response={"file_descriptor_proto": [data]})
 
-    def _error(self, status: Status, message: str) -> Any:
+    def _error(self, error: Exception) -> Any:
+        status, message = to_status(error, "reflection")
         return self._response(error_response={"error_code": status.value, "error_message": message})

@@ -19,7 +19,7 @@ from grpclib.server import Stream
 
 from blazerpc.config import ServerConfig
 from blazerpc.context import Context
-from blazerpc.errors import ResultError, WireError
+from blazerpc.errors import ResultError, WireError, cancelled_status
 from blazerpc.runtime.boundary import Boundary, Limits
 from blazerpc.schema.naming import RESULT_FIELD
 from blazerpc.schema.spec import ServiceSpec, Shape
@@ -143,9 +143,9 @@ class GrpcCall:
     def cancelled_status(self) -> Status:
         """DEADLINE_EXCEEDED once the deadline has passed, else CANCELLED."""
         deadline = self._stream.deadline
-        if deadline is not None and deadline.time_remaining() <= 0:
-            return Status.DEADLINE_EXCEEDED
-        return Status.CANCELLED
+        return cancelled_status(
+            is_past_deadline=deadline is not None and deadline.time_remaining() <= 0
+        )
 
 
 class _GrpcPort(GrpcCall):

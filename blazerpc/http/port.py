@@ -18,7 +18,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from blazerpc.context import Context
-from blazerpc.errors import DeadlineExceededError, WireError, to_status
+from blazerpc.errors import DeadlineExceededError, WireError, cancelled_status, to_status
 from blazerpc.http.sse import EventStream, Send, accepts_gzip
 from blazerpc.runtime.boundary import Boundary, Limits
 from blazerpc.schema.spec import ModelSpec
@@ -176,7 +176,7 @@ class HttpPort:
         )
 
     def cancelled_status(self) -> Status:
-        return Status.DEADLINE_EXCEEDED if self.is_past_deadline else Status.CANCELLED
+        return cancelled_status(is_past_deadline=self.is_past_deadline)
 
     def deadline_message(self) -> str:
         return (

@@ -14,6 +14,7 @@ from grpclib.const import Status
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from blazerpc.context import Context
+from blazerpc.errors import cancelled_status
 from blazerpc.http.port import error_body
 from blazerpc.runtime.boundary import Limits
 from blazerpc.wire.json import JsonCodec
@@ -49,7 +50,7 @@ class WebSocketPort:
         return Context(dict(self._websocket.headers), peer=self.peer)
 
     def cancelled_status(self) -> Status:
-        return Status.CANCELLED
+        return cancelled_status(is_past_deadline=False)  # a WebSocket call has no deadline
 
     async def receive(self) -> dict[str, Any] | None:
         if self._is_input_ended:

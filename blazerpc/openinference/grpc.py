@@ -27,12 +27,17 @@ from importlib.metadata import version
 from typing import Any, NoReturn
 
 from google.protobuf.message import DecodeError, Message
-from grpclib.const import Cardinality, Handler, Status
+from grpclib.const import Cardinality, Handler
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from blazerpc.context import Context
-from blazerpc.errors import ModelError, UnknownModelError, WireError, to_status
+from blazerpc.errors import (
+    UnknownModelError,
+    UnsupportedCallError,
+    WireError,
+    to_status,
+)
 from blazerpc.grpc.service import GrpcCall, RawStream, receive_message
 from blazerpc.openinference.protos import INFERENCE
 from blazerpc.openinference.tensors import ModelTensors, tensors_of
@@ -142,9 +147,8 @@ class InferenceProtocol:
         served = self._served(request.model_name, request.model_version)
         if served.tensors.model.shape.is_server_streaming:
             _fail(
-                ModelError(
-                    Status.UNIMPLEMENTED,
-                    f"model {served.name!r} streams its results; call ModelStreamInfer.",
+                UnsupportedCallError(
+                    f"model {served.name!r} streams its results; call ModelStreamInfer."
                 ),
                 served.name,
             )

@@ -20,12 +20,16 @@ from importlib.metadata import version
 from typing import Any
 
 import msgspec
-from grpclib.const import Status
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from blazerpc.errors import ModelError, UnknownModelError, WireError, to_status
+from blazerpc.errors import (
+    UnknownModelError,
+    UnsupportedCallError,
+    WireError,
+    to_status,
+)
 from blazerpc.http.port import (
     HTTP_STATUS,
     HttpPort,
@@ -171,7 +175,7 @@ class _Infer:
                 f"model {model.name!r} streams its results; POST to "
                 f".../{self._action}_stream instead."
             )
-            await send_failure(send, ModelError(Status.UNIMPLEMENTED, message), name)
+            await send_failure(send, UnsupportedCallError(message), name)
             return
         header_size = dict(scope["headers"]).get(_HEADER_SIZE)
         codec = _InferenceJson(
