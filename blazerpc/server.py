@@ -12,18 +12,15 @@ import asyncio
 import contextlib
 import logging
 import socket
-import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Any, Protocol
 
 import uvicorn
-from grpclib._typing import IServable
-from grpclib.protocol import H2Protocol
-from grpclib.server import Server
 from starlette.applications import Starlette
 
 from blazerpc.config import ServerConfig
+from blazerpc.grpc.h2 import GrpcServer, IServable
 from blazerpc.grpc.health import HealthService
 from blazerpc.grpc.protocols import Protocol as GrpcProtocol
 from blazerpc.grpc.reflection import with_reflection
@@ -100,7 +97,7 @@ class BlazeServer:
         self._services = (
             with_reflection(schema, services, protocols) if self.config.reflection else services
         )
-        self._server: _Server | None = None
+        self._server: GrpcServer | None = None
         self._socket: socket.socket | None = None
         self._http: _HttpServer | None = None
         self._lifespan = contextlib.AsyncExitStack()
@@ -158,7 +155,7 @@ class BlazeServer:
         A failing hook closes the server and raises LifespanError.
         """
         # grpclib's Server binds to the running loop when created, so create it here
-        self._server = _Server(self._services, codec=RawBytesCodec())
+        self._server = GrpcServer(self._services, codec=RawBytesCodec())
         self._socket = bind_tcp(self.host, self.config.port, reuse_port=self.config.workers > 1)
         await self._server.start(sock=self._socket)
         try:
@@ -294,31 +291,6 @@ class BlazeServer:
         traceback: TracebackType | None,
     ) -> None:
         await self.close()
-
-
-class _Server(Server):
-    """grpclib's Server, able to close its connections: its own close() leaves them open."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
-
-    def _protocol_factory(self) -> H2Protocol:
-        protocol = super()._protocol_factory()
-        self._protocols.add(protocol)
-        return protocol
-
-    def stop_listening(self) -> None:
-        """Accept no new connections; the open ones carry on."""
-        if self._server is not None:
-            self._server.close()
-
-    def close_connections(self) -> None:
-        """Close every client connection still open."""
-        for protocol in list(self._protocols):
-            processor = getattr(protocol, "processor", None)
-            if processor is not None:
-                processor.close("the server closed")
 
 
 class _HttpServer:

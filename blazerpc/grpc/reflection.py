@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf import descriptor, descriptor_pb2
-from grpclib._typing import IServable
 from grpclib.const import Cardinality, Handler
 from grpclib.server import Stream
 
 from blazerpc.errors import UnknownNameError, WireError, to_status
+from blazerpc.grpc.h2 import IServable
 from blazerpc.grpc.protocols import HEALTH, REFLECTION_V1, REFLECTION_V1ALPHA, Protocol
 from blazerpc.schema.naming import rpc_path
 from blazerpc.schema.spec import ServiceSpec

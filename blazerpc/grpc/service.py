@@ -20,6 +20,7 @@ from grpclib.server import Stream
 from blazerpc.config import ServerConfig
 from blazerpc.context import Context
 from blazerpc.errors import ResultError, WireError, cancelled_status
+from blazerpc.grpc.h2 import recv_data
 from blazerpc.runtime.boundary import Boundary, Limits
 from blazerpc.schema.naming import RESULT_FIELD
 from blazerpc.schema.spec import ServiceSpec, Shape
@@ -177,10 +178,9 @@ async def receive_message(stream: RawStream, limits: Limits) -> bytes | None:
     """The next message, or None at the end; one declared over the limit is never read.
 
     grpclib's own recv_message() buffers whatever length the peer declares, so this reads the
-    5-byte gRPC prefix itself, from grpclib's HTTP/2 stream (pinned to grpclib 0.4).
+    5-byte gRPC prefix itself, from grpclib's HTTP/2 stream (through the door, h2.py).
     """
-    http2_stream = stream._stream
-    prefix = await http2_stream.recv_data(5)
+    prefix = await recv_data(stream, 5)
     if not prefix:
         return None
     if len(prefix) != 5:
@@ -190,7 +190,7 @@ async def receive_message(stream: RawStream, limits: Limits) -> bytes | None:
         raise WireError("the request is compressed; send it uncompressed (grpc-encoding identity).")
     if length > limits.max_request_bytes:
         raise limits.request_too_large(length)
-    data = await http2_stream.recv_data(length)
+    data = await recv_data(stream, length)
     if len(data) != length:
         raise WireError(f"the request ended after {len(data)} of its {length} declared bytes.")
     return data

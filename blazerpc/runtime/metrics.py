@@ -94,7 +94,7 @@ class Metrics:
             buckets=_LATENCY_BUCKETS_S,
             registry=registry,
         )
-        self._children: dict[tuple[str, ...], Any] = {}
+        self._children: dict[tuple[object, ...], Any] = {}
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -135,7 +135,7 @@ class Metrics:
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """The labelled child, cached: prometheus' labels() costs more than an observe()."""
-        key = (metric._name, *labels)
+        key = (metric, *labels)
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = metric.labels(*labels)

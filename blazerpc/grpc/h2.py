@@ -1,0 +1,87 @@
+"""The one door to grpclib's private names: every other module uses only its public API.
+
+Written for grpclib 0.4.9 (pyproject.toml pins `grpclib>=0.4.9,<0.5`). What it relies on:
+
+- `grpclib._typing.IServable`: the type of a service object (`__mapping__`).
+- `grpclib.server.Server._protocol_factory`: where grpclib makes one `H2Protocol` per
+  connection, so the server can list its connections and close them (grpclib's own `close()`
+  leaves them open). grpclib builds each connection's h2 state in `connection_made`, so later
+  overrides of the HTTP/2 edge belong on the protocol made here.
+- `grpclib.server.Server._server`: the listening asyncio server, to stop accepting connections
+  while the open ones finish.
+- `H2Protocol.processor.close()`: closes one connection.
+- `grpclib.server.Stream._stream.recv_data()`: reads the HTTP/2 stream under a gRPC stream, so
+  the server reads the 5-byte message prefix itself and never buffers a message over its limit.
+
+`missing_internals()` lists what an upgrade removed; a unit test fails on it with the list.
+"""
+
+from __future__ import annotations
+
+import inspect
+import weakref
+from typing import Any
+
+from grpclib import protocol as _protocol
+from grpclib import server as _server
+from grpclib._typing import IServable
+
+__all__ = ("GRPCLIB_RANGE", "GrpcServer", "IServable", "missing_internals", "recv_data")
+
+GRPCLIB_RANGE = ">=0.4.9,<0.5"
+"""The grpclib releases this module was written and tested for."""
+
+
+async def recv_data(stream: _server.Stream[Any, Any], size: int) -> bytes:
+    """Up to `size` bytes of the request, read from the HTTP/2 stream under a gRPC stream.
+
+    Fewer bytes than asked means the caller ended its side; b"" means it sent nothing more.
+    """
+    return await stream._stream.recv_data(size)
+
+
+class GrpcServer(_server.Server):
+    """grpclib's Server, able to stop listening and to close its connections.
+
+    grpclib's own close() stops listening but leaves the open connections running.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._protocols: weakref.WeakSet[_protocol.H2Protocol] = weakref.WeakSet()
+
+    def _protocol_factory(self) -> _protocol.H2Protocol:
+        protocol = super()._protocol_factory()
+        self._protocols.add(protocol)
+        return protocol
+
+    def stop_listening(self) -> None:
+        """Accept no new connections; the open ones carry on."""
+        if self._server is not None:
+            self._server.close()
+
+    def close_connections(self) -> None:
+        """Close every client connection still open."""
+        for protocol in list(self._protocols):
+            processor = getattr(protocol, "processor", None)
+            if processor is not None:
+                processor.close("the server closed")
+
+
+def missing_internals() -> list[str]:
+    """The private grpclib names this module uses that the installed grpclib lacks."""
+    wanted = {
+        "grpclib.server.Server._protocol_factory": hasattr(_server.Server, "_protocol_factory"),
+        "grpclib.server.Server._server": "self._server" in inspect.getsource(_server.Server),
+        "grpclib.protocol.H2Protocol.processor": "processor"
+        in getattr(_protocol.H2Protocol, "__annotations__", {}),
+        "grpclib.protocol.EventsProcessor.close": callable(
+            getattr(_protocol.EventsProcessor, "close", None)
+        ),
+        "grpclib.server.Stream._stream": "self._stream = stream"
+        in inspect.getsource(_server.Stream.__init__),
+        "grpclib.protocol.Stream.recv_data": inspect.iscoroutinefunction(
+            getattr(_protocol.Stream, "recv_data", None)
+        ),
+    }
+    return [name for name, is_present in wanted.items() if not is_present]
