@@ -1,6 +1,8 @@
 """The benchmark's servers, one per process: `python -m bench.servers KIND PORT`.
 
-- blazerpc: bench/apps.py served by BlazeServer.
+- blazerpc: bench/apps.py served by BlazeServer (no logging configured: the access log is off).
+- blazerpc+log: the same, logging as `blaze serve` configures it (the access log on, INFO), its
+  lines written to a temporary file rather than the terminal.
 - grpclib: a hand-written grpclib servicer using the same upb message classes (the ceiling for
   a grpclib framework).
 - grpcio: a grpcio aio servicer with the same messages, for reference.
@@ -87,9 +89,23 @@ async def serve_grpcio(port: int) -> None:
     await server.wait_for_termination()
 
 
+def log_like_blaze_serve() -> None:
+    """Logging as `blaze serve` sets it up by default, into a file instead of the terminal."""
+    import tempfile
+
+    from blazerpc import ServerConfig
+    from blazerpc.cli import _configure_logging
+
+    sys.stderr = tempfile.TemporaryFile("w")  # lives as long as the process
+    _configure_logging(ServerConfig())
+
+
 if __name__ == "__main__":
     kind, port = sys.argv[1], int(sys.argv[2])
-    if kind == "blazerpc+uvloop":
+    if kind == "blazerpc+log":
+        log_like_blaze_serve()
+        asyncio.run(serve_blazerpc(port))
+    elif kind == "blazerpc+uvloop":
         import uvloop
 
         uvloop.run(serve_blazerpc(port))

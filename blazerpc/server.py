@@ -29,6 +29,7 @@ from blazerpc.http.gateway import Gateway
 from blazerpc.openinference.grpc import InferenceProtocol
 from blazerpc.openinference.protos import INFERENCE
 from blazerpc.openinference.rest import open_inference_routes
+from blazerpc.runtime.accesslog import AccessLog
 from blazerpc.runtime.admission import Admission, Phase
 from blazerpc.runtime.batcher import BatchStats
 from blazerpc.runtime.boundary import Limits, model_calls
@@ -82,7 +83,8 @@ class BlazeServer:
         self._serves_metrics = metrics is None and self.config.metrics_port is not None
         self.metrics = Metrics() if self._serves_metrics else metrics
         self._metrics_port: int | None = None
-        self._calls = model_calls(schema, self._admission, self.metrics)
+        self._access = AccessLog()
+        self._calls = model_calls(schema, self._admission, self.metrics, self._access)
         self._batchers = {
             name: call.batcher for name, call in self._calls.items() if call.batcher is not None
         }
@@ -274,6 +276,7 @@ class BlazeServer:
         await self._lifespan.aclose()
         if self._serves_metrics and self.metrics is not None:
             self.metrics.close()
+        self._access.close()  # every call has ended: write the last lines
 
     async def _wait_drained(self) -> None:
         await self._drain_started.wait()

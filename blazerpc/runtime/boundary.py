@@ -1,13 +1,13 @@
 """The one error boundary every call passes, whatever the transport.
 
 `Boundary` admits a call, runs it, turns any failure into a status (errors.to_status) and
-records it (metrics, access log). Transports reach it through a `CallPort` (runtime/calls.py).
+records it (metrics, access log: accesslog.py). Transports reach it through a `CallPort`
+(runtime/calls.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from dataclasses import dataclass
 
@@ -20,25 +20,23 @@ from blazerpc.errors import (
     UnavailableError,
     to_status,
 )
+from blazerpc.runtime.accesslog import AccessLog
 from blazerpc.runtime.admission import Admission, Ticket
 from blazerpc.runtime.batcher import Batcher
 from blazerpc.runtime.calls import CallPort, ModelCall, Tally
 from blazerpc.runtime.metrics import Metrics
 from blazerpc.schema.spec import ServiceSpec
 
-__all__ = ("Boundary", "Limits", "access_log", "model_calls")
+__all__ = ("Boundary", "Limits", "model_calls")
 
 _ENDED_BY_DRAIN = (
     "the server shut down before this call finished (its grace period ran out); "
     "retry, on another replica if there is one."
 )
 
-access_log = logging.getLogger("blazerpc.access")
-"""One INFO line per call: `model shape STATUS 1.2ms [items=N] peer=host:port via=grpc`."""
-
 
 def model_calls(
-    schema: ServiceSpec, admission: Admission, metrics: Metrics | None
+    schema: ServiceSpec, admission: Admission, metrics: Metrics | None, access: AccessLog
 ) -> dict[str, Boundary]:
     """Each model's call behind the boundary: shared by gRPC and HTTP, batchers included."""
     return {
@@ -51,6 +49,7 @@ def model_calls(
             ),
             admission,
             metrics,
+            access,
         )
         for model in schema.models
     }
@@ -63,11 +62,18 @@ class Boundary:
     cancelled call stays cancelled. Each call is counted (metrics) and logged (access log).
     """
 
-    def __init__(self, call: ModelCall, admission: Admission, metrics: Metrics | None) -> None:
+    def __init__(
+        self,
+        call: ModelCall,
+        admission: Admission,
+        metrics: Metrics | None,
+        access: AccessLog,
+    ) -> None:
         self.call = call
         self.model = call.model
         self._admission = admission
         self._metrics = metrics
+        self._access = access
         self._times_items = metrics is not None and self.model.shape.is_server_streaming
 
     @property
@@ -110,23 +116,16 @@ class Boundary:
                 tally.timer.flush()
             if metrics is not None:
                 metrics.call_ended(model.name, model.shape.value, status, duration_s)
-            if access_log.isEnabledFor(logging.INFO):
-                self._log_access(status, duration_s, tally, port)
-
-    def _log_access(self, status: Status, duration_s: float, tally: Tally, port: CallPort) -> None:
-        """`generate server_streaming OK 12.3ms items=40 peer=127.0.0.1:5123 via=grpc`."""
-        model = self.model
-        items = f" items={tally.items}" if model.shape.is_server_streaming else ""
-        access_log.info(
-            "%s %s %s %.1fms%s peer=%s via=%s",
-            model.name,
-            model.shape.value,
-            status.name,
-            duration_s * 1e3,
-            items,
-            port.peer or "-",
-            port.transport,
-        )
+            if self._access.is_enabled:
+                self._access.call_ended(
+                    model.name,
+                    model.shape.value,
+                    status.name,
+                    duration_s,
+                    tally.items if model.shape.is_server_streaming else None,
+                    port.peer,
+                    port.transport,
+                )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,106 @@
+"""The hot path: blazerpc's unary and stream costs against a hand-written grpclib servicer.
+
+    .venv/bin/python -m bench.hotpath [--window 3] [--rounds 3]
+
+Three servers, each in its own process, measured one after the other in interleaved rounds:
+the grpclib servicer of bench/servers.py, blazerpc with the access log on as `blaze serve`
+configures it (INFO, one line per call, written to a file), and blazerpc with no logging
+configured (the access log off). All run on asyncio. Server CPU is the server process's whole
+CPU (every thread), read from /proc. Reported as medians, and as ratios to the servicer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+
+import grpc
+
+from bench.run import (
+    ECHO,
+    SERVICE,
+    cpu_seconds,
+    for_window,
+    free_port,
+    server_process,
+    tokens_request,
+)
+
+SERVERS = ("grpclib", "blazerpc+log", "blazerpc")
+TARGETS = {
+    ("blazerpc+log", "unary rps, c=16"): ">= 0.90x",
+    ("blazerpc", "unary rps, c=16"): ">= 0.95x",
+    ("blazerpc+log", "server CPU per unary call (us), c=16"): "<= 1.10x",
+    ("blazerpc", "server CPU per unary call (us), c=16"): "<= 1.05x",
+    ("blazerpc+log", "stream tokens/s, 1 stream"): ">= 0.90x",
+    ("blazerpc+log", "stream tokens/s, 16 streams"): ">= 0.90x",
+}
+
+
+def measure(kind: str, window: float) -> dict[str, float]:
+    """Start the `kind` server in its own process, load it, stop it."""
+    port = free_port()
+    with server_process("bench.servers", kind, str(port)) as (pid, _):
+        return asyncio.run(_load(port, pid, window))
+
+
+async def _load(port: int, pid: int, window: float) -> dict[str, float]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        echo = channel.unary_unary(f"{SERVICE}/PredictEcho")
+        stream = channel.unary_stream(f"{SERVICE}/PredictTokens")
+
+        async def one_echo() -> int:
+            await echo(ECHO)
+            return 1
+
+        async def one_stream() -> int:
+            return len([_ async for _ in stream(tokens_request(200))])
+
+        await for_window(1.0, 16, one_echo)  # warm-up
+        cpu = cpu_seconds(pid)
+        calls = await for_window(window, 16, one_echo)
+        results = {
+            "unary rps, c=16": calls / window,
+            "server CPU per unary call (us), c=16": (cpu_seconds(pid) - cpu) / calls * 1e6,
+        }
+        for streams in (1, 16):
+            tokens = await for_window(window, streams, one_stream)
+            results[f"stream tokens/s, {streams} stream{'s' * (streams > 1)}"] = tokens / window
+        return results
+
+
+def table(results: dict[str, dict[str, float]]) -> str:
+    """Medians per server, then each blazerpc's ratio to the servicer and its target."""
+    lines = [
+        "| workload | " + " | ".join(SERVERS) + " | +log / grpclib | no log / grpclib |",
+        "|" + " --- |" * (len(SERVERS) + 3),
+    ]
+    for metric in results["grpclib"]:
+        cells = [f"{results[kind][metric]:,.1f}" for kind in SERVERS]
+        ratios = [
+            f"{results[kind][metric] / results['grpclib'][metric]:.2f}x"
+            + (f" ({TARGETS[kind, metric]})" if (kind, metric) in TARGETS else "")
+            for kind in ("blazerpc+log", "blazerpc")
+        ]
+        lines.append(f"| {metric} | " + " | ".join([*cells, *ratios]) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--window", type=float, default=3.0, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians)")
+    args = parser.parse_args()
+    rounds = [{kind: measure(kind, args.window) for kind in SERVERS} for _ in range(args.rounds)]
+    results = {
+        kind: {
+            metric: statistics.median(r[kind][metric] for r in rounds) for metric in rounds[0][kind]
+        }
+        for kind in SERVERS
+    }
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
