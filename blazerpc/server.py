@@ -29,6 +29,7 @@ from blazerpc.http.gateway import Gateway
 from blazerpc.openinference.grpc import InferenceProtocol
 from blazerpc.openinference.protos import INFERENCE
 from blazerpc.openinference.rest import open_inference_routes
+from blazerpc.openinference.tensors import tensors_by_model
 from blazerpc.runtime.accesslog import AccessLog
 from blazerpc.runtime.admission import Admission, Phase
 from blazerpc.runtime.batcher import BatchStats
@@ -84,6 +85,7 @@ class BlazeServer:
         self.metrics = Metrics() if self._serves_metrics else metrics
         self._metrics_port: int | None = None
         self._access = AccessLog()
+        self._tensors = tensors_by_model(schema) if self.config.open_inference else {}
         self._calls = model_calls(schema, self._admission, self.metrics, self._access)
         self._batchers = {
             name: call.batcher for name, call in self._calls.items() if call.batcher is not None
@@ -94,7 +96,7 @@ class BlazeServer:
         protocols: list[GrpcProtocol] = []
         if self.config.open_inference:
             limits = Limits.of(self.config)
-            services.append(InferenceProtocol(schema, self._calls, self._admission, limits))
+            services.append(InferenceProtocol(self._tensors, self._calls, self._admission, limits))
             protocols.append(INFERENCE)
         self._services = (
             with_reflection(schema, services, protocols) if self.config.reflection else services
@@ -210,7 +212,7 @@ class BlazeServer:
         codecs = codecs_of(schema)
         routes = (
             open_inference_routes(
-                schema, self._calls, codecs, self._admission, limits, config.sse_keepalive
+                self._tensors, self._calls, codecs, self._admission, limits, config.sse_keepalive
             )
             if config.open_inference
             else []

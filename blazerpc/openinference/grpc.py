@@ -40,11 +40,11 @@ from blazerpc.errors import (
 )
 from blazerpc.grpc.service import GrpcCall, RawStream, receive_message
 from blazerpc.openinference.protos import INFERENCE
-from blazerpc.openinference.tensors import ModelTensors, tensors_of
+from blazerpc.openinference.tensors import ModelTensors
 from blazerpc.runtime.admission import Admission
 from blazerpc.runtime.boundary import Boundary, Limits
 from blazerpc.schema.naming import rpc_path
-from blazerpc.schema.spec import ServiceSpec, Shape
+from blazerpc.schema.spec import Shape
 
 __all__ = ("MODEL_VERSION", "InferenceProtocol")
 
@@ -74,15 +74,12 @@ class InferenceProtocol:
 
     def __init__(
         self,
-        schema: ServiceSpec,
+        tensors: Mapping[str, ModelTensors],
         calls: Mapping[str, Boundary],
         admission: Admission,
         limits: Limits,
     ) -> None:
-        self._models = {
-            model.name: _Served(tensors_of(schema, model), calls[model.name])
-            for model in schema.models
-        }
+        self._models = {name: _Served(tensors[name], calls[name]) for name in tensors}
         self._admission = admission
         self._limits = limits
 

@@ -41,10 +41,10 @@ from blazerpc.http.port import (
 )
 from blazerpc.http.sse import Send
 from blazerpc.openinference.grpc import MODEL_VERSION
-from blazerpc.openinference.tensors import ModelTensors, tensors_of
+from blazerpc.openinference.tensors import ModelTensors
 from blazerpc.runtime.admission import Admission
 from blazerpc.runtime.boundary import Boundary, Limits
-from blazerpc.schema.spec import ModelSpec, ServiceSpec
+from blazerpc.schema.spec import ModelSpec
 from blazerpc.wire.json import JsonCodec
 
 __all__ = ("open_inference_routes",)
@@ -62,7 +62,7 @@ _ACTIONS = {
 
 
 def open_inference_routes(
-    schema: ServiceSpec,
+    tensors: Mapping[str, ModelTensors],
     calls: Mapping[str, Boundary],
     codecs: Mapping[str, JsonCodec],
     admission: Admission,
@@ -70,7 +70,7 @@ def open_inference_routes(
     keepalive_s: float,
 ) -> list[BaseRoute]:
     """The `/v2/...` routes over the same calls as the gateway's own."""
-    models = _Models(schema, calls, codecs, admission, limits, keepalive_s)
+    models = _Models(tensors, calls, codecs, admission, limits, keepalive_s)
     routes: list[BaseRoute] = [
         Route("/v2", models.server_metadata, methods=["GET"]),
         Route("/v2/health/live", models.live, methods=["GET"]),
@@ -93,14 +93,14 @@ class _Models:
 
     def __init__(
         self,
-        schema: ServiceSpec,
+        tensors: Mapping[str, ModelTensors],
         calls: Mapping[str, Boundary],
         codecs: Mapping[str, JsonCodec],
         admission: Admission,
         limits: Limits,
         keepalive_s: float,
     ) -> None:
-        self.tensors = {model.name: tensors_of(schema, model) for model in schema.models}
+        self.tensors = tensors
         self.calls = calls
         self.codecs = codecs
         self.admission = admission
@@ -230,7 +230,7 @@ class _InferenceJson:
                     '{"inputs": [{"name": ..., "datatype": ..., "shape": [...], "data": [...]}]}.'
                 )
             self._flat = True
-            return self._codec.decode(msgspec.json.encode(document))
+            return self._codec.decode_document(document)
         self._flat = False
         inputs = document["inputs"]
         if not isinstance(inputs, list) or not all(isinstance(item, dict) for item in inputs):

@@ -42,7 +42,7 @@ from blazerpc.schema.spec import (
 from blazerpc.wire.arrays import array_from, array_parts, check_array
 from blazerpc.wire.protobuf import wire_error
 
-__all__ = ("TensorSpec", "ModelTensors", "tensors_of")
+__all__ = ("ModelTensors", "TensorSpec", "tensors_by_model", "tensors_of")
 
 _LITTLE = sys.byteorder == "little"
 _DATATYPES = {
@@ -237,6 +237,11 @@ class ModelTensors:
             (name, self.outputs[name], getattr(result, name) if self.splits_result else result)
             for name in wanted or list(self.outputs)
         ]
+
+
+def tensors_by_model(schema: ServiceSpec) -> dict[str, ModelTensors]:
+    """Every model's tensors, built once per server for the gRPC and the REST side alike."""
+    return {model.name: tensors_of(schema, model) for model in schema.models}
 
 
 def tensors_of(schema: ServiceSpec, model: ModelSpec) -> ModelTensors:
