@@ -16,7 +16,6 @@ shape, element count, an unknown input, a missing one) is a WireError naming the
 from __future__ import annotations
 
 import array
-import copy
 import enum
 import math
 import struct
@@ -30,6 +29,7 @@ import msgspec
 from blazerpc.errors import ResultError, WireError
 from blazerpc.schema.naming import RESULT_FIELD
 from blazerpc.schema.spec import (
+    NO_DEFAULT,
     EnumRef,
     FieldSpec,
     Label,
@@ -183,18 +183,13 @@ class ModelTensors:
         for spec in self.inputs.values():
             if spec.name in values:
                 continue
-            field = spec.field
-            if field.has_default:
-                values[spec.name] = copy.copy(field.default)  # never shared between calls
-            elif field.is_nullable:
-                values[spec.name] = None
-            elif field.label is not Label.SINGULAR:
-                values[spec.name] = [] if field.label is Label.REPEATED else {}
-            else:
+            value = spec.field.missing_value()
+            if value is NO_DEFAULT:
                 raise WireError(
                     f"input {spec.name!r} is required: send it as {spec.datatype} with shape "
                     f"{list(spec.shape)}."
                 )
+            values[spec.name] = value
         return values
 
     def write_outputs(

@@ -5,6 +5,7 @@ Frozen value objects only; their wire names come from `naming`, their markers fr
 
 from __future__ import annotations
 
+import copy
 import enum
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -155,6 +156,23 @@ class FieldSpec:
     def has_default(self) -> bool:
         """A value the receiver applies when the field is left out."""
         return self.default is not NO_DEFAULT
+
+    def missing_value(self) -> object:
+        """What a left-out field decodes to, on every transport alike; NO_DEFAULT if required.
+
+        A fresh copy of its default (a list, dict or set default is never shared between
+        calls), else None when it is nullable, else an empty list or map.
+        """
+        if self.has_default:
+            default = self.default
+            return copy.deepcopy(default) if isinstance(default, list | dict | set) else default
+        if self.is_nullable:
+            return None
+        if self.label is Label.REPEATED:
+            return []
+        if self.label is Label.MAP:
+            return {}
+        return NO_DEFAULT
 
     @property
     def is_required(self) -> bool:

@@ -11,7 +11,6 @@ a string), an enum is its number, bytes are base64, a timedelta is an ISO 8601 d
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -20,7 +19,15 @@ import msgspec
 from blazerpc.errors import ResultError, WireError
 from blazerpc.schema.markers import Tensor
 from blazerpc.schema.naming import RESULT_FIELD
-from blazerpc.schema.spec import FieldSpec, Label, MessageSpec, ModelSpec, Scalar, ServiceSpec
+from blazerpc.schema.spec import (
+    NO_DEFAULT,
+    FieldSpec,
+    Label,
+    MessageSpec,
+    ModelSpec,
+    Scalar,
+    ServiceSpec,
+)
 from blazerpc.wire.arrays import array_from, check_array
 from blazerpc.wire.protobuf import wire_error
 
@@ -148,21 +155,12 @@ def _struct_field(spec: FieldSpec) -> tuple[str, object] | tuple[str, object, ob
     annotation = TensorJson if spec.tensor is not None else spec.annotation
     if spec.is_nullable:
         annotation = annotation | None  # type: ignore[operator]  # annotations are types here
-    if spec.has_default:
-        return spec.name, annotation, _default(spec.default)
-    if spec.is_nullable:
-        return spec.name, annotation, None
-    if spec.label is not Label.SINGULAR:
-        empty: Callable[[], object] = list if spec.label is Label.REPEATED else dict
-        return spec.name, annotation, msgspec.field(default_factory=empty)
-    return spec.name, annotation
-
-
-def _default(value: object) -> object:
-    """A mutable default is copied for each request, never shared between them."""
-    if isinstance(value, list | dict | set) and value:
-        return msgspec.field(default_factory=lambda: copy.deepcopy(value))
-    return value
+    missing = spec.missing_value()
+    if missing is NO_DEFAULT:
+        return spec.name, annotation
+    if isinstance(missing, list | dict | set):  # a fresh one per request, from the schema's rule
+        return spec.name, annotation, msgspec.field(default_factory=spec.missing_value)
+    return spec.name, annotation, missing  # a constant, so the JSON Schema shows it
 
 
 def _result_check(spec: FieldSpec) -> Callable[[object], None]:

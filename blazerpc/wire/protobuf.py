@@ -9,7 +9,6 @@ silently keep as an unknown field. Every failure is a WireError naming the field
 
 from __future__ import annotations
 
-import copy
 import datetime
 import enum
 import re
@@ -26,6 +25,7 @@ from google.protobuf.message import DecodeError, Message
 
 from blazerpc.errors import WireError
 from blazerpc.schema.spec import (
+    NO_DEFAULT,
     EnumRef,
     FieldSpec,
     Label,
@@ -126,15 +126,12 @@ class MessageCodec:
             else:
                 value = self._read_field(message, spec, path)
                 if how is _CONTAINER_WITH_DEFAULT and not value:
-                    value = copy.copy(spec.default)  # protobuf cannot tell empty from left out
+                    value = spec.missing_value()  # protobuf cannot tell empty from left out
             if value is _MISSING:
-                if spec.has_default:
-                    value = spec.default
-                elif spec.is_nullable:
-                    value = None
-                elif not self._is_top_level:
-                    continue  # msgspec applies the class's own defaults and reports what is missing
-                else:
+                value = spec.missing_value()
+                if value is NO_DEFAULT:
+                    if not self._is_top_level:
+                        continue  # msgspec applies the class's defaults and reports what is missing
                     raise WireError(
                         f"field '{_join(path, name)}' is required: set "
                         f"{self.spec.name}.{name} (field {spec.number})."
