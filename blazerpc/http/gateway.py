@@ -31,22 +31,15 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from blazerpc.errors import UnknownModelError, to_status
+from blazerpc.http.answer import HTTP_STATUS, EventAnswer, JsonAnswer, error_body, send_failure
+from blazerpc.http.body import NdjsonLines, OneDocument, Receive
 from blazerpc.http.openapi import model_listing, openapi_document
-from blazerpc.http.port import (
-    HTTP_STATUS,
-    HttpPort,
-    Receive,
-    Scope,
-    error_body,
-    run_http_call,
-    send_failure,
-    uncancel,
-)
+from blazerpc.http.port import AnswerKind, HttpPort, RequestsKind, Scope, run_http_call, uncancel
 from blazerpc.http.sse import Send
 from blazerpc.http.websocket import WebSocketPort, close_websocket
 from blazerpc.runtime.admission import Admission
 from blazerpc.runtime.boundary import Boundary, Limits
-from blazerpc.schema.spec import ServiceSpec
+from blazerpc.schema.spec import ServiceSpec, Shape
 from blazerpc.wire.json import JsonCodec
 
 __all__ = ("Gateway",)
@@ -139,6 +132,13 @@ def _cors(origins: Sequence[str]) -> list[Middleware]:
     ]
 
 
+def _kinds(shape: Shape) -> tuple[RequestsKind, AnswerKind]:
+    """A model's shape decides the route's body and answer: NDJSON in, events out, or JSON."""
+    requests: RequestsKind = NdjsonLines if shape.is_client_streaming else OneDocument
+    answer: AnswerKind = EventAnswer if shape.is_server_streaming else JsonAnswer
+    return requests, answer
+
+
 class _ModelEndpoint:
     """`POST /models/{name}` as a plain ASGI app: it writes the response itself, event by event."""
 
@@ -153,6 +153,7 @@ class _ModelEndpoint:
         self._codecs = codecs
         self._limits = limits
         self._keepalive_s = keepalive_s
+        self._kinds = {name: _kinds(boundary.model.shape) for name, boundary in calls.items()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         name = scope["path_params"]["name"]
@@ -160,7 +161,17 @@ class _ModelEndpoint:
         if boundary is None:
             await send_failure(send, self._unknown(name), name)
             return
-        port = HttpPort(scope, receive, send, self._codecs[name], self._limits, self._keepalive_s)
+        requests, answer = self._kinds[name]
+        port = HttpPort(
+            scope,
+            receive,
+            send,
+            self._codecs[name],
+            self._limits,
+            self._keepalive_s,
+            requests=requests,
+            answer=answer,
+        )
         await run_http_call(boundary, port)
 
     async def websocket(self, websocket: WebSocket) -> None:

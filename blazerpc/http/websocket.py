@@ -15,7 +15,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from blazerpc.context import Context
 from blazerpc.errors import cancelled_status
-from blazerpc.http.port import error_body
+from blazerpc.http.answer import error_body
 from blazerpc.runtime.boundary import Limits
 from blazerpc.wire.json import JsonCodec
 

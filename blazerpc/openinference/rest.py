@@ -15,6 +15,7 @@ Every call passes the same Boundary as everywhere else; errors follow the gatewa
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from importlib.metadata import version
 from typing import Any
@@ -30,15 +31,9 @@ from blazerpc.errors import (
     WireError,
     to_status,
 )
-from blazerpc.http.port import (
-    HTTP_STATUS,
-    HttpPort,
-    Receive,
-    Scope,
-    error_body,
-    run_http_call,
-    send_failure,
-)
+from blazerpc.http.answer import HTTP_STATUS, EventAnswer, JsonAnswer, error_body, send_failure
+from blazerpc.http.body import OneDocument, Receive
+from blazerpc.http.port import AnswerKind, HttpPort, Scope, run_http_call
 from blazerpc.http.sse import Send
 from blazerpc.openinference.grpc import MODEL_VERSION
 from blazerpc.openinference.tensors import ModelTensors
@@ -161,6 +156,10 @@ class _Infer:
         self._models = models
         self._action = action
         self._flat, self._streams = _ACTIONS[action]
+        # each event must parse as an inference response: clients loop over them all
+        self._answer: AnswerKind = (
+            functools.partial(EventAnswer, ends_with_event=False) if self._streams else JsonAnswer
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         models = self._models
@@ -188,9 +187,8 @@ class _Infer:
             codec,
             models.limits,
             models.keepalive_s,
-            reads_lines=False,
-            events=self._streams,
-            end_event=False,  # each event must parse as a response: clients loop over them all
+            requests=OneDocument,
+            answer=self._answer,
         )
         await run_http_call(models.calls[model.name], port)
 

@@ -1,0 +1,146 @@
+"""How an HTTP call answers: one JSON document, or Server-Sent Events, and its errors.
+
+A status that ends a call becomes an HTTP status (`HTTP_STATUS`) with a JSON body
+`{"code", "message"}` if nothing was sent yet, else an `event: error` carrying the same JSON.
+"""
+
+from __future__ import annotations
+
+import gzip
+from typing import Protocol
+
+import msgspec
+from grpclib.const import Status
+
+from blazerpc.errors import to_status
+from blazerpc.http.sse import EventStream, Send
+
+__all__ = (
+    "HTTP_STATUS",
+    "Answer",
+    "EventAnswer",
+    "JsonAnswer",
+    "error_body",
+    "send_failure",
+    "send_json",
+)
+
+HTTP_STATUS = {
+    Status.OK: 200,
+    Status.CANCELLED: 499,
+    Status.UNKNOWN: 500,
+    Status.INVALID_ARGUMENT: 400,
+    Status.DEADLINE_EXCEEDED: 504,
+    Status.NOT_FOUND: 404,
+    Status.ALREADY_EXISTS: 409,
+    Status.PERMISSION_DENIED: 403,
+    Status.RESOURCE_EXHAUSTED: 429,
+    Status.FAILED_PRECONDITION: 400,
+    Status.ABORTED: 409,
+    Status.OUT_OF_RANGE: 400,
+    Status.UNIMPLEMENTED: 501,
+    Status.INTERNAL: 500,
+    Status.UNAVAILABLE: 503,
+    Status.DATA_LOSS: 500,
+    Status.UNAUTHENTICATED: 401,
+}
+"""The HTTP status a call answers with when it fails before its first byte."""
+
+_GZIP_MIN_BYTES = 1024
+
+
+def error_body(status: Status, message: str) -> bytes:
+    """`{"code": "INVALID_ARGUMENT", "message": "..."}`, in the body or an error event."""
+    return msgspec.json.encode({"code": status.name, "message": message})
+
+
+class Answer(Protocol):
+    """One call's response: its results as they come, then success or failure."""
+
+    @property
+    def events(self) -> EventStream | None:
+        """The event stream, when the answer is one (the connection watcher keeps it alive)."""
+        ...
+
+    async def result(self, data: bytes) -> None:
+        """One encoded result, or one streamed item."""
+        ...
+
+    async def finish(self) -> None:
+        """The call succeeded: complete the response."""
+        ...
+
+    async def fail(self, status: Status, message: str) -> None:
+        """The call failed: an HTTP error if nothing was sent yet, else an error event."""
+        ...
+
+
+class JsonAnswer:
+    """One JSON document, sent when the call succeeds (gzipped when asked and large)."""
+
+    events = None
+
+    def __init__(self, send: Send, *, gzip: bool) -> None:
+        self._send = send
+        self._gzip = gzip
+        self._result = b"{}"
+
+    async def result(self, data: bytes) -> None:
+        self._result = data
+
+    async def finish(self) -> None:
+        await send_json(self._send, 200, self._result, compress=self._gzip)
+
+    async def fail(self, status: Status, message: str) -> None:
+        await send_error(self._send, status, message)
+
+
+class EventAnswer:
+    """Server-Sent Events: one `data:` event per item, then `event: end` if `ends_with_event`."""
+
+    def __init__(self, send: Send, *, gzip: bool, ends_with_event: bool = True) -> None:
+        self._send = send
+        self.events = EventStream(send, gzip=gzip)
+        self._ends_with_event = ends_with_event
+        self._items = 0
+
+    async def result(self, data: bytes) -> None:
+        self._items += 1
+        await self.events.data(data)
+
+    async def finish(self) -> None:
+        if self._ends_with_event:
+            await self.events.named(b"end", b'{"items":%d}' % self._items)
+        await self.events.end()
+
+    async def fail(self, status: Status, message: str) -> None:
+        if not self.events.is_started:
+            await send_error(self._send, status, message)
+            return
+        await self.events.named(b"error", error_body(status, message))
+        await self.events.end()
+
+
+async def send_failure(send: Send, error: Exception, model: str) -> None:
+    """A call refused before it reached a model: the status errors.to_status picks, as JSON."""
+    await send_error(send, *to_status(error, model))
+
+
+async def send_error(send: Send, status: Status, message: str) -> None:
+    """A whole error response: the status's HTTP status and `{"code", "message"}`."""
+    await send_json(send, HTTP_STATUS.get(status, 500), error_body(status, message), retry=True)
+
+
+async def send_json(
+    send: Send, status: int, body: bytes, *, compress: bool = False, retry: bool = False
+) -> None:
+    """A whole JSON response; gzipped when asked and large, with Retry-After on 429 and 503."""
+    headers = [(b"content-type", b"application/json")]
+    if compress and len(body) >= _GZIP_MIN_BYTES:
+        body = gzip.compress(body, compresslevel=6)
+        headers += [(b"content-encoding", b"gzip"), (b"vary", b"accept-encoding")]
+    if retry and status in (429, 503):
+        headers.append((b"retry-after", b"1"))
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,116 @@
+"""Reading one HTTP request's body from ASGI, within the server's size limit.
+
+`RequestBody` gathers the chunks as they arrive; `OneDocument` reads it whole as one request
+message, `NdjsonLines` as newline-delimited JSON, one message per line as soon as its line
+is in (a client stream). A disconnect while reading cancels the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from blazerpc.errors import WireError
+from blazerpc.runtime.boundary import Limits
+
+__all__ = ("Decode", "NdjsonLines", "OneDocument", "Receive", "RequestBody", "Requests")
+
+Receive = Callable[[], Any]
+Decode = Callable[[bytes], dict[str, Any]]
+
+
+class RequestBody:
+    """The request's bytes as ASGI delivers them; over the size limit is refused unread."""
+
+    def __init__(self, receive: Receive, limits: Limits, declared_length: str) -> None:
+        self._receive = receive
+        self._limits = limits
+        self._declared_length = declared_length
+        self.buffer = bytearray()
+        """What arrived and was not taken yet."""
+        self.is_complete = False
+        """The last chunk has arrived: from now on, ASGI only tells that the caller left."""
+        self.is_disconnected = False
+
+    async def read_all(self) -> bytes:
+        """The whole body, once it has all arrived."""
+        declared = self._declared_length
+        if declared.isdigit() and int(declared) > self._limits.max_request_bytes:
+            raise self._limits.request_too_large(int(declared))
+        while not self.is_complete:
+            await self.read_chunk()
+            self.check_size()
+        return bytes(self.buffer)
+
+    async def read_chunk(self) -> None:
+        """Wait for the next chunk; a disconnect cancels the call."""
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            self.is_disconnected = True
+            raise asyncio.CancelledError
+        self.buffer += message.get("body", b"")
+        self.is_complete = not message.get("more_body", False)
+
+    def check_size(self) -> None:
+        """Refuse a body, or a pending line, over the limit."""
+        if len(self.buffer) > self._limits.max_request_bytes:
+            raise self._limits.request_too_large(len(self.buffer))
+
+
+class Requests(Protocol):
+    """How a route turns the body into request messages."""
+
+    async def next(self, decode: Decode) -> dict[str, Any] | None:
+        """The next request message's fields, or None once there are no more."""
+        ...
+
+
+class OneDocument:
+    """The whole body is one request message."""
+
+    def __init__(self, body: RequestBody) -> None:
+        self._body = body
+        self._is_taken = False
+
+    async def next(self, decode: Decode) -> dict[str, Any] | None:
+        if self._is_taken:
+            return None
+        self._is_taken = True
+        return decode(await self._body.read_all())
+
+
+class NdjsonLines:
+    """Newline-delimited JSON: each non-empty line is one request message of a stream."""
+
+    def __init__(self, body: RequestBody) -> None:
+        self._body = body
+        self._count = 0
+
+    async def next(self, decode: Decode) -> dict[str, Any] | None:
+        line = await self._next_line()
+        if line is None:
+            return None
+        self._count += 1
+        try:
+            return decode(line)
+        except WireError as err:
+            raise WireError(f"request line {self._count}: {err}") from None
+
+    async def _next_line(self) -> bytes | None:
+        body = self._body
+        buffer = body.buffer
+        while True:
+            newline = buffer.find(b"\n")
+            if newline >= 0:
+                line = bytes(buffer[:newline])
+                del buffer[: newline + 1]
+                if line.strip():
+                    return line
+                continue
+            body.check_size()
+            if body.is_complete:
+                line = bytes(buffer)
+                buffer.clear()
+                return line if line.strip() else None
+            await body.read_chunk()
