@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
 
@@ -155,7 +156,11 @@ class _Infer:
     def __init__(self, models: _Models, action: str) -> None:
         self._models = models
         self._action = action
-        self._flat, self._streams = _ACTIONS[action]
+        allows_flat, self._streams = _ACTIONS[action]
+        self._json = {
+            name: _InferenceJson(tensors, models.codecs[name], allows_flat=allows_flat)
+            for name, tensors in models.tensors.items()
+        }
         # each event must parse as an inference response: clients loop over them all
         self._answer: AnswerKind = (
             functools.partial(EventAnswer, ends_with_event=False) if self._streams else JsonAnswer
@@ -177,14 +182,11 @@ class _Infer:
             await send_failure(send, UnsupportedCallError(message), name)
             return
         header_size = dict(scope["headers"]).get(_HEADER_SIZE)
-        codec = _InferenceJson(
-            tensors, models.codecs[model.name], flat=self._flat, header_size=header_size
-        )
         port = HttpPort(
             scope,
             receive,
             send,
-            codec,
+            _Exchange(self._json[model.name], header_size),
             models.limits,
             models.keepalive_s,
             requests=OneDocument,
@@ -193,25 +195,33 @@ class _Infer:
         await run_http_call(models.calls[model.name], port)
 
 
-class _InferenceJson:
-    """One REST inference call's bodies: a KServe v2 request in, responses out (or flat)."""
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """What one inference request asked for, which decides how its responses are written."""
 
-    def __init__(
-        self, tensors: ModelTensors, codec: JsonCodec, *, flat: bool, header_size: bytes | None
-    ) -> None:
-        self._tensors = tensors
+    id: str = ""
+    outputs: tuple[str, ...] = ()
+    is_flat: bool = False
+
+
+class _InferenceJson:
+    """One model's inference JSON on one route: KServe v2 (or flat) requests in, responses out.
+
+    Built once per model and route at start-up; it keeps nothing of any call.
+    """
+
+    def __init__(self, tensors: ModelTensors, codec: JsonCodec, *, allows_flat: bool) -> None:
+        self.tensors = tensors
         self._codec = codec
-        self._flat = flat
-        self._header_size = header_size
-        self._id = ""
-        self._requested: list[str] = []
+        self._allows_flat = allows_flat
 
     @property
     def model(self) -> ModelSpec:
-        return self._tensors.model
+        return self.tensors.model
 
-    def decode(self, body: bytes) -> dict[str, Any]:
-        body, binary = self._split(body)
+    def read(self, body: bytes, header_size: bytes | None) -> tuple[dict[str, Any], _Asked]:
+        """The request's fields, and what it asked for."""
+        body, binary = _split(body, header_size)
         try:
             document = msgspec.json.decode(body or b"{}")
         except msgspec.DecodeError as err:
@@ -219,50 +229,75 @@ class _InferenceJson:
         if not isinstance(document, dict):
             raise WireError("the request must be a JSON object.")
         identifier = document.pop("id", "")
-        self._id = identifier if isinstance(identifier, str) else ""
+        identifier = identifier if isinstance(identifier, str) else ""
         document.pop("parameters", None)
         if "inputs" not in document:
-            if not self._flat:
+            if not self._allows_flat:
                 raise WireError(
                     "the request has no `inputs`: send "
                     '{"inputs": [{"name": ..., "datatype": ..., "shape": [...], "data": [...]}]}.'
                 )
-            self._flat = True
-            return self._codec.decode_document(document)
-        self._flat = False
+            return self._codec.decode_document(document), _Asked(identifier, is_flat=True)
         inputs = document["inputs"]
         if not isinstance(inputs, list) or not all(isinstance(item, dict) for item in inputs):
             raise WireError("`inputs` must be a list of tensor objects.")
         outputs = document.get("outputs", [])
         if not isinstance(outputs, list):
             raise WireError('`outputs` must be a list of {"name": ...} objects.')
-        self._requested = [str(item.get("name")) for item in outputs if isinstance(item, dict)]
-        return self._tensors.read_json_inputs(inputs, _binary_inputs(inputs, binary))
+        asked = _Asked(
+            identifier, tuple(str(item.get("name")) for item in outputs if isinstance(item, dict))
+        )
+        return self.tensors.read_json_inputs(inputs, _binary_inputs(inputs, binary)), asked
 
-    def _split(self, body: bytes) -> tuple[bytes, bytes]:
-        """The binary data extension: a JSON header of the declared size, then raw tensors."""
-        if self._header_size is None:
-            return body, b""
-        try:
-            size = int(self._header_size)
-        except ValueError:
-            size = -1
-        if not 0 <= size <= len(body):
-            raise WireError(
-                f"header Inference-Header-Content-Length is {self._header_size.decode()!r}; "
-                f"it must be the size of the JSON part, at most the {len(body)}-byte body."
-            )
-        return body[:size], body[size:]
+    def write(self, result: object, asked: _Asked) -> bytes:
+        """One inference response (or one event of a stream) for a request that asked so."""
+        response: dict[str, Any] = {"model_name": self.model.name, "model_version": MODEL_VERSION}
+        if asked.id:
+            response["id"] = asked.id
+        requested = list(asked.outputs)
+        if asked.is_flat:
+            response |= self.tensors.named_outputs(result, requested)
+        else:
+            response["outputs"] = self.tensors.write_json_outputs(result, requested)
+        return _ENCODER.encode(response)
+
+
+class _Exchange:
+    """One call's bodies (a BodyCodec for its HttpPort): it remembers what the request asked."""
+
+    __slots__ = ("_asked", "_header_size", "_json")
+
+    def __init__(self, json: _InferenceJson, header_size: bytes | None) -> None:
+        self._json = json
+        self._header_size = header_size
+        self._asked = _Asked()
+
+    @property
+    def model(self) -> ModelSpec:
+        return self._json.model
+
+    def decode(self, body: bytes) -> dict[str, Any]:
+        fields, self._asked = self._json.read(body, self._header_size)
+        return fields
 
     def encode(self, result: object) -> bytes:
-        response: dict[str, Any] = {"model_name": self.model.name, "model_version": MODEL_VERSION}
-        if self._id:
-            response["id"] = self._id
-        if self._flat:
-            response |= self._tensors.named_outputs(result, self._requested)
-        else:
-            response["outputs"] = self._tensors.write_json_outputs(result, self._requested)
-        return _ENCODER.encode(response)
+        return self._json.write(result, self._asked)
+
+
+def _split(body: bytes, header_size: bytes | None) -> tuple[bytes, bytes]:
+    """The binary data extension: a JSON header of the declared size, then raw tensors."""
+    if header_size is None:
+        return body, b""
+    try:
+        size = int(header_size)
+    except ValueError:
+        size = -1
+    if not 0 <= size <= len(body):
+        raise WireError(
+            f"header Inference-Header-Content-Length is {header_size.decode()!r}; "
+            f"it must be the size of the JSON part, at most the {len(body)}-byte body."
+        )
+    return body[:size], body[size:]
 
 
 def _binary_inputs(inputs: list[dict[str, Any]], binary: bytes) -> dict[str, bytes]:
