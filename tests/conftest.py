@@ -1,13 +1,24 @@
-"""Shared fixtures: the anyio backend, golden files and protoc."""
+"""Shared fixtures: the anyio backend, golden files, protoc, and Hypothesis kept out of the tree."""
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
 
-GOLDEN = Path(__file__).parent / "golden"
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Hypothesis keeps its caches in a temporary folder, removed at the end, instead of
+    .hypothesis/ in the working directory: its pytest plugin writes them while collecting, and
+    no test run leaves files in the source tree."""
+    home = tempfile.mkdtemp(prefix="blazerpc-hypothesis-")
+    config.add_cleanup(functools.partial(shutil.rmtree, home, ignore_errors=True))
+    set_hypothesis_home_dir(home)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

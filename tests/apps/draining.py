@@ -1,8 +1,14 @@
-"""An app for drain tests: a slow unary model and an endless stream that records its closing."""
+"""An app for drain tests: a unary model held until the test lets it answer, an endless stream.
+
+The server runs in another process, so the models tell the test what they do through stdout
+lines and files.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,10 +17,13 @@ from blazerpc import BlazeApp
 app = BlazeApp()
 
 
-@app.model("slow")
-async def slow(seconds: float) -> str:
-    """Answers after `seconds`."""
-    await asyncio.sleep(seconds)
+@app.model("held")
+def held(release: str) -> str:
+    """Prints the line `held: started`, then answers once the file `release` exists."""
+    sys.stdout.write("held: started\n")  # one write: calls in other threads cannot split it
+    sys.stdout.flush()
+    while not Path(release).exists():
+        time.sleep(0.01)
     return "done"
 
 

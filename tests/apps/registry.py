@@ -1,7 +1,11 @@
-"""The apps whose schemas are pinned by golden files: name -> `module:attr` target."""
+"""The apps whose schemas are pinned by golden files (name -> `module:attr` target), and where
+those files are: tests/golden/NAME.proto."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+GOLDEN = Path(__file__).parents[1] / "golden"
 GOLDEN_APPS = {
     "chat": "examples.chat:app",
     "detect": "examples.detect:app",

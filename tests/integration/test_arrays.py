@@ -6,13 +6,14 @@ import base64
 from typing import Annotated, Any
 
 import anyio.to_thread
-import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
 from tritonclient.utils import InferenceServerException
 
 from blazerpc import BlazeApp, BlazeClient, BlazeServer, DefinitionError, Tensor, WireError
+
+from .support import serve_http
 
 pytestmark = pytest.mark.anyio
 Pixels = Annotated[np.ndarray, Tensor("uint8", (-1, 4))]
@@ -98,10 +99,8 @@ async def test_tritonclient_sends_raw_tensors_and_bad_ones_name_the_input() -> N
 
 async def test_arrays_over_http_json_and_v2_rest() -> None:
     seen = Seen()
-    async with (
-        BlazeServer(make_app(seen), port=0, http_port=0) as server,
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.http_port}") as http,
-    ):
+    async with serve_http(make_app(seen)) as served:
+        http = served.http
         raw = np.array([[2, 2, 2, 2]], dtype=np.uint8).tobytes()
         body = {
             "pixels": {"dtype": "uint8", "shape": [1, 4], "data": base64.b64encode(raw).decode()}

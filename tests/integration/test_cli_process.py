@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-BLAZE = shutil.which("blaze", path=str(Path(sys.executable).parent)) or "blaze"
+from .support import BLAZE, ROOT, WAIT_S, blaze_serve
+
 SET_PARAM_APP = """\
 from blazerpc import BlazeApp
 app = BlazeApp()
@@ -26,12 +26,16 @@ def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 
 
 def test_blaze_proto_prints_a_schema_protoc_compiles(tmp_path: Path) -> None:
-    result = _run(BLAZE, "proto", "examples/chat.py:app")
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")  # proto writes the lock next to it
+    result = _run(BLAZE, "proto", "examples/chat.py:app", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (
         "rpc PredictGenerate(GenerateRequest) returns (stream GenerateResponse);" in result.stdout
     )
 
+    assert (tmp_path / "examples" / "chat.blaze.lock").read_text(encoding="utf-8") == (
+        ROOT / "examples" / "chat.blaze.lock"
+    ).read_text(encoding="utf-8")  # the committed lock is what it writes
     (tmp_path / "blazerpc.proto").write_text(result.stdout, encoding="utf-8")
     compiled = _run(
         sys.executable,
@@ -98,15 +102,12 @@ def test_blaze_serve_on_a_busy_http_port_names_that_port() -> None:
 
 
 def test_blaze_serve_with_http_drains_quietly_on_sigterm() -> None:
-    command = [BLAZE, "serve", "examples/chat.py:app", "--port", "0", "--http-port", "0"]
-    with subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as server:
-        assert server.stdout is not None and server.stderr is not None
-        first_line = server.stdout.readline()
-        assert ", HTTP on http://127.0.0.1:" in first_line, first_line
-        server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=20) == 0
-        stderr = server.stderr.read()
+    options = ("--http-port", "0")
+    with blaze_serve("examples/chat.py:app", *options, stderr=subprocess.PIPE) as served:
+        assert ", HTTP on http://127.0.0.1:" in served.first_line, served.first_line
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(timeout=WAIT_S) == 0
+        assert served.process.stderr is not None
+        stderr = served.process.stderr.read()
     assert "draining" in stderr
     assert "uvicorn" not in stderr  # uvicorn's own shutdown story stays out of the log

@@ -8,7 +8,6 @@ import re
 import runpy
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +17,8 @@ import pytest
 
 from blazerpc import DefinitionError
 
-ROOT = Path(__file__).resolve().parents[2]
+from .support import ROOT, free_port
+
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 RAISES = "# raises DefinitionError\n"
@@ -65,7 +65,7 @@ def test_console_example_runs(where: str, commands: str, tmp_path: Path) -> None
                     with _serving(command, tmp_path, env):
                         continue
                 command = command.removesuffix("&").strip()
-                ports = {port: str(_free_port()) for port in HTTP_PORT.findall(command)}
+                ports = {port: str(free_port()) for port in HTTP_PORT.findall(command)}
                 servers.enter_context(_serving(_with_ports(command, ports), tmp_path, env))
                 continue
             result = subprocess.run(
@@ -100,12 +100,6 @@ def _with_ports(text: str, ports: dict[str, str]) -> str:
     for documented, free in ports.items():
         text = text.replace(f":{documented}", f":{free}").replace(f" {documented}", f" {free}")
     return text
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -3,39 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import zlib
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import anyio
-import anyio.to_thread
 import httpx
 import pytest
 import uvicorn
 import websockets.asyncio.client
 from httpx_sse import aconnect_sse
 
-from blazerpc import Batching, BlazeApp, BlazeClient, Context, Status
+from blazerpc import Batching, BlazeApp, Context, Status
 from blazerpc.errors import ModelError
 from blazerpc.runtime.admission import Phase
 from blazerpc.server import BlazeServer, bind_tcp
 from examples.tracker import app as tracker_app
 
-from . import test_serving as serving
+from .support import WAIT_S, Probe, serve_http
 
 pytestmark = pytest.mark.anyio
-
-
-class Probe(serving.Probe):
-    """Also the order in which streams stepped, and a gate a model waits at."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.steps: list[tuple[str, int]] = []
-        self.release = asyncio.Event()
 
 
 def make_app(probe: Probe) -> BlazeApp:
@@ -82,12 +70,13 @@ def make_app(probe: Probe) -> BlazeApp:
     async def held(first: str) -> AsyncIterator[str]:
         """One item, then wait for the test: an item must not wait in a buffer."""
         yield first
-        await probe.release.wait()
+        await probe.until_released()
         yield "after"
 
     @app.model("quiet", streaming=True)
-    async def quiet(wait_s: float) -> AsyncIterator[str]:
-        await anyio.sleep(wait_s)
+    async def quiet() -> AsyncIterator[str]:
+        """Nothing to send until the test says so."""
+        await probe.until_released()
         yield "finally"
 
     @app.model("wrong-type")
@@ -117,20 +106,6 @@ def make_app(probe: Probe) -> BlazeApp:
     return app
 
 
-@pytest.fixture
-def probe() -> Probe:
-    return Probe()
-
-
-@contextlib.asynccontextmanager
-async def serve_http(app: BlazeApp, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
-    async with (
-        BlazeServer(app, port=0, http_port=0, sse_keepalive=0.1, **options) as server,
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.http_port}", timeout=10) as http,
-    ):
-        yield http
-
-
 async def events_of(http: httpx.AsyncClient, model: str, **body: object) -> list[tuple[str, str]]:
     async with aconnect_sse(http, "POST", f"/models/{model}", json=body) as source:
         source.response.raise_for_status()
@@ -138,7 +113,8 @@ async def events_of(http: httpx.AsyncClient, model: str, **body: object) -> list
 
 
 async def test_unary_answers_json_and_errors_name_the_field(probe: Probe) -> None:
-    async with serve_http(make_app(probe)) as http:
+    async with serve_http(make_app(probe)) as served:
+        http = served.http
         ok = await http.post("/models/echo", json={"text": "ab", "times": 2})
         assert ok.status_code == 200
         assert ok.json() == {"result": "abab"}
@@ -156,7 +132,8 @@ async def test_unary_answers_json_and_errors_name_the_field(probe: Probe) -> Non
 
 
 async def test_statuses_map_to_http_statuses(probe: Probe) -> None:
-    async with serve_http(make_app(probe)) as http:
+    async with serve_http(make_app(probe)) as served:
+        http = served.http
         missing = await http.post("/models/nope", json={})
         assert missing.status_code == 404
         assert "no model named 'nope'" in missing.json()["message"]
@@ -178,7 +155,8 @@ async def test_statuses_map_to_http_statuses(probe: Probe) -> None:
 
 
 async def test_an_oversized_body_is_refused_unread(probe: Probe) -> None:
-    async with serve_http(make_app(probe), max_request_bytes=100) as http:
+    async with serve_http(make_app(probe), max_request_bytes=100) as served:
+        http = served.http
         big = await http.post("/models/echo", json={"text": "x" * 200})
         assert big.status_code == 429
         assert big.json()["code"] == "RESOURCE_EXHAUSTED"
@@ -188,19 +166,19 @@ async def test_an_oversized_body_is_refused_unread(probe: Probe) -> None:
 
 async def test_streams_over_the_limit_are_refused_with_429(probe: Probe) -> None:
     async with (
-        serve_http(make_app(probe), max_streams=1) as http,
-        aconnect_sse(http, "POST", "/models/generate", json={"prompt": "t"}) as source,
+        serve_http(make_app(probe), max_streams=1) as served,
+        aconnect_sse(served.http, "POST", "/models/generate", json={"prompt": "t"}) as source,
     ):
         assert (await anext(source.aiter_sse())).data == '{"result":"t0"}'
-        second = await http.post("/models/generate", json={"prompt": "u"})
+        second = await served.http.post("/models/generate", json={"prompt": "u"})
         assert second.status_code == 429
         assert second.headers["retry-after"] == "1"
         assert "max_streams" in second.json()["message"]
 
 
 async def test_server_streaming_is_one_event_per_item_then_end(probe: Probe) -> None:
-    async with serve_http(make_app(probe)) as http:
-        events = await events_of(http, "generate", prompt="t", max_tokens=3)
+    async with serve_http(make_app(probe)) as served:
+        events = await events_of(served.http, "generate", prompt="t", max_tokens=3)
     assert events == [
         ("message", '{"result":"t0"}'),
         ("message", '{"result":"t1"}'),
@@ -211,8 +189,10 @@ async def test_server_streaming_is_one_event_per_item_then_end(probe: Probe) -> 
 
 async def test_event_stream_headers_keep_proxies_from_buffering(probe: Probe) -> None:
     async with (
-        serve_http(make_app(probe)) as http,
-        http.stream("POST", "/models/generate", json={"prompt": "t", "max_tokens": 1}) as response,
+        serve_http(make_app(probe)) as served,
+        served.http.stream(
+            "POST", "/models/generate", json={"prompt": "t", "max_tokens": 1}
+        ) as response,
     ):
         assert response.headers["content-type"] == "text/event-stream"
         assert response.headers["x-accel-buffering"] == "no"
@@ -220,7 +200,8 @@ async def test_event_stream_headers_keep_proxies_from_buffering(probe: Probe) ->
 
 
 async def test_an_error_after_the_first_byte_is_an_error_event(probe: Probe) -> None:
-    async with serve_http(make_app(probe)) as http:
+    async with serve_http(make_app(probe)) as served:
+        http = served.http
         events = await events_of(http, "fail-midway", after=2)
         assert events[:2] == [("message", '{"result":0}'), ("message", '{"result":1}')]
         name, data = events[2]
@@ -236,7 +217,8 @@ async def test_an_error_after_the_first_byte_is_an_error_event(probe: Probe) -> 
 
 
 async def test_disconnect_closes_the_generator_within_one_item(probe: Probe) -> None:
-    async with serve_http(make_app(probe)) as http:
+    async with serve_http(make_app(probe)) as served:
+        http = served.http
         async with aconnect_sse(http, "POST", "/models/generate", json={"prompt": "t"}) as source:
             received = 0
             async for _ in source.aiter_sse():
@@ -250,11 +232,11 @@ async def test_disconnect_closes_the_generator_within_one_item(probe: Probe) -> 
 
 async def test_streams_from_a_generator_that_never_awaits_interleave(probe: Probe) -> None:
     names = ["a", "b", "c", "d"]
-    async with serve_http(make_app(probe)) as http:
+    async with serve_http(make_app(probe)) as served:
         async with anyio.create_task_group() as group:
             for name in names:
                 group.start_soon(
-                    functools.partial(events_of, http, "spin", name=name, count=20_000)
+                    functools.partial(events_of, served.http, "spin", name=name, count=20_000)
                 )
     first = {name: probe.steps.index((name, 0)) for name in names}
     last = {name: probe.steps.index((name, 19_999)) for name in names}
@@ -265,8 +247,8 @@ async def test_streams_from_a_generator_that_never_awaits_interleave(probe: Prob
 
 async def test_gzip_streaming_decodes_each_event_as_it_arrives(probe: Probe) -> None:
     async with (
-        serve_http(make_app(probe)) as http,
-        http.stream(
+        serve_http(make_app(probe)) as served,
+        served.http.stream(
             "POST", "/models/held", json={"first": "now"}, headers={"accept-encoding": "gzip"}
         ) as response,
     ):
@@ -274,18 +256,19 @@ async def test_gzip_streaming_decodes_each_event_as_it_arrives(probe: Probe) -> 
         decoder = zlib.decompressobj(wbits=31)
         text = ""
         raw = response.aiter_raw()
-        with anyio.fail_after(5):  # a buffered event would never arrive: the model waits
+        with anyio.fail_after(WAIT_S):  # a buffered event would never arrive: the model waits
             while "data:" not in text:
                 text += decoder.decompress(await anext(raw)).decode()
         assert text == 'data: {"result":"now"}\n\n'
-        probe.release.set()
+        probe.release()
         async for chunk in raw:
             text += decoder.decompress(chunk).decode()
         assert text.endswith('data: {"result":"after"}\n\nevent: end\ndata: {"items":2}\n\n')
 
 
 async def test_unary_responses_are_gzipped_when_large_and_asked_for(probe: Probe) -> None:
-    async with serve_http(make_app(probe)) as http:
+    async with serve_http(make_app(probe)) as served:
+        http = served.http
         big = await http.post("/models/echo", json={"text": "ab", "times": 2000})
         assert big.headers["content-encoding"] == "gzip"  # httpx asks for gzip by default
         assert big.json() == {"result": "ab" * 2000}
@@ -295,16 +278,23 @@ async def test_unary_responses_are_gzipped_when_large_and_asked_for(probe: Probe
 
 async def test_an_idle_stream_sends_keep_alive_comments(probe: Probe) -> None:
     async with (
-        serve_http(make_app(probe)) as http,
-        http.stream("POST", "/models/quiet", json={"wait_s": 0.35}) as response,
+        serve_http(make_app(probe), sse_keepalive=0.1) as served,
+        served.http.stream("POST", "/models/quiet", json={}) as response,
     ):
-        body = (await response.aread()).decode()
+        chunks = response.aiter_text()
+        body = ""
+        with anyio.fail_after(WAIT_S):  # the model sends nothing until two comments came
+            while body.count(": keep-alive\n\n") < 2:
+                body += await anext(chunks)
+        probe.release()
+        body += "".join([chunk async for chunk in chunks])
     assert body.startswith(": keep-alive\n\n: keep-alive\n\n")
     assert body.endswith('data: {"result":"finally"}\n\nevent: end\ndata: {"items":1}\n\n')
 
 
 async def test_client_streams_are_newline_delimited_json(probe: Probe) -> None:
-    async with serve_http(make_app(probe)) as http:
+    async with serve_http(make_app(probe)) as served:
+        http = served.http
         ok = await http.post("/models/total", content=b'{"numbers": 1}\n\n{"numbers": 2}\n')
         assert ok.json() == {"result": 3}
 
@@ -319,16 +309,18 @@ async def test_client_streams_are_newline_delimited_json(probe: Probe) -> None:
 
 
 async def test_bidirectional_over_post_is_ndjson_in_and_events_out(probe: Probe) -> None:
-    async with serve_http(make_app(probe)) as http:
-        response = await http.post("/models/words", content=b'{"lines": "a b"}\n{"lines": "c"}\n')
+    async with serve_http(make_app(probe)) as served:
+        response = await served.http.post(
+            "/models/words", content=b'{"lines": "a b"}\n{"lines": "c"}\n'
+        )
         assert response.text == (
             'data: {"result":2}\n\ndata: {"result":1}\n\nevent: end\ndata: {"items":2}\n\n'
         )
 
 
 async def test_bidirectional_over_a_websocket_keeps_state_per_stream() -> None:
-    async with BlazeServer(tracker_app, port=0, http_port=0) as server:
-        url = f"ws://127.0.0.1:{server.http_port}/models/track/ws"
+    async with serve_http(tracker_app) as served:
+        url = f"ws://127.0.0.1:{served.server.http_port}/models/track/ws"
         async with websockets.asyncio.client.connect(url) as socket:
             await socket.send(json.dumps({"frames": {"detections": [{"x": 0, "y": 0}]}}))
             first = json.loads(await socket.recv())
@@ -352,7 +344,8 @@ async def test_bidirectional_over_a_websocket_keeps_state_per_stream() -> None:
 
 
 async def test_models_openapi_and_health_describe_the_schema(probe: Probe) -> None:
-    async with serve_http(make_app(probe)) as http:
+    async with serve_http(make_app(probe)) as served:
+        http = served.http
         listing = (await http.get("/models")).json()
         by_name = {model["name"]: model for model in listing["models"]}
         assert by_name["echo"]["shape"] == "unary"
@@ -378,16 +371,13 @@ async def test_models_openapi_and_health_describe_the_schema(probe: Probe) -> No
 
 
 async def test_a_drain_ends_a_running_stream_with_an_unavailable_event(probe: Probe) -> None:
-    app = make_app(probe)
-    async with BlazeServer(app, port=0, http_port=0) as server:
-        base = f"http://127.0.0.1:{server.http_port}"
-        async with (
-            httpx.AsyncClient(base_url=base, timeout=10) as http,
-            aconnect_sse(http, "POST", "/models/generate", json={"prompt": "t"}) as source,
-        ):
+    async with serve_http(make_app(probe)) as served:
+        async with aconnect_sse(
+            served.http, "POST", "/models/generate", json={"prompt": "t"}
+        ) as source:
             events = source.aiter_sse()
             assert (await anext(events)).data == '{"result":"t0"}'
-            drain = asyncio.ensure_future(server.drain(grace=0.1))
+            drain = asyncio.ensure_future(served.server.drain(grace=0.1))
             rest = [event async for event in events]
             await drain
         assert rest[-1].event == "error"
@@ -397,25 +387,21 @@ async def test_a_drain_ends_a_running_stream_with_an_unavailable_event(probe: Pr
 
 async def test_grpc_and_http_calls_share_one_batcher() -> None:
     app = BlazeApp()
-    sizes: list[int] = []
+    batches: list[list[int]] = []
 
-    @app.model("double", batch=Batching(max_size=8, max_wait_s=0.05))
+    @app.model("double", batch=Batching(max_size=6, max_wait_s=59))
     async def double(number: list[int]) -> list[int]:
-        sizes.append(len(number))
+        """A batch starts only when full: six calls, whichever transport they came by."""
+        batches.append(sorted(number))
         return [2 * n for n in number]
 
-    async with BlazeServer(app, port=0, http_port=0) as server:
-        base = f"http://127.0.0.1:{server.http_port}"
-        async with (
-            httpx.AsyncClient(base_url=base, timeout=10) as http,
-            BlazeClient("127.0.0.1", server.port, app=app, timeout=10) as client,
-        ):
-            over_http = [http.post("/models/double", json={"number": i}) for i in range(3)]
-            over_grpc = [client.predict("double", number=i) for i in range(3)]
-            results = await asyncio.gather(*over_http, *over_grpc)
+    async with serve_http(app) as served:
+        over_http = [served.http.post("/models/double", json={"number": i}) for i in range(3)]
+        over_grpc = [served.client.predict("double", number=i) for i in (10, 11, 12)]
+        results = await asyncio.gather(*over_http, *over_grpc)
     assert [r.json()["result"] for r in results[:3]] == [0, 2, 4]
-    assert results[3:] == [0, 2, 4]
-    assert sum(sizes) == 6 and max(sizes) > 3  # some batch held calls from both transports
+    assert results[3:] == [20, 22, 24]
+    assert batches == [[0, 1, 2, 10, 11, 12]]  # one batch held the calls of both transports
 
 
 async def test_app_asgi_runs_in_another_server_with_its_lifespan() -> None:
@@ -436,11 +422,8 @@ async def test_app_asgi_runs_in_another_server_with_its_lifespan() -> None:
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app.asgi(), log_config=None, lifespan="on"))
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
-    try:
+    try:  # the socket already listens: the call waits in its backlog until uvicorn has started
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            with anyio.fail_after(5):
-                while not server.started:  # noqa: ASYNC110 (uvicorn has no started event)
-                    await anyio.sleep(0.01)
             answer = await http.post("/models/greet", json={"name": "ada"})
             assert answer.json() == {"result": "hello ada"}
     finally:
@@ -450,7 +433,8 @@ async def test_app_asgi_runs_in_another_server_with_its_lifespan() -> None:
 
 
 async def test_results_the_schema_does_not_allow_are_internal_errors(probe: Probe) -> None:
-    async with serve_http(make_app(probe), max_response_bytes=1000) as http:
+    async with serve_http(make_app(probe), max_response_bytes=1000) as served:
+        http = served.http
         wrong = await http.post("/models/wrong-type", json={"text": "a"})
         assert wrong.status_code == 500
         assert wrong.json()["message"] == (
@@ -466,8 +450,8 @@ async def test_results_the_schema_does_not_allow_are_internal_errors(probe: Prob
 
 
 async def test_context_sees_the_headers_and_the_deadline(probe: Probe) -> None:
-    async with serve_http(make_app(probe)) as http:
-        answer = await http.post(
+    async with serve_http(make_app(probe)) as served:
+        answer = await served.http.post(
             "/models/whoami", json={}, headers={"x-user": "ada", "x-request-timeout": "3"}
         )
         assert answer.json() == {"result": "ada True"}
@@ -511,8 +495,8 @@ async def test_while_loading_calls_get_503_and_ready_says_loading() -> None:
 
 
 async def test_cors_lets_pages_from_the_listed_origins_call(probe: Probe) -> None:
-    async with serve_http(make_app(probe), cors_origins="https://app.example") as http:
-        preflight = await http.options(
+    async with serve_http(make_app(probe), cors_origins="https://app.example") as served:
+        preflight = await served.http.options(
             "/models/generate",
             headers={
                 "origin": "https://app.example",
@@ -522,19 +506,19 @@ async def test_cors_lets_pages_from_the_listed_origins_call(probe: Probe) -> Non
         )
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == "https://app.example"
-        streamed = await http.post(
+        streamed = await served.http.post(
             "/models/generate",
             json={"prompt": "t", "max_tokens": 1},
             headers={"origin": "https://app.example"},
         )
         assert streamed.headers["access-control-allow-origin"] == "https://app.example"
         assert streamed.text.startswith('data: {"result":"t0"}')
-        stranger = await http.post(
+        stranger = await served.http.post(
             "/models/echo", json={"text": "a"}, headers={"origin": "https://evil.example"}
         )
         assert "access-control-allow-origin" not in stranger.headers
-    async with serve_http(make_app(probe)) as http:  # off unless asked for
-        plain = await http.post(
+    async with serve_http(make_app(probe)) as served:  # off unless asked for
+        plain = await served.http.post(
             "/models/echo", json={"text": "a"}, headers={"origin": "https://app.example"}
         )
         assert "access-control-allow-origin" not in plain.headers

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
@@ -23,6 +23,9 @@ from blazerpc import (
     RpcError,
     Status,
 )
+from blazerpc.runtime.admission import Phase
+
+from .support import WAIT_S, Probe, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -30,12 +33,20 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-def _app(events: list[str], *, loaded: anyio.Event | None = None) -> BlazeApp:
+def _app(
+    events: list[str],
+    *,
+    loading: anyio.Event | None = None,
+    loaded: anyio.Event | None = None,
+    probe: Probe | None = None,
+) -> BlazeApp:
     app = BlazeApp()
 
     @app.lifespan
     async def weights() -> AsyncIterator[None]:
         events.append("loading")
+        if loading is not None:
+            loading.set()
         if loaded is not None:
             await loaded.wait()
         events.append("loaded")
@@ -46,6 +57,14 @@ def _app(events: list[str], *, loaded: anyio.Event | None = None) -> BlazeApp:
     async def slow(seconds: float) -> str:
         events.append("slow called")
         await asyncio.sleep(seconds)
+        return "done"
+
+    @app.model("held")
+    async def held() -> str:
+        """Waits at the probe's gate: a call in flight for as long as the test wants."""
+        assert probe is not None
+        probe.start()
+        await probe.until_released()
         return "done"
 
     @app.model("tokens", streaming=True)
@@ -68,15 +87,6 @@ def _app(events: list[str], *, loaded: anyio.Event | None = None) -> BlazeApp:
     return app
 
 
-async def _until(condition: Callable[[], bool]) -> None:
-    """Wait, bounded, until `condition()` holds."""
-    with anyio.fail_after(5):
-        while True:
-            if condition():
-                return
-            await anyio.sleep(0.01)
-
-
 async def _health(port: int, service: str = "") -> Any:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -85,13 +95,13 @@ async def _health(port: int, service: str = "") -> Any:
 
 async def test_health_is_not_serving_until_the_lifespan_is_ready() -> None:
     events: list[str] = []
-    loaded = anyio.Event()
-    app = _app(events, loaded=loaded)
+    loading, loaded = anyio.Event(), anyio.Event()
+    app = _app(events, loading=loading, loaded=loaded)
     server = BlazeServer(app, port=0)
-    with anyio.fail_after(10):
+    with anyio.fail_after(WAIT_S):
         async with anyio.create_task_group() as group:
             group.start_soon(server.start)
-            await _until(lambda: events == ["loading"])
+            await loading.wait()  # the port is open by now: hooks run after it is bound
             assert await _health(server.port) == NOT_SERVING
             assert await _health(server.port, "slow") == NOT_SERVING
             async with BlazeClient(port=server.port, app=app, timeout=5) as client:
@@ -100,7 +110,7 @@ async def test_health_is_not_serving_until_the_lifespan_is_ready() -> None:
             assert refused.value.status is Status.UNAVAILABLE
             assert "loading" in refused.value.message
             loaded.set()
-        for name in ("", "blazerpc.InferenceService", "slow", "tokens"):
+        for name in ("", "blazerpc.InferenceService", "slow", "held", "tokens"):
             assert await _health(server.port, name) == SERVING
         await server.close()
     assert events == ["loading", "loaded", "released"]  # no call ran before "loaded"
@@ -174,6 +184,7 @@ async def test_a_stock_reflection_client_lists_and_describes_the_service() -> No
     file = descriptor_pb2.FileDescriptorProto.FromString(data)
     assert [method.name for method in file.service[0].method] == [
         "PredictSlow",
+        "PredictHeld",
         "PredictTokens",
         "PredictEcho",
         "PredictStamp",
@@ -193,41 +204,52 @@ async def test_reflection_can_be_turned_off() -> None:
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
-async def test_drain_finishes_unary_calls_and_ends_open_streams_with_unavailable() -> None:
+async def test_a_drain_refuses_new_calls_and_lets_running_ones_finish(probe: Probe) -> None:
     events: list[str] = []
-    app = _app(events)
+    app = _app(events, probe=probe)
     server = BlazeServer(app, port=0)
     await server.start()
-    with anyio.fail_after(10):
-        async with BlazeClient(port=server.port, app=app, timeout=10) as client:
-            results: list[str] = []
-            stream_error: list[RpcError] = []
+    results: list[str] = []
+    with anyio.fail_after(WAIT_S):  # a grace period of 60 s: the calls finish long before
+        async with BlazeClient(port=server.port, app=app, timeout=WAIT_S) as client:
 
-            async def call_slow() -> None:
-                results.append(await client.predict("slow", seconds=0.3))
-
-            async def read_stream() -> None:
-                with pytest.raises(RpcError) as err:
-                    async for _ in client.stream("tokens", count=10_000):
-                        pass
-                stream_error.append(err.value)
+            async def call_held() -> None:
+                results.append(await client.predict("held"))
 
             async with anyio.create_task_group() as group:
                 for _ in range(5):
-                    group.start_soon(call_slow)
-                group.start_soon(read_stream)
-                await _until(lambda: server.running_calls == 6)
-                group.start_soon(server.drain, 0.6)
-                await anyio.sleep(0.05)
+                    group.start_soon(call_held)
+                await probe.wait_started(5)
+                group.start_soon(server.drain, 60)
+                await wait_until(lambda: server.phase is Phase.DRAINING, "the drain began")
                 with pytest.raises(RpcError) as refused:  # same connection, after the drain began
                     await client.predict("slow", seconds=0)
                 assert refused.value.status is Status.UNAVAILABLE
                 assert "shutting down" in refused.value.message
+                assert events == ["loading", "loaded"]  # the five still run: nothing released
+                probe.release()
     assert results == ["done"] * 5
-    assert stream_error[0].status is Status.UNAVAILABLE
-    assert "grace period" in stream_error[0].message
-    assert events.index("tokens closed") < events.index("released")
-    assert events.count("slow called") == 5
+    assert events == ["loading", "loaded", "released"]
+    assert "slow called" not in events
+
+
+async def test_a_drain_ends_open_streams_with_unavailable_after_the_grace_period() -> None:
+    events: list[str] = []
+    app = _app(events)
+    server = BlazeServer(app, port=0)
+    await server.start()
+    with anyio.fail_after(WAIT_S):
+        async with BlazeClient(port=server.port, app=app, timeout=WAIT_S) as client:
+            tokens = client.stream("tokens", count=10_000)
+            assert await anext(tokens) == 0
+            drained = asyncio.ensure_future(server.drain(0.1))
+            with pytest.raises(RpcError) as err:
+                async for _ in tokens:
+                    pass
+            await drained
+    assert err.value.status is Status.UNAVAILABLE
+    assert "grace period" in err.value.message
+    assert events == ["loading", "loaded", "tokens closed", "released"]
 
 
 async def test_an_oversize_request_is_refused_unread_and_the_server_stays_healthy() -> None:
@@ -273,11 +295,13 @@ async def test_streams_past_max_streams_are_refused() -> None:
         assert await client.predict("slow", seconds=0) == "done"  # unary calls are not streams
         for stream in open_streams:
             await stream.aclose()
-        await _until(lambda: server.running_calls == 0)
+        await wait_until(lambda: server.running_calls == 0, "the server let go of both streams")
         assert [item async for item in client.stream("tokens", count=2)] == [0, 1]
 
 
-async def test_a_sync_lifespan_runs_in_a_thread_and_a_batch_finishes_during_the_drain() -> None:
+async def test_a_sync_lifespan_runs_in_a_thread_and_a_batch_finishes_during_the_drain(
+    probe: Probe,
+) -> None:
     events: list[str] = []
     app = BlazeApp()
 
@@ -287,16 +311,17 @@ async def test_a_sync_lifespan_runs_in_a_thread_and_a_batch_finishes_during_the_
         yield
         events.append("released")
 
-    @app.model("double", batch=Batching(max_size=8, max_wait_s=0.05))
+    @app.model("double", batch=Batching(max_size=3, max_wait_s=59))
     async def double(x: list[float]) -> list[float]:
         events.append(f"batch of {len(x)}")
-        await asyncio.sleep(0.3)
+        probe.start()
+        await probe.until_released()
         return [v * 2 for v in x]
 
     server = BlazeServer(app, port=0)
     await server.start()
-    with anyio.fail_after(10):
-        async with BlazeClient(port=server.port, app=app, timeout=10) as client:
+    with anyio.fail_after(WAIT_S):
+        async with BlazeClient(port=server.port, app=app, timeout=WAIT_S) as client:
             results: list[float] = []
 
             async def call(x: float) -> None:
@@ -305,7 +330,9 @@ async def test_a_sync_lifespan_runs_in_a_thread_and_a_batch_finishes_during_the_
             async with anyio.create_task_group() as group:
                 for x in (1.0, 2.0, 3.0):
                     group.start_soon(call, x)
-                await _until(lambda: server.running_calls == 3)
-                group.start_soon(server.drain, 5)
+                await probe.wait_started()  # the batch of three runs
+                group.start_soon(server.drain, 60)
+                await wait_until(lambda: server.phase is Phase.DRAINING, "the drain began")
+                probe.release()
     assert sorted(results) == [2.0, 4.0, 6.0]
     assert events == ["loaded", "batch of 3", "released"]

@@ -10,8 +10,6 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-import grpc
-import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
@@ -22,6 +20,8 @@ from tritonclient.utils import InferenceServerException
 
 from blazerpc import BlazeApp, BlazeServer, Context
 from examples import chat, tracker
+
+from .support import serve_http, stock_unary
 
 pytestmark = pytest.mark.anyio
 Results = queue.Queue[tuple[Any, Any]]
@@ -174,13 +174,12 @@ async def test_typed_contents_are_read_as_well_as_raw_ones() -> None:
         request = service_pb2.ModelInferRequest(model_name="greet", id="typed-1")
         name = request.inputs.add(name="name", datatype="BYTES", shape=[1])
         name.contents.bytes_contents.append(b"grace")
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            infer = channel.unary_unary(
-                "/inference.GRPCInferenceService/ModelInfer",
-                request_serializer=service_pb2.ModelInferRequest.SerializeToString,
-                response_deserializer=service_pb2.ModelInferResponse.FromString,
-            )
-            response = await infer(request, timeout=5)
+        response = await stock_unary(
+            server.port,
+            "/inference.GRPCInferenceService/ModelInfer",
+            request,
+            service_pb2.ModelInferResponse,
+        )
     assert response.id == "typed-1" and response.model_name == "greet"
     (raw,) = response.raw_output_contents
     (length,) = struct.unpack_from("<I", raw)
@@ -308,8 +307,8 @@ async def test_open_inference_can_be_turned_off() -> None:
 
 
 async def test_rest_infer_through_tritonclient_http_binary_and_json() -> None:
-    async with BlazeServer(make_app(), port=0, http_port=0) as server:
-        client = triton_http.InferenceServerClient(f"127.0.0.1:{server.http_port}")
+    async with serve_http(make_app()) as served:
+        client = triton_http.InferenceServerClient(f"127.0.0.1:{served.server.http_port}")
         try:
             a = triton_http.InferInput("a", [1], "INT64")
             a.set_data_from_numpy(np.array([2], dtype=np.int64))  # binary data extension
@@ -344,10 +343,8 @@ async def test_rest_streams_with_mlservers_client_pattern() -> None:
         "id": "req-1",
         "inputs": [{"name": "prompt", "datatype": "BYTES", "shape": [1], "data": ["a b c"]}],
     }
-    async with (
-        BlazeServer(chat.app, port=0, http_port=0) as server,
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.http_port}") as http,
-    ):
+    async with serve_http(chat.app) as served:
+        http = served.http
         url = "/v2/models/generate/generate_stream"
         async with aconnect_sse(http, "POST", url, json=request) as events:
             responses = [json.loads(event.data) async for event in events.aiter_sse()]
@@ -378,10 +375,8 @@ async def test_rest_streams_with_mlservers_client_pattern() -> None:
 
 
 async def test_rest_metadata_health_and_errors() -> None:
-    async with (
-        BlazeServer(make_app(), port=0, http_port=0) as server,
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.http_port}") as http,
-    ):
+    async with serve_http(make_app()) as served:
+        http = served.http
         assert (await http.get("/v2/health/live")).json() == {"live": True}
         assert (await http.get("/v2/health/ready")).json() == {"ready": True}
         assert (await http.get("/v2")).json()["name"] == "blazerpc"

@@ -13,7 +13,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from .support import ROOT
 
 RENDER = """\
 import blazerpc, blazerpc.wire.proto_text

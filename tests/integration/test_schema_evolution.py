@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
-import grpc
 import pytest
 from click.testing import CliRunner
 from google.protobuf import descriptor_pb2
@@ -17,6 +15,8 @@ from blazerpc import BlazeServer
 from blazerpc.cli import main
 from blazerpc.target import load_app
 from blazerpc.wire.descriptor import file_descriptor
+
+from .support import compile_stubs, stock_unary
 
 pytestmark = pytest.mark.anyio
 
@@ -62,21 +62,18 @@ def _blaze_proto(app_dir: Path, *args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def _stock_stubs(proto_text: str, where: Path, include: Path) -> ModuleType:
+def _stock_stubs(proto_text: str, where: Path) -> ModuleType:
     """Compile the .proto with protoc and import its message module (the 'old client')."""
-    (where / "evolution.proto").write_text(proto_text, encoding="utf-8")
-    args = [f"-I{where}", f"-I{include}", f"--python_out={where}"]
-    assert protoc.main(["protoc", *args, str(where / "evolution.proto")]) == 0
+    compile_stubs(proto_text, "evolution.proto", where)
     spec = importlib.util.spec_from_file_location("evolution_pb2", where / "evolution_pb2.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["evolution_pb2"] = module
     spec.loader.exec_module(module)
     return module
 
 
 async def test_an_old_stock_client_gets_correct_answers_after_reorder_and_add(
-    tmp_path: Path, protoc_include: Path
+    tmp_path: Path,
 ) -> None:
     app_dir = tmp_path / "service"
     app_dir.mkdir()
@@ -85,7 +82,7 @@ async def test_an_old_stock_client_gets_correct_answers_after_reorder_and_add(
     assert code == 0 and _app_file(app_dir).with_suffix(".blaze.lock").is_file()
     stubs_dir = tmp_path / "client"
     stubs_dir.mkdir()
-    old = _stock_stubs(v1_proto, stubs_dir, protoc_include)
+    old = _stock_stubs(v1_proto, stubs_dir)
 
     _app_file(app_dir).write_text(V2, encoding="utf-8")  # reordered, one parameter added
     assert _blaze_proto(app_dir, "--check")[0] == 0
@@ -95,15 +92,13 @@ async def test_an_old_stock_client_gets_correct_answers_after_reorder_and_add(
 
     app = load_app(f"{_app_file(app_dir)}:app")
     async with BlazeServer(app, port=0) as server:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            call = channel.unary_unary(
-                "/evolution.InferenceService/PredictScore",
-                request_serializer=old.ScoreRequest.SerializeToString,
-                response_deserializer=old.ScoreResponse.FromString,
-            )
-            reply = await call(old.ScoreRequest(text="hi", top_k=3, boost=0.5), timeout=5)
+        reply = await stock_unary(
+            server.port,
+            "/evolution.InferenceService/PredictScore",
+            old.ScoreRequest(text="hi", top_k=3, boost=0.5),
+            old.ScoreResponse,
+        )
     assert reply.result == "hi|3|0.5|en"  # every old field landed on the right parameter
-    sys.modules.pop("evolution_pb2", None)
 
 
 def test_a_removed_field_is_reserved_in_text_and_descriptor(

@@ -20,6 +20,8 @@ from blazerpc.grpc.service import RawBytesCodec
 from blazerpc.server import BlazeServer
 from blazerpc.testing import serve_app
 
+from .support import Probe, raw_call
+
 pytestmark = pytest.mark.anyio
 
 GENERATE = "/blazerpc.InferenceService/PredictGenerate"
@@ -30,17 +32,6 @@ MALFORMED = {
     "length past the end": b"\x0a\x05ab",
     "random bytes": b"\xff\xff\xff\x07garbage",
 }
-
-
-class Probe:
-    """What a streaming model did: items produced, and whether its `finally` ran."""
-
-    def __init__(self) -> None:
-        self.produced = 0
-        self.closed = threading.Event()
-
-    async def wait_closed(self) -> None:
-        assert await anyio.to_thread.run_sync(self.closed.wait, 5), "the generator stayed open"
 
 
 def make_app(probe: Probe) -> BlazeApp:
@@ -66,11 +57,12 @@ def make_app(probe: Probe) -> BlazeApp:
         finally:
             probe.closed.set()
 
-    @app.model("slow-sync")
-    def slow_sync(n: int) -> Iterator[int]:
-        for i in range(n):
-            time.sleep(0.3)
-            yield i
+    @app.model("held-sync")
+    def held_sync(n: int) -> Iterator[bool]:
+        """Holds its worker thread at the probe's gate before the first item: a slow model."""
+        probe.start()
+        yield probe.wait_released()  # True: the test opened the gate, so it kept running
+        yield from [True] * (n - 1)
 
     @app.model("add")
     async def add(a: int, b: int = 0) -> int:
@@ -89,11 +81,6 @@ def make_app(probe: Probe) -> BlazeApp:
         return ["not", "ints"] if n else []  # type: ignore[list-item]  # the bug under test
 
     return app
-
-
-@pytest.fixture
-def probe() -> Probe:
-    return Probe()
 
 
 @pytest.fixture
@@ -138,41 +125,22 @@ async def test_a_wrongly_typed_result_is_internal_naming_model_and_field(app: Bl
         assert await client.predict("wrong-result", n=0) == []
 
 
-async def _raw_call(
-    port: int, path: str, body: bytes, streaming: bool
-) -> tuple[grpc.StatusCode, str]:
-    """A stock grpcio call with raw bytes, in a thread (grpcio's sync API blocks)."""
-
-    def call() -> tuple[grpc.StatusCode, str]:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            try:
-                if streaming:
-                    list(channel.unary_stream(path)(body, timeout=5))
-                else:
-                    channel.unary_unary(path)(body, timeout=5)
-            except grpc.RpcError as err:
-                return err.code(), err.details() or ""
-            return grpc.StatusCode.OK, ""
-
-    return await anyio.to_thread.run_sync(call)
-
-
 @pytest.mark.parametrize("body", MALFORMED.values(), ids=MALFORMED.keys())
 async def test_malformed_bodies_are_invalid_argument_and_the_channel_still_works(
     app: BlazeApp, body: bytes
 ) -> None:
     async with BlazeServer(app, port=0) as server:
-        code, details = await _raw_call(server.port, GENERATE, body, streaming=True)
-        assert code is grpc.StatusCode.INVALID_ARGUMENT
-        assert "GenerateRequest" in details or "field 'prompt'" in details
-        ok, _ = await _raw_call(server.port, GENERATE, b"\x0a\x01a\x10\x02", streaming=True)
-        assert ok is grpc.StatusCode.OK
+        refused = await raw_call(server.port, GENERATE, body, streaming=True)
+        assert refused.code is grpc.StatusCode.INVALID_ARGUMENT
+        assert "GenerateRequest" in refused.details or "field 'prompt'" in refused.details
+        ok = await raw_call(server.port, GENERATE, b"\x0a\x01a\x10\x02", streaming=True)
+        assert (ok.code, ok.messages) == (grpc.StatusCode.OK, [b"\x0a\x02a0", b"\x0a\x02a1"])
 
 
 async def test_unknown_rpc_is_unimplemented(app: BlazeApp) -> None:
     async with BlazeServer(app, port=0) as server:
-        code, _ = await _raw_call(server.port, "/blazerpc.InferenceService/PredictNope", b"", False)
-        assert code is grpc.StatusCode.UNIMPLEMENTED
+        reply = await raw_call(server.port, "/blazerpc.InferenceService/PredictNope", b"")
+        assert reply.code is grpc.StatusCode.UNIMPLEMENTED
 
 
 @pytest.mark.parametrize("model", ["generate", "generate-sync"])
@@ -222,22 +190,23 @@ async def test_a_dropped_connection_closes_the_generator(
         assert probe.produced <= produced_at_drop + 1
 
 
-async def test_a_slow_sync_generator_does_not_block_unary_calls(app: BlazeApp) -> None:
+async def test_a_slow_sync_generator_does_not_block_unary_calls(
+    app: BlazeApp, probe: Probe
+) -> None:
     async with serve_app(app) as client:
-        latencies: list[float] = []
+        items: list[bool] = []
 
-        async def stream_slowly() -> None:
-            async for _ in client.stream("slow-sync", n=3):
-                pass
+        async def stream() -> None:
+            items.extend([item async for item in client.stream("held-sync", n=3)])
 
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(stream_slowly)
-            await anyio.sleep(0.05)
-            for _ in range(10):
-                started = time.perf_counter()
-                assert await client.predict("add", a=1, b=1) == 2
-                latencies.append(time.perf_counter() - started)
-        assert max(latencies) < 0.25  # a blocked loop would wait out a 0.3 s sleep
+            tasks.start_soon(stream)
+            await probe.wait_started()  # the generator now holds its thread at the gate
+            sums = [await client.predict("add", a=i, b=1) for i in range(10)]
+            probe.release()
+    assert sums == list(range(1, 11))  # answered while the generator was held
+    assert items == [True, True, True]  # a generator on the event loop would have blocked it,
+    # the test could not have opened the gate, and the model's wait would have run out: False
 
 
 async def test_typed_calls_check_and_type_the_result(app: BlazeApp) -> None:
@@ -377,7 +346,7 @@ async def test_a_deadline_wakes_a_sync_model_waiting_for_the_clients_next_messag
 
     async def slow() -> AsyncIterator[int]:
         yield 1
-        await anyio.sleep(30)  # the client goes quiet; the deadline must end the call
+        await anyio.sleep_forever()  # the client goes quiet; the deadline must end the call
 
     with anyio.fail_after(10):
         async with serve_app(app) as client:

@@ -5,85 +5,82 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
 import pytest
 
 from blazerpc import BlazeClient, RpcError, Status
 from tests.apps import draining
 
-from .test_cli_process import BLAZE, ROOT
+from .support import BLAZE, ROOT, WAIT_S, blaze_serve, read_line
 
 pytestmark = pytest.mark.anyio
-Served = tuple[subprocess.Popen[str], int]
+DRAINING = "tests/apps/draining.py:app"
 
 
-@pytest.fixture
-def served() -> Iterator[Served]:
-    command = [BLAZE, "serve", "tests/apps/draining.py:app", "--port", "0", "--grace", "2"]
-    process = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        assert process.stdout is not None
-        first_line = process.stdout.readline()
-        assert first_line.startswith("blazerpc serving 2 models on 127.0.0.1:"), first_line
-        yield process, int(first_line.rsplit(":", 1)[1])
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate(timeout=20)
-
-
-async def test_sigterm_finishes_unary_calls_ends_the_stream_and_exits_0(
-    served: Served, tmp_path: Path
-) -> None:
-    process, port = served
-    marker = tmp_path / "closed"
+async def test_sigterm_lets_the_unary_calls_in_flight_finish_and_exits_0(tmp_path: Path) -> None:
+    release = tmp_path / "release"
     results: list[str] = []
-    stream_errors: list[RpcError] = []
-    async with BlazeClient(port=port, app=draining.app, timeout=20) as client:
+    with blaze_serve(DRAINING, "--grace", "60", stderr=subprocess.PIPE) as served:
+        process = served.process
+        assert process.stdout is not None and process.stderr is not None
+        async with BlazeClient(port=served.port, app=draining.app, timeout=WAIT_S) as client:
 
-        async def call_slow() -> None:
-            results.append(await client.predict("slow", seconds=1.0))
+            async def call_held() -> None:
+                results.append(await client.predict("held", release=str(release)))
 
-        async def read_stream(started: anyio.Event) -> None:
-            with pytest.raises(RpcError) as err:
-                async for _ in client.stream("endless", marker=str(marker)):
-                    started.set()
-            stream_errors.append(err.value)
+            with anyio.fail_after(WAIT_S):
+                async with anyio.create_task_group() as group:
+                    for _ in range(8):
+                        group.start_soon(call_held)
+                    started = 0
+                    while started < 8:
+                        line = await read_line(process.stdout, "held: started")
+                        started += line.count("held: started")
+                    process.send_signal(signal.SIGTERM)  # all eight are in flight
+                    draining_line = await read_line(process.stderr, "draining: ")
+                    release.touch()  # they answer during the drain
+        assert "draining: 8 calls running" in draining_line
+        assert results == ["done"] * 8  # none lost
+        assert await anyio.to_thread.run_sync(process.wait, WAIT_S) == 0  # no 60 s grace
 
-        with anyio.fail_after(15):
-            async with anyio.create_task_group() as group:
-                started = anyio.Event()
-                group.start_soon(read_stream, started)
-                for _ in range(8):
-                    group.start_soon(call_slow)
-                await started.wait()
-                await anyio.sleep(0.2)  # every unary call is in flight, 0.8 s from its answer
-                process.send_signal(signal.SIGTERM)
-    assert results == ["done"] * 8  # none lost
-    assert stream_errors[0].status is Status.UNAVAILABLE
-    assert "grace period" in stream_errors[0].message
+
+async def test_sigterm_ends_an_open_stream_after_the_grace_period_and_exits_0(
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "closed"
+    with blaze_serve(DRAINING, "--grace", "0.2") as served:
+        with anyio.fail_after(WAIT_S):
+            async with BlazeClient(port=served.port, app=draining.app, timeout=WAIT_S) as client:
+                stream = client.stream("endless", marker=str(marker))
+                assert await anext(stream) == 0
+                served.process.send_signal(signal.SIGTERM)
+                with pytest.raises(RpcError) as err:
+                    async for _ in stream:
+                        pass
+        assert await anyio.to_thread.run_sync(served.process.wait, WAIT_S) == 0
+    assert err.value.status is Status.UNAVAILABLE
+    assert "grace period" in err.value.message
     assert marker.read_text(encoding="utf-8") == "closed"  # the generator's finally ran
-    assert process.wait(timeout=10) == 0
 
 
-async def test_a_second_signal_exits_at_once_with_status_1(served: Served, tmp_path: Path) -> None:
-    process, port = served
-    async with BlazeClient(port=port, app=draining.app, timeout=20) as client:
-        stream = client.stream("endless", marker=str(tmp_path / "closed"))
-        assert await anext(stream) == 0
-        process.send_signal(signal.SIGTERM)  # the stream holds the drain for its 2 s grace
-        await anyio.sleep(0.3)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=1.5) == 1
-        with pytest.raises(RpcError):
-            async for _ in stream:
-                pass
-    assert "second signal" in (process.stderr.read() if process.stderr else "")
+async def test_a_second_signal_exits_at_once_with_status_1(tmp_path: Path) -> None:
+    with blaze_serve(DRAINING, "--grace", "60", stderr=subprocess.PIPE) as served:
+        process = served.process
+        assert process.stderr is not None
+        async with BlazeClient(port=served.port, app=draining.app, timeout=WAIT_S) as client:
+            stream = client.stream("endless", marker=str(tmp_path / "closed"))
+            assert await anext(stream) == 0
+            process.send_signal(signal.SIGTERM)  # the stream would hold the drain for 60 s
+            await read_line(process.stderr, "draining: ")
+            process.send_signal(signal.SIGTERM)
+            assert await anyio.to_thread.run_sync(process.wait, WAIT_S) == 1
+            with pytest.raises(RpcError):
+                async for _ in stream:
+                    pass
+        assert "second signal" in process.stderr.read()
 
 
 FAILING_LIFESPAN = """\

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
-from typing import Any
 
-import anyio
 import pytest
 from click.testing import CliRunner
 
@@ -15,17 +11,9 @@ from blazerpc import BlazeServer
 from blazerpc.cli import main
 from examples import chat, detect
 
+from .support import BETTERPROTO_CLIENT, run_client
+
 pytestmark = pytest.mark.anyio
-CALLS = Path(__file__).parent / "stock" / "betterproto_calls.py"
-
-
-async def _stub_call(stubs: Path, port: int, scenario: str) -> dict[str, Any]:
-    result = await anyio.run_process(
-        [sys.executable, str(CALLS), str(stubs), str(port), scenario], check=False
-    )
-    assert result.returncode == 0, result.stderr.decode()
-    seen: dict[str, Any] = json.loads(result.stdout)
-    return seen
 
 
 def _generate(target: str, out: Path) -> None:
@@ -38,14 +26,14 @@ async def test_betterproto_stubs_call_a_unary_model(tmp_path: Path) -> None:
     _generate("examples/detect.py:app", tmp_path)
     expected = detect.detect(b"cat.jpg", threshold=0.0)
     async with BlazeServer(detect.app, port=0) as server:
-        seen = await _stub_call(tmp_path, server.port, "detect")
+        seen = await run_client(BETTERPROTO_CLIENT, tmp_path, server.port, "detect")
     assert seen["boxes"] == [[b.x, b.y, b.score, b.label or ""] for b in expected]
 
 
 async def test_betterproto_stubs_stream_tokens(tmp_path: Path) -> None:
     _generate("examples/chat.py:app", tmp_path)
     async with BlazeServer(chat.app, port=0) as server:
-        seen = await _stub_call(tmp_path, server.port, "chat")
+        seen = await run_client(BETTERPROTO_CLIENT, tmp_path, server.port, "chat")
     assert seen["tokens"] == ["a", "b", "c"]
 
 

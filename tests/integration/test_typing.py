@@ -6,7 +6,6 @@ from pathlib import Path
 
 from mypy import api
 
-ROOT = Path(__file__).resolve().parents[2]
 SNIPPET = """\
 from collections.abc import AsyncIterator, Iterator
 

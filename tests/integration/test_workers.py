@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
-import subprocess
 from collections.abc import Iterator
 
 import anyio
@@ -17,35 +15,24 @@ import pytest
 from blazerpc import BlazeClient, RpcError
 from tests.apps import pids as pids_app
 
-from .test_cli_process import BLAZE, ROOT
+from .support import ServeProcess, blaze_serve, free_port
 
 pytestmark = pytest.mark.anyio
-Served = tuple[subprocess.Popen[str], int]
 
 
 @contextlib.contextmanager
-def _blaze_serve(*options: str) -> Iterator[Served]:
-    """`blaze serve tests/apps/pids.py:app --workers 2 ...`, stopped at the end."""
-    command = [BLAZE, "serve", "tests/apps/pids.py:app", "--port", "0", "--workers", "2"]
-    process = subprocess.Popen(
-        [*command, *options], cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        assert process.stdout is not None
-        first_line = process.stdout.readline()
-        assert first_line.startswith("blazerpc serving 1 models on 127.0.0.1:"), first_line
-        yield process, int(first_line.split(" models on ")[1].split(",")[0].rsplit(":", 1)[1])
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=20)
-        if process.stdout is not None:
-            process.stdout.close()
+def _two_workers(*options: str) -> Iterator[ServeProcess]:
+    """`blaze serve tests/apps/pids.py:app --workers 2 ...` in a session of its own."""
+    with blaze_serve(
+        "tests/apps/pids.py:app", "--workers", "2", *options, new_session=True
+    ) as served:
+        assert served.first_line.startswith("blazerpc serving 1 models on 127.0.0.1:")
+        yield served
 
 
 @pytest.fixture
-def two_workers() -> Iterator[Served]:
-    with _blaze_serve() as served:
+def two_workers() -> Iterator[ServeProcess]:
+    with _two_workers() as served:
         yield served
 
 
@@ -67,16 +54,18 @@ async def _until_two_workers_answered(port: int) -> set[int]:
     return seen
 
 
-async def test_each_worker_serves_streams_and_sigterm_exits_0(two_workers: Served) -> None:
-    process, port = two_workers
+async def test_each_worker_serves_streams_and_sigterm_exits_0(
+    two_workers: ServeProcess,
+) -> None:
+    process, port = two_workers.process, two_workers.port
     seen = await _until_two_workers_answered(port)
     assert process.pid not in seen  # the parent only supervises
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=20) == 0
 
 
-async def test_a_worker_that_dies_is_restarted(two_workers: Served) -> None:
-    process, port = two_workers
+async def test_a_worker_that_dies_is_restarted(two_workers: ServeProcess) -> None:
+    process, port = two_workers.process, two_workers.port
     victim = min(await _until_two_workers_answered(port))
     os.kill(victim, signal.SIGKILL)
     seen: set[int] = set()
@@ -91,8 +80,9 @@ async def test_a_worker_that_dies_is_restarted(two_workers: Served) -> None:
 
 
 async def test_metrics_from_every_worker_are_summed_on_one_port() -> None:
-    metrics_port = _free_port()
-    with _blaze_serve("--metrics-port", str(metrics_port)) as (process, port):
+    metrics_port = free_port()
+    with _two_workers("--metrics-port", str(metrics_port)) as served:
+        process, port = served.process, served.port
         seen: set[int] = set()
         streams = 0
         with anyio.fail_after(30):
@@ -110,15 +100,11 @@ async def test_metrics_from_every_worker_are_summed_on_one_port() -> None:
         assert process.wait(timeout=20) == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def test_sigterm_to_the_whole_process_group_still_drains(two_workers: Served) -> None:
+async def test_sigterm_to_the_whole_process_group_still_drains(
+    two_workers: ServeProcess,
+) -> None:
     """systemd signals every process of the group: workers get two SIGTERMs and must drain."""
-    process, port = two_workers
+    process, port = two_workers.process, two_workers.port
     async with BlazeClient("127.0.0.1", port, app=pids_app.app, timeout=20) as client:
         stream = client.stream("whoami", count=100)  # one second of items
         items = [await anext(stream)]
@@ -129,10 +115,9 @@ async def test_sigterm_to_the_whole_process_group_still_drains(two_workers: Serv
 
 
 async def test_workers_share_the_http_port_too() -> None:
-    with socket.socket() as probe:  # a free port to ask for: 0 would be printed, not known
-        probe.bind(("127.0.0.1", 0))
-        http_port = probe.getsockname()[1]
-    with _blaze_serve("--http-port", str(http_port)) as (process, _):
+    http_port = free_port()  # to ask for: with workers, 0 would be printed, not known
+    with _two_workers("--http-port", str(http_port)) as served:
+        process = served.process
         seen: set[int] = set()
         with anyio.fail_after(20):
             while len(seen) < 2:  # each new connection lands on one worker or the other

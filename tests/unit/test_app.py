@@ -1,14 +1,17 @@
-"""BlazeApp: the decorator leaves functions alone, and the registry is a read-only view."""
+"""BlazeApp: the decorator leaves functions alone, the registry is a read-only view, and a
+name (and the rpc name made from it) is taken once."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 
 import msgspec
 import pytest
 
 from blazerpc import BlazeApp, DefinitionError
 from blazerpc.schema.spec import MessageRef, Shape
+
+from .refusal import refusal
 
 
 def test_the_decorated_function_is_still_the_users_function() -> None:
@@ -17,8 +20,14 @@ def test_the_decorated_function_is_still_the_users_function() -> None:
     def add(a: int, b: int) -> int:
         return a + b
 
+    def count_up(n: int) -> Iterator[int]:
+        yield from range(n)
+
     assert app.model("add")(add) is add
+    assert app.model("count-up")(count_up) is count_up
     assert add(2, 3) == 5  # mypy checks this call against the real signature
+    assert list(count_up(3)) == [0, 1, 2]
+    assert app.registry["add"].function is add
 
 
 @pytest.mark.anyio
@@ -60,6 +69,8 @@ def test_registry_cannot_be_changed() -> None:
     def a(x: int) -> int:
         return x
 
+    assert isinstance(app.registry, Mapping)
+    assert dict(app.registry) == {"a": app.registry["a"]}
     with pytest.raises(TypeError):
         app.registry["b"] = app.registry["a"]  # type: ignore[index]  # proving it is read-only
     with pytest.raises(TypeError):
@@ -82,6 +93,38 @@ def test_a_failed_registration_leaves_the_app_unchanged() -> None:
 
     assert list(app.registry) == ["a"]
     assert app.registry["a"].function is a
+
+
+def test_a_duplicate_model_name_is_refused() -> None:
+    app = BlazeApp()
+
+    @app.model("embed")
+    def embed(text: str) -> int:
+        return 0
+
+    def embed_again(text: str) -> int:
+        return 1
+
+    message = refusal(embed_again, "embed", app=app)
+    assert f"taken by model 'embed' ({embed.__qualname__} in " in message
+    assert "Give each model a distinct name." in message
+    assert list(app.registry) == ["embed"]
+
+
+def test_two_names_that_make_the_same_rpc_name_are_refused() -> None:
+    app = BlazeApp()
+
+    @app.model("text-embed")
+    def text_embed(text: str) -> int:
+        return 0
+
+    def text_embed_again(text: str) -> int:
+        return 1
+
+    message = refusal(text_embed_again, "text_embed", app=app)
+    assert "taken by model 'text-embed'" in message
+    assert "rpc PredictTextEmbed" in message
+    assert "Give each model a distinct name." in message
 
 
 def test_classes_local_to_the_decorating_scope_resolve() -> None:

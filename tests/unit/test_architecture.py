@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import grimp
 
-GRAPH = grimp.build_graph("blazerpc")
+GRAPH = grimp.build_graph("blazerpc", cache_dir=None)  # no .grimp_cache/ in the tree
 
 
 def test_no_module_imports_itself_through_others() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,7 @@ from click.testing import CliRunner
 from blazerpc import __version__
 from blazerpc.cli import main
 from blazerpc.config import ServerConfig, env_name, flag_name
-from tests.conftest import GOLDEN
+from tests.apps.registry import GOLDEN
 
 BROKEN_APPS = {
     "raises.py": "import blazerpc\n1 / 0\n",
@@ -25,6 +28,22 @@ BROKEN_APPS = {
 }
 
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A copy of examples/ as the working directory: `blaze proto` writes an app's lock file
+    next to the app, never into the source tree. The modules it imports are forgotten after."""
+    shutil.copytree(EXAMPLES, tmp_path / "examples")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # load_app puts the app's folder first
+    for name in ("chat", "detect", "examples", "examples.chat", "examples.detect"):
+        monkeypatch.setitem(sys.modules, name, None)  # put back, or removed, at the end
+        del sys.modules[name]
+    yield tmp_path
+
+
 @pytest.fixture
 def broken(tmp_path: Path) -> Path:
     for name, text in BROKEN_APPS.items():
@@ -32,20 +51,23 @@ def broken(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_proto_prints_the_schema_of_a_file_target() -> None:
+def test_proto_prints_the_schema_of_a_file_target(project: Path) -> None:
     result = CliRunner().invoke(main, ["proto", "examples/chat.py:app"])
     assert result.exit_code == 0, result.output
     assert result.stdout == (GOLDEN / "chat.proto").read_text(encoding="utf-8")
+    written = (project / "examples" / "chat.blaze.lock").read_text(encoding="utf-8")
+    assert written == (EXAMPLES / "chat.blaze.lock").read_text(encoding="utf-8")
 
 
-def test_proto_accepts_a_module_target_and_defaults_the_attribute_to_app() -> None:
+def test_proto_accepts_a_module_target_and_defaults_the_attribute_to_app(project: Path) -> None:
     result = CliRunner().invoke(main, ["proto", "examples.detect"])
     assert result.exit_code == 0, result.output
     assert "rpc PredictDetect(DetectRequest) returns (DetectResponse);" in result.stdout
+    assert sys.modules["examples.detect"].__file__ == str(project / "examples" / "detect.py")
 
 
-def test_proto_writes_a_file_with_dash_o(tmp_path: Path) -> None:
-    out = tmp_path / "chat.proto"
+def test_proto_writes_a_file_with_dash_o(project: Path) -> None:
+    out = project / "chat.proto"
     result = CliRunner().invoke(main, ["proto", "examples/chat.py:app", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert result.stdout == ""

@@ -1,13 +1,16 @@
-"""The type table of docs/types.md, row by row, read through `@app.model` as a user would."""
+"""The type table of docs/types.md, row by row, read through `@app.model` as a user would; and
+every annotation outside it refused with a fix."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
 import enum
-from typing import Annotated, NewType, Optional
+from collections.abc import Callable
+from typing import Annotated, Any, NewType, Optional
 
 import msgspec
+import pytest
 
 from blazerpc import BlazeApp
 from blazerpc.schema.spec import (
@@ -21,6 +24,8 @@ from blazerpc.schema.spec import (
     ValueType,
     WellKnown,
 )
+
+from ..refusal import refusal
 
 
 class Level(enum.IntEnum):
@@ -470,3 +475,115 @@ def test_only_singular_fields_without_default_or_none_are_required() -> None:
         ("y", True),
         ("label", False),
     ]
+
+
+class NoZero(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+class Letters(enum.Enum):
+    A = "a"
+    B = "b"
+
+
+class Chain(msgspec.Struct):
+    value: int
+    next: Chain
+
+
+class Options(msgspec.Struct):
+    tags: set[str]
+
+
+def takes_set(ids: set[int]) -> int:
+    return len(ids)
+
+
+def takes_tuple(pair: tuple[int, int]) -> int:
+    return pair[0]
+
+
+def takes_object(value: object) -> int:
+    return 0
+
+
+def takes_any(value: Any) -> int:
+    return 0
+
+
+def takes_bare_list(items: list) -> int:  # type: ignore[type-arg]  # the refused form under test
+    return len(items)
+
+
+def takes_dict_of_object(opts: dict[str, object]) -> int:
+    return len(opts)
+
+
+def takes_union(value: int | str) -> int:
+    return 0
+
+
+def takes_float_keys(weights: dict[float, int]) -> int:
+    return len(weights)
+
+
+def takes_optional_list(ids: list[int] | None) -> int:
+    return 0
+
+
+def takes_enum_without_zero(level: NoZero) -> int:
+    return int(level)
+
+
+def takes_string_enum(letter: Letters) -> int:
+    return 0
+
+
+@pytest.mark.parametrize(
+    ("function", "parameter", "annotation", "fix"),
+    [
+        (takes_set, "ids", "set[int]", "Use list[int]"),
+        (takes_tuple, "pair", "tuple[int, int]", "Use list[int] for a sequence of one type"),
+        (takes_object, "value", "object", "Use a concrete type"),
+        (takes_any, "value", "Any", "Use a concrete type"),
+        (takes_bare_list, "items", "list", "Give the item type, for example list[float]"),
+        (
+            takes_dict_of_object,
+            "opts",
+            "dict[str, object]",
+            "protobuf map values need one type. Use dict[str, str] or a msgspec.Struct",
+        ),
+        (takes_union, "value", "int | str", "Use one type, or `T | None`"),
+        (takes_float_keys, "weights", "dict[float, int]", "Use dict[str, V] or dict[int, V]"),
+        (takes_optional_list, "ids", "list[int] | None", "give an empty default instead (`= []`)"),
+        (takes_enum_without_zero, "level", "NoZero", "Add a member such as UNSPECIFIED = 0"),
+        (takes_string_enum, "letter", "Letters", "Use enum.IntEnum with explicit numbers"),
+    ],
+    ids=lambda value: getattr(value, "__name__", None) or str(value),
+)
+def test_an_unsupported_annotation_is_refused_with_a_fix(
+    function: Callable[..., object], parameter: str, annotation: str, fix: str
+) -> None:
+    message = refusal(function)
+    assert f"parameter {parameter!r} is annotated {annotation};" in message
+    assert fix in message
+
+
+def test_a_refused_annotation_inside_a_struct_names_the_field_path() -> None:
+    def tag(opts: Options) -> int:
+        return 0
+
+    message = refusal(tag)
+    path = "parameter 'opts' is annotated Options; field 'Options.tags' is annotated set[str];"
+    assert path in message
+    assert "Use list[str]" in message
+
+
+def test_a_struct_that_requires_itself_is_refused() -> None:
+    def walk(chain: Chain) -> int:
+        return chain.value
+
+    message = refusal(walk)
+    assert "parameter 'chain' is annotated Chain; field 'Chain.next' is annotated Chain;" in message
+    assert "Make the field optional (`Chain | None = None`)" in message

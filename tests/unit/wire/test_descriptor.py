@@ -11,8 +11,7 @@ from grpc_tools import protoc
 from blazerpc.target import load_app
 from blazerpc.wire.descriptor import file_descriptor
 from blazerpc.wire.proto_text import render_proto
-from tests.apps.registry import GOLDEN_APPS
-from tests.conftest import GOLDEN
+from tests.apps.registry import GOLDEN, GOLDEN_APPS
 
 
 def _protoc(root: Path, file_name: str, include: Path, *extra: str) -> int:

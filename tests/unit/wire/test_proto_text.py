@@ -6,8 +6,7 @@ import pytest
 
 from blazerpc.target import load_app
 from blazerpc.wire.proto_text import render_proto
-from tests.apps.registry import GOLDEN_APPS
-from tests.conftest import GOLDEN
+from tests.apps.registry import GOLDEN, GOLDEN_APPS
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN_APPS))
