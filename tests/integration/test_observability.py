@@ -106,8 +106,11 @@ async def test_the_access_log_has_one_line_per_call(caplog: pytest.LogCaptureFix
         with pytest.raises(RpcError):
             await client.predict("add", a=1)
         assert [i async for i in client.stream("count", n=3)] == [0, 1, 2]
-    lines = [r.getMessage() for r in caplog.records if r.name == "blazerpc.access"]
+    records = [r for r in caplog.records if r.name == "blazerpc.access"]
+    lines = [r.getMessage() for r in records]
     assert len(lines) == 3
+    # made and written off the event loop, by the server's access-log thread
+    assert {r.threadName for r in records} == {"blazerpc.access"}
     assert lines[0].startswith("add unary OK ") and "peer=127.0.0.1:" in lines[0]
     assert lines[1].startswith("add unary INVALID_ARGUMENT ")
     assert lines[2].startswith("count server_streaming OK ") and " items=3 " in lines[2]
