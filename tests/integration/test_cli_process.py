@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
 from .support import BLAZE, ROOT, WAIT_S, blaze_serve
 
 SET_PARAM_APP = """\
@@ -111,3 +113,21 @@ def test_blaze_serve_with_http_drains_quietly_on_sigterm() -> None:
         stderr = served.process.stderr.read()
     assert "draining" in stderr
     assert "uvicorn" not in stderr  # uvicorn's own shutdown story stays out of the log
+
+
+def test_blaze_serve_logs_one_access_line_per_call_in_order() -> None:
+    with blaze_serve("examples/chat.py:app", "--http-port", "0", stderr=subprocess.PIPE) as served:
+        http_port = served.first_line.rsplit(":", 1)[1].strip()
+        with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=WAIT_S) as http:
+            streamed = http.post("/models/generate", json={"prompt": "a b c"})
+            refused = http.post("/models/generate", json={"prompt": 5})
+        assert streamed.text.count("data: {") == 4 and refused.status_code == 400
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(timeout=WAIT_S) == 0
+        assert served.process.stderr is not None
+        stderr = served.process.stderr.read()
+    lines = [line for line in stderr.splitlines() if line.startswith("INFO blazerpc.access: ")]
+    assert len(lines) == 2, stderr
+    assert lines[0].startswith("INFO blazerpc.access: generate server_streaming OK ")
+    assert " items=3 " in lines[0] and lines[0].endswith(" via=http")
+    assert lines[1].startswith("INFO blazerpc.access: generate server_streaming INVALID_ARGUMENT ")
