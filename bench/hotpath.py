@@ -13,19 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 
 import grpc
 
-from bench.run import (
-    ECHO,
-    SERVICE,
-    cpu_seconds,
-    for_window,
-    free_port,
-    server_process,
-    tokens_request,
-)
+from bench.run import cpu_seconds, for_window, free_port, medians, server_process, typed_calls
 
 SERVERS = ("grpclib", "blazerpc+log", "blazerpc")
 TARGETS = {
@@ -47,16 +38,7 @@ def measure(kind: str, window: float) -> dict[str, float]:
 
 async def _load(port: int, pid: int, window: float) -> dict[str, float]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        echo = channel.unary_unary(f"{SERVICE}/PredictEcho")
-        stream = channel.unary_stream(f"{SERVICE}/PredictTokens")
-
-        async def one_echo() -> int:
-            await echo(ECHO)
-            return 1
-
-        async def one_stream() -> int:
-            return len([_ async for _ in stream(tokens_request(200))])
-
+        one_echo, one_stream = typed_calls(channel)
         await for_window(1.0, 16, one_echo)  # warm-up
         cpu = cpu_seconds(pid)
         calls = await for_window(window, 16, one_echo)
@@ -93,13 +75,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians)")
     args = parser.parse_args()
     rounds = [{kind: measure(kind, args.window) for kind in SERVERS} for _ in range(args.rounds)]
-    results = {
-        kind: {
-            metric: statistics.median(r[kind][metric] for r in rounds) for metric in rounds[0][kind]
-        }
-        for kind in SERVERS
-    }
-    print(table(results))
+    print(table(medians(rounds)))
 
 
 if __name__ == "__main__":

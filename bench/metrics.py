@@ -20,7 +20,7 @@ from pathlib import Path
 
 import grpc
 
-from bench.run import ECHO, SERVICE, cpu_seconds, for_window, free_port, tokens_request
+from bench.run import cpu_seconds, for_window, free_port, typed_calls
 
 HERE = Path(__file__).parent
 BLAZE = shutil.which("blaze", path=str(Path(sys.executable).parent)) or "blaze"
@@ -48,16 +48,7 @@ def measure(setting: str, window: float) -> dict[str, float]:
 
 async def _load(port: int, pid: int, window: float) -> dict[str, float]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        echo = channel.unary_unary(f"{SERVICE}/PredictEcho")
-        stream = channel.unary_stream(f"{SERVICE}/PredictTokens")
-
-        async def one_echo() -> int:
-            await echo(ECHO)
-            return 1
-
-        async def one_stream() -> int:
-            return len([_ async for _ in stream(tokens_request(200))])
-
+        one_echo, one_stream = typed_calls(channel)
         await for_window(1.0, 16, one_echo)  # warm-up
         cpu = cpu_seconds(pid)
         tokens = await for_window(window, 16, one_stream)

@@ -27,13 +27,11 @@ import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import InferInput
 
 from bench.run import (
-    ECHO,
-    SERVICE,
     cpu_seconds,
     for_window,
     free_port,
     server_process,
-    tokens_request,
+    typed_calls,
 )
 
 TOKENS = 200
@@ -80,16 +78,7 @@ async def oip(port: int, pid: int, window: float) -> dict[str, float]:
 
 async def typed(port: int, pid: int, window: float) -> dict[str, float]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        echo = channel.unary_unary(f"{SERVICE}/PredictEcho")
-        stream = channel.unary_stream(f"{SERVICE}/PredictTokens")
-
-        async def one_echo() -> int:
-            await echo(ECHO)
-            return 1
-
-        async def one_stream() -> int:
-            return len([_ async for _ in stream(tokens_request(TOKENS))])
-
+        one_echo, one_stream = typed_calls(channel, TOKENS)
         return await _load(one_echo, one_stream, pid, window)
 
 

@@ -95,7 +95,11 @@ async def _load(port: int, pid: int, window: float) -> dict[str, float]:
         return await _measure(channel, pid, window)
 
 
-async def _measure(channel: grpc.aio.Channel, pid: int, window: float) -> dict[str, float]:
+Work = Callable[[], Awaitable[int]]
+
+
+def typed_calls(channel: grpc.aio.Channel, tokens: int = 200) -> tuple[Work, Work]:
+    """One echo call (counts 1), and one stream of `tokens` tokens (counts its tokens)."""
     echo = channel.unary_unary(f"{SERVICE}/PredictEcho")
     stream = channel.unary_stream(f"{SERVICE}/PredictTokens")
 
@@ -104,8 +108,22 @@ async def _measure(channel: grpc.aio.Channel, pid: int, window: float) -> dict[s
         return 1
 
     async def one_stream() -> int:
-        return len([_ async for _ in stream(tokens_request(200))])
+        return len([_ async for _ in stream(tokens_request(tokens))])
 
+    return one_echo, one_stream
+
+
+def medians(rounds: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per server and metric, the median over interleaved rounds."""
+    return {
+        kind: {metric: statistics.median(r[kind][metric] for r in rounds) for metric in figures}
+        for kind, figures in rounds[0].items()
+    }
+
+
+async def _measure(channel: grpc.aio.Channel, pid: int, window: float) -> dict[str, float]:
+    stream = channel.unary_stream(f"{SERVICE}/PredictTokens")
+    one_echo, one_stream = typed_calls(channel)
     results: dict[str, float] = {}
     await for_window(1.0, 16, one_echo)  # warm-up
     for concurrency in (1, 16, 64):
@@ -158,13 +176,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (medians)")
     args = parser.parse_args()
     rounds = [{kind: measure(kind, args.window) for kind in SERVERS} for _ in range(args.rounds)]
-    results = {
-        kind: {
-            metric: statistics.median(r[kind][metric] for r in rounds) for metric in rounds[0][kind]
-        }
-        for kind in SERVERS
-    }
-    print(table(results))
+    print(table(medians(rounds)))
 
 
 if __name__ == "__main__":
