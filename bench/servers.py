@@ -94,10 +94,10 @@ def log_like_blaze_serve() -> None:
     import tempfile
 
     from blazerpc import ServerConfig
-    from blazerpc.cli import _configure_logging
+    from blazerpc.cli import configure_logging
 
     sys.stderr = tempfile.TemporaryFile("w")  # lives as long as the process
-    _configure_logging(ServerConfig())
+    configure_logging(ServerConfig())
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from blazerpc.app import BlazeApp
 from blazerpc.config import HELP, ConfigError, ServerConfig, env_name, flag_name
 from blazerpc.errors import BreakingChangeError, DefinitionError, LifespanError, TargetError
 from blazerpc.remote.stubs import StubsError, generate_stubs
+from blazerpc.runtime.accesslog import BATCH_END
 from blazerpc.runtime.metrics import Metrics, MetricsUnavailableError, serve_multiprocess_metrics
 from blazerpc.schema.lockfile import Lock, breaking_changes, lock_of, read_lock, write_lock
 from blazerpc.server import BlazeServer
@@ -29,13 +30,15 @@ from blazerpc.target import load_app
 from blazerpc.wire.proto_text import render_proto
 from blazerpc.workers import ForcedExit, Supervisor, WorkerError
 
-__all__ = ("main",)
+__all__ = ("configure_logging", "main")
 
 _USAGE_ERROR = 2
 _RUNTIME_ERROR = 1
 _DEBUG = "blazerpc.debug"
 C = TypeVar("C", bound=Callable[..., object])
 log = logging.getLogger(__name__)
+_PIPE_BUF = 4096
+"""The most bytes one write to a pipe is sure to keep together (POSIX)."""
 
 
 def _enable_debug(ctx: click.Context, _: click.Parameter, value: bool) -> None:
@@ -208,7 +211,7 @@ def serve(target: str, **flags: Any) -> None:
         config = ServerConfig.load(flags)
     except ConfigError as err:
         _fail(err, str(err))
-    _configure_logging(config)
+    configure_logging(config)
     app = _load(target)  # in the parent too: a definition error stops before any worker starts
     if config.workers > 1:
         _serve_workers(target, config, len(app.registry))
@@ -224,7 +227,7 @@ def serve(target: str, **flags: Any) -> None:
 def worker(target: str, config_json: str, ready_fd: int, metrics_dir: str | None) -> None:
     """One worker process of `blaze serve --workers N` (started by the parent, not by hand)."""
     config = msgspec.json.decode(config_json, type=ServerConfig)
-    _configure_logging(config)
+    configure_logging(config)
     signal.signal(
         signal.SIGINT, signal.SIG_IGN
     )  # a terminal's ^C reaches the parent, which drains us
@@ -237,44 +240,62 @@ def worker(target: str, config_json: str, ready_fd: int, metrics_dir: str | None
     _serve_one(_load(target), config, announce=announce, metrics=metrics, is_worker=True)
 
 
-def _configure_logging(config: ServerConfig) -> None:
+def configure_logging(config: ServerConfig) -> None:
+    """Log as `blaze serve` does: to stderr, at config.log_level (INFO: the access log on)."""
     process = "[%(process)d] " if config.workers > 1 else ""  # which worker said it
-    line = f"%(levelname)s {process}%(name)s: %(message)s"
-    logging.basicConfig(level=config.log_level.upper(), format=line)
-    access = logging.getLogger("blazerpc.access")
-    if not any(isinstance(handler, _AccessLines) for handler in access.handlers):
-        handler = _AccessLines(sys.stderr)
-        handler.setFormatter(logging.Formatter(line))
-        access.addHandler(handler)
-        access.propagate = False  # its lines go out through _AccessLines only
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format=f"%(levelname)s {process}%(name)s: %(message)s",
+        handlers=[_LogLines(sys.stderr)],
+    )
     # uvicorn narrates its own shutdown at INFO under the name "uvicorn.error"; blazerpc
     # already says what the drain does, so keep only uvicorn's warnings and errors
     logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, logging.root.level))
 
 
-class _AccessLines(logging.StreamHandler):  # type: ignore[type-arg]  # generic in typeshed only
-    """The access log's handler: it gathers a batch's lines and writes them in one call.
+class _LogLines(logging.StreamHandler):  # type: ignore[type-arg]  # generic in typeshed only
+    """`blaze serve`'s log handler: each line at once, access lines a batch at a time.
 
-    The access log's writer thread flushes its handlers after each batch (runtime/accesslog.py);
-    one write per batch instead of one per line costs a fraction of the CPU (bench/hotpath.py).
+    The access log hands its records over in batches, the last one marked (runtime/
+    accesslog.py). Written in one system call per batch rather than one per line, they cost a
+    fraction of the CPU (bench/hotpath.py). Each write holds whole lines and at most PIPE_BUF
+    bytes, so the lines of `--workers` processes sharing one pipe never interleave mid-line.
     """
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
-        self._lines: list[str] = []
+        self._batch: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self._lines.append(self.format(record) + self.terminator)
-        except Exception:  # a bad record must not stop the log: logging's own rule
+        ends_batch = getattr(record, BATCH_END, None)
+        if ends_batch is None:
+            super().emit(record)
+            return
+        try:  # a handler reports its own failures (logging's contract), the log goes on
+            self._batch.append(self.format(record) + self.terminator)
+            if ends_batch:
+                self._write_batch()
+        except Exception:
+            self._batch.clear()
             self.handleError(record)
 
-    def flush(self) -> None:
-        with self.lock:  # type: ignore[union-attr]  # created in Handler.__init__
-            lines, self._lines = self._lines, []
-            if lines:
-                self.stream.write("".join(lines))
-                self.stream.flush()
+    def _write_batch(self) -> None:
+        lines, self._batch = self._batch, []
+        chunk: list[str] = []
+        size = 0
+        for line in lines:
+            length = len(line.encode())
+            if chunk and size + length > _PIPE_BUF:
+                self._write("".join(chunk))
+                chunk, size = [], 0
+            chunk.append(line)
+            size += length
+        if chunk:
+            self._write("".join(chunk))
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
 
 
 def _serve_one(

@@ -30,7 +30,7 @@ from grpclib.client import Stream as ClientStream
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from blazerpc.app import BlazeApp, Registry
-from blazerpc.errors import RpcError, Status, WireError
+from blazerpc.errors import RpcError, Status, UnknownModelError, WireError
 from blazerpc.grpc.service import CARDINALITIES, RawBytesCodec
 from blazerpc.remote.discovery import RemoteService, discover
 from blazerpc.schema.naming import RESULT_FIELD
@@ -318,8 +318,9 @@ class BlazeClient:
                     codec.request,
                     codec.response,
                 )
-        names = ", ".join(spec.name for spec in self._schema.models)
-        raise RpcError(Status.NOT_FOUND, f"model {model!r} is not in this app; it has: {names}.")
+        served = [spec.name for spec in self._schema.models]
+        name = model if isinstance(model, str) else getattr(model, "__name__", repr(model))
+        raise RpcError(Status.NOT_FOUND, str(UnknownModelError.no_model(name, served)))
 
     @contextlib.asynccontextmanager
     async def _call(

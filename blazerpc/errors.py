@@ -125,11 +125,12 @@ class RpcError(BlazeError):
         self.message = message
 
 
-def to_status(error: Exception, model: str) -> tuple[Status, str]:
+def to_status(error: Exception, model: str, *, service: str = "") -> tuple[Status, str]:
     """The status and message a failed call answers with; logs once, as STYLE.md says.
 
     Expected failures log at INFO without a traceback; anything else is INTERNAL and logs its
-    traceback, because it is a bug in the model.
+    traceback, because it is a bug in the model. A call to a standard service rather than a
+    model (health, reflection) names the service instead of `model`.
     """
     if isinstance(error, WireError):
         status, message = Status.INVALID_ARGUMENT, str(error)
@@ -153,7 +154,10 @@ def to_status(error: Exception, model: str) -> tuple[Status, str]:
         message = f"model {model!r} failed: {type(error).__name__}: {error}"
         log.error("%s", message, exc_info=error)
         return Status.INTERNAL, message
-    log.info("model %r: %s: %s", model, status.name, message)
+    if service:
+        log.info("%s: %s: %s", service, status.name, message)
+    else:
+        log.info("model %r: %s: %s", model, status.name, message)
     return status, message
 
 

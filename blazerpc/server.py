@@ -192,6 +192,15 @@ class BlazeServer:
 
     @contextlib.asynccontextmanager
     async def _asgi_lifespan(self, _: Starlette) -> AsyncIterator[None]:
+        if self._server is not None or self._http is not None:
+            raise RuntimeError(
+                "BlazeServer.asgi() is the HTTP gateway alone, and this server already serves "
+                "(start() ran). Use its http_port, or app.asgi() for a gateway of its own."
+            )
+        if self._drained is not None:  # an earlier lifespan ended: this one starts afresh
+            self._drained, self._drain_started = None, asyncio.Event()
+            self._lifespan = contextlib.AsyncExitStack()
+            self._admission.phase = Phase.LOADING
         try:
             if self._serves_metrics and self.metrics is not None:
                 self._metrics_port = self.metrics.serve(self.host, self.config.metrics_port or 0)
@@ -258,6 +267,14 @@ class BlazeServer:
         await self.drain(0)
 
     async def _shut_down(self, grace: float) -> None:
+        try:
+            await self._stop_serving(grace)
+        finally:  # a hook failing at teardown still lets the metrics and access log close
+            if self._serves_metrics and self.metrics is not None:
+                self.metrics.close()
+            self._access.close()  # every call has ended: write the last lines
+
+    async def _stop_serving(self, grace: float) -> None:
         self.health.set_serving(False)
         await asyncio.sleep(0)  # open Watch calls send NOT_SERVING before connections close
         if self._server is not None:
@@ -276,9 +293,6 @@ class BlazeServer:
         if self._http is not None:
             await self._http.close()
         await self._lifespan.aclose()
-        if self._serves_metrics and self.metrics is not None:
-            self.metrics.close()
-        self._access.close()  # every call has ended: write the last lines
 
     async def _wait_drained(self) -> None:
         await self._drain_started.wait()

@@ -61,7 +61,7 @@ class HealthService:
             unknown = UnknownNameError(
                 f"no health status for {service!r}: ask for '' (the server), or one of {known}."
             )
-            raise GRPCError(*to_status(unknown, service))
+            raise GRPCError(*to_status(unknown, "", service="health check"))
         await stream.send_message(_Response(status=self._status()))
 
     async def Watch(self, stream: HealthStream) -> None:

@@ -94,5 +94,5 @@ class ReflectionService:
         return self._response(file_descriptor_response={"file_descriptor_proto": [data]})
 
     def _error(self, error: Exception) -> Any:
-        status, message = to_status(error, "reflection")
+        status, message = to_status(error, "", service="reflection")
         return self._response(error_response={"error_code": status.value, "error_message": message})

@@ -61,6 +61,11 @@ class RequestBody:
 class Requests(Protocol):
     """How a route turns the body into request messages."""
 
+    @property
+    def is_exhausted(self) -> bool:
+        """Every request message has been taken: the body has nothing more to give."""
+        ...
+
     async def next(self, decode: Decode) -> dict[str, Any] | None:
         """The next request message's fields, or None once there are no more."""
         ...
@@ -72,6 +77,10 @@ class OneDocument:
     def __init__(self, body: RequestBody) -> None:
         self._body = body
         self._is_taken = False
+
+    @property
+    def is_exhausted(self) -> bool:
+        return self._is_taken and self._body.is_complete
 
     async def next(self, decode: Decode) -> dict[str, Any] | None:
         if self._is_taken:
@@ -86,10 +95,12 @@ class NdjsonLines:
     def __init__(self, body: RequestBody) -> None:
         self._body = body
         self._count = 0
+        self.is_exhausted = False
 
     async def next(self, decode: Decode) -> dict[str, Any] | None:
         line = await self._next_line()
         if line is None:
+            self.is_exhausted = True
             return None
         self._count += 1
         try:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable, Mapping, Sequence
 
 import msgspec
@@ -43,8 +42,6 @@ from blazerpc.schema.spec import ServiceSpec, Shape
 from blazerpc.wire.json import JsonCodec
 
 __all__ = ("Gateway",)
-
-log = logging.getLogger(__name__)
 
 
 class Gateway:
@@ -196,4 +193,4 @@ class _ModelEndpoint:
         await websocket.close()
 
     def _unknown(self, name: str) -> UnknownModelError:
-        return UnknownModelError.no_model(name, sorted(self._calls), see="See GET /models.")
+        return UnknownModelError.no_model(name, self._calls, see="See GET /models.")

@@ -143,8 +143,10 @@ class HttpPort:
     async def receive(self) -> dict[str, Any] | None:
         self._deadline.check_header()
         fields = await self._requests.next(self._codec.decode)
-        if self._body.is_complete and not self._watcher.is_started:
-            self._watcher.start()  # the body is in: now the connection only says "gone"
+        if self._requests.is_exhausted and not self._watcher.is_started:
+            # every request is taken: the connection can only say "gone" now, and keep-alives
+            # may start (before, a bad line must still be able to answer with its own status)
+            self._watcher.start()
         return fields
 
     async def send(self, result: object) -> None:

@@ -1,41 +1,47 @@
 """The access log: one INFO line per call, made and written off the event loop.
 
 `model shape STATUS 1.2ms [items=N] peer=host:port via=grpc`, on the logger `blazerpc.access`.
-The event loop only checks that the logger is on and appends the call's facts to a batch; every
-`_BATCH_S` the batch goes to a thread of the server's, which makes the log records and runs the
-handlers, then flushes them once. So no call waits for a line to be written, the thread wakes
-once per batch (woken per call, it cost more server CPU than the lines themselves), and the
-handler `blaze serve` sets up writes a whole batch in one system call (bench/hotpath.py).
-Lines keep the order in which calls ended, at most `_BATCH_S` late, and `close()` writes
-every line before it returns.
+The event loop only checks that the logger is on and appends the call's facts to a deque. A
+writer thread wakes when lines are waiting, lets `_GATHER_S` of them gather, then makes the log
+records and hands them to the handlers, so no call waits for a line to be written and the
+thread wakes at most once per `_GATHER_S`, not once per call (woken per call, it cost more
+server CPU than the lines themselves: bench/hotpath.py). The last record of each batch carries
+`blazerpc_batch_end`, so a handler may write a batch at once (`blaze serve`'s does).
+
+Each record keeps the time its call ended; lines keep the order in which calls ended.
+`close()` writes every line before it returns, and lines still waiting when the interpreter
+exits are written then.
 """
 
 from __future__ import annotations
 
-import asyncio
+import collections
 import logging
-import queue
 import threading
+import time
+import weakref
 
-__all__ = ("AccessLog", "access_log")
+__all__ = ("BATCH_END", "AccessLog", "access_log")
 
 access_log = logging.getLogger("blazerpc.access")
 """The logger every access line goes to; INFO turns the access log on."""
 
+BATCH_END = "blazerpc_batch_end"
+"""The attribute set (True) on the last record of a batch: a handler may write then."""
+
 _LINE = "%s %s %s %.1fms%s peer=%s via=%s"
-_BATCH_S = 0.05
-"""How long lines gather on the event loop before the writer thread takes them."""
-_Fields = tuple[str, str, str, float, str, str, str]
+_GATHER_S = 0.05
+"""How long lines gather once the writer has woken, before it writes them."""
+_Fields = tuple[float, str, str, str, float, str, str, str]
+"""The call's end (time.time()), then the line's arguments."""
 
 
 class AccessLog:
-    """Gathers one line per finished call; a writer thread, started at the first, logs them."""
+    """Gathers one line per finished call for a writer thread, started at the first line."""
 
     def __init__(self) -> None:
-        self._batch: list[_Fields] = []
-        self._handover: asyncio.TimerHandle | None = None
-        self._queue: queue.SimpleQueue[list[_Fields] | None] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
+        self._writer = _Writer()
+        weakref.finalize(self, self._writer.stop)  # a server never closed still writes its lines
 
     @property
     def is_enabled(self) -> bool:
@@ -54,50 +60,75 @@ class AccessLog:
     ) -> None:
         """Add the line of one call; `items` is the count of a server stream's items."""
         counted = "" if items is None else f" items={items}"
-        self._batch.append(
-            (model, shape, status, duration_s * 1e3, counted, peer or "-", transport)
+        self._writer.add(
+            (time.time(), model, shape, status, duration_s * 1e3, counted, peer or "-", transport)
         )
-        if self._handover is None:
-            self._handover = asyncio.get_running_loop().call_later(_BATCH_S, self._hand_over)
 
     def close(self) -> None:
         """Write every line gathered so far, then stop the writer thread."""
-        if self._handover is not None:
-            self._handover.cancel()
-        self._hand_over()
-        if self._writer is not None:
-            self._queue.put(None)
-            self._writer.join()
-            self._writer = None
-
-    def _hand_over(self) -> None:
-        self._handover = None
-        if not self._batch:
-            return
-        if self._writer is None:
-            self._writer = threading.Thread(target=self._write, name="blazerpc.access", daemon=True)
-            self._writer.start()
-        self._queue.put(self._batch)
-        self._batch = []
-
-    def _write(self) -> None:
-        while (batch := self._queue.get()) is not None:
-            for fields in batch:
-                record = access_log.makeRecord(
-                    access_log.name, logging.INFO, __file__, 0, _LINE, fields, None
-                )
-                access_log.handle(record)
-            _flush_handlers()
+        self._writer.stop()
 
 
-def _flush_handlers() -> None:
-    """Flush every handler a line reaches, once per batch.
+class _Writer:
+    """The thread that turns gathered lines into log records; it needs no event loop."""
 
-    A handler that writes each record at once flushes for nothing; one that gathers lines
-    (`blaze serve`'s) writes the whole batch in one system call here.
-    """
-    logger: logging.Logger | None = access_log
-    while logger is not None:
-        for handler in logger.handlers:
-            handler.flush()
-        logger = logger.parent if logger.propagate else None
+    def __init__(self) -> None:
+        self._lines: collections.deque[_Fields] = collections.deque()
+        self._waiting = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._is_stopping = False
+
+    def add(self, fields: _Fields) -> None:
+        self._lines.append(fields)  # deque.append is atomic: no lock on the event loop
+        if self._thread is None or not self._thread.is_alive():
+            self._start()
+        if not self._waiting.is_set():
+            self._waiting.set()
+
+    def stop(self) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+            if thread is None:
+                return
+            self._is_stopping = True
+            self._waiting.set()
+        thread.join()
+        self._is_stopping = False
+        self._write_waiting()  # anything added while the thread was finishing
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._thread = threading.Thread(target=self._run, name="blazerpc.access", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._waiting.wait()
+            if not self._is_stopping:
+                time.sleep(_GATHER_S)  # let a batch gather: one wake-up for many calls
+            self._waiting.clear()
+            self._write_waiting()
+            if self._is_stopping:
+                return
+
+    def _write_waiting(self) -> None:
+        lines = self._lines
+        while lines:
+            fields = lines.popleft()
+            ended, arguments = fields[0], fields[1:]
+            record = access_log.makeRecord(
+                access_log.name,
+                logging.INFO,
+                __file__,
+                0,
+                _LINE,
+                arguments,
+                None,
+                extra={BATCH_END: not lines},
+            )
+            record.relativeCreated += (ended - record.created) * 1e3
+            record.created, record.msecs = ended, (ended % 1) * 1e3
+            access_log.handle(record)

@@ -95,12 +95,17 @@ class Batcher:
             entry.future.cancel()  # no-op once done; marks an abandoned call as dead
 
     async def close(self) -> None:
-        """Stop dispatching and wait for the running batches."""
+        """Stop dispatching and wait for the running batches.
+
+        A call submitted later starts dispatching afresh, on whatever loop it runs on: an ASGI
+        app's lifespan may run more than once, each time on a new loop.
+        """
         if self._dispatcher is not None:
             self._dispatcher.cancel()
             await asyncio.wait({self._dispatcher})
         if self._batches:
             await asyncio.wait(self._batches)
+        self._dispatcher, self._changed = None, None
 
     def _is_free_now(self) -> bool:
         return (

@@ -88,7 +88,7 @@ class JsonCodec:
     def decode_document(self, document: Mapping[str, Any]) -> dict[str, Any]:
         """The fields of a JSON document already parsed, checked exactly as `decode` checks."""
         try:
-            message = msgspec.convert(document, self.request_type)
+            message = msgspec.convert(document, self.request_type, str_keys=True)
         except msgspec.ValidationError as err:
             raise wire_error(err, "") from None
         return self._values(message)

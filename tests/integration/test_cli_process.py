@@ -131,3 +131,30 @@ def test_blaze_serve_logs_one_access_line_per_call_in_order() -> None:
     assert lines[0].startswith("INFO blazerpc.access: generate server_streaming OK ")
     assert " items=3 " in lines[0] and lines[0].endswith(" via=http")
     assert lines[1].startswith("INFO blazerpc.access: generate server_streaming INVALID_ARGUMENT ")
+
+
+OWN_HANDLER_APP = """\
+import logging
+from blazerpc import BlazeApp
+
+own = logging.FileHandler("own.log")
+own.setFormatter(logging.Formatter("OWN %(name)s %(message)s"))
+logging.getLogger().addHandler(own)
+app = BlazeApp()
+
+@app.model("add")
+def add(a: int, b: int) -> int:
+    return a + b
+"""
+
+
+def test_blaze_serve_access_lines_reach_the_apps_own_handlers(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(OWN_HANDLER_APP, encoding="utf-8")
+    with blaze_serve("app.py:app", "--http-port", "0", cwd=tmp_path) as served:
+        http_port = served.first_line.rsplit(":", 1)[1].strip()
+        answer = httpx.post(f"http://127.0.0.1:{http_port}/models/add", json={"a": 1, "b": 2})
+        assert answer.json() == {"result": 3}
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(timeout=WAIT_S) == 0
+    own = (tmp_path / "own.log").read_text(encoding="utf-8").splitlines()
+    assert [line for line in own if line.startswith("OWN blazerpc.access add unary OK ")], own

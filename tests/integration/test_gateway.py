@@ -522,3 +522,68 @@ async def test_cors_lets_pages_from_the_listed_origins_call(probe: Probe) -> Non
             "/models/echo", json={"text": "a"}, headers={"origin": "https://app.example"}
         )
         assert "access-control-allow-origin" not in plain.headers
+
+
+async def test_a_bad_line_of_a_bidi_body_is_a_400_even_while_the_model_reads() -> None:
+    app = BlazeApp()
+
+    @app.model("collect")
+    async def collect(xs: AsyncIterator[int]) -> AsyncIterator[int]:
+        got = []
+        async for x in xs:  # reads all its input before answering, slowly
+            await asyncio.sleep(0.2)
+            got.append(x)
+        for x in got:
+            yield x
+
+    async with serve_http(app, sse_keepalive=0.01) as served:
+        body = b'{"xs": 1}\n{"xs": "two"}\n'  # all of it in one chunk
+        answer = await served.http.post("/models/collect", content=body)
+        assert answer.status_code == 400
+        assert "request line 2" in answer.json()["message"]
+        ok = await served.http.post("/models/collect", content=b'{"xs": 1}\n{"xs": 2}\n')
+        assert ok.status_code == 200 and ok.text.count("data: {") == 3
+
+
+def test_app_asgi_serves_through_one_lifespan_after_another() -> None:
+    app = BlazeApp()
+    events: list[str] = []
+
+    @app.lifespan
+    def weights() -> Iterator[None]:
+        events.append("load")
+        yield
+        events.append("release")
+
+    @app.model("double", batch=Batching(max_size=4))
+    def double(x: list[int]) -> list[int]:
+        return [2 * value for value in x]
+
+    asgi = app.asgi()
+
+    async def one_life() -> tuple[object, list[str]]:
+        async with (
+            asgi.router.lifespan_context(asgi),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://t") as http,
+        ):
+            answer = (await http.post("/models/double", json={"x": 21})).json()
+        return answer, list(events)  # the lifespan's end has released the weights
+
+    # each life on an event loop of its own, as a test client or a restarted server runs it
+    first, second = asyncio.run(one_life()), asyncio.run(one_life())
+    assert first == ({"result": 42}, ["load", "release"])
+    assert second == ({"result": 42}, ["load", "release", "load", "release"])
+
+
+async def test_asgi_of_a_started_server_is_refused() -> None:
+    app = BlazeApp()
+
+    @app.model("one")
+    def one() -> int:
+        return 1
+
+    async with BlazeServer(app, port=0) as server:
+        lifespan = server.asgi().router.lifespan_context
+        with pytest.raises(RuntimeError, match="already serves"):
+            async with lifespan(server.asgi()):
+                pass

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import logging
-from collections.abc import AsyncIterator
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from blazerpc import Batching, BlazeApp, BlazeClient, BlazeServer, RpcError
+from blazerpc import Batching, BlazeApp, BlazeClient, BlazeServer, LifespanError, RpcError
+from blazerpc.cli import _LogLines
 
 from .support import serve_http
 
@@ -150,3 +155,92 @@ async def test_http_calls_are_counted_and_logged_like_grpc_calls(
     assert lines[0].startswith("add unary OK ") and lines[0].endswith(" via=http")
     assert lines[1].startswith("add unary INVALID_ARGUMENT ")
     assert lines[2].startswith("count server_streaming OK ") and " items=3 " in lines[2]
+
+
+class _FullOnce(io.StringIO):
+    """A log destination that fails one write (a full disk, a pipe that hiccups), then recovers."""
+
+    failures = 1
+
+    def write(self, text: str) -> int:
+        if self.failures:
+            self.failures -= 1
+            raise OSError(28, "No space left on device")
+        return super().write(text)
+
+
+async def test_a_failed_write_loses_its_batch_only_and_the_log_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(logging, "raiseExceptions", False)  # logging's report of it, off
+    destination = _FullOnce()
+    handler = _LogLines(destination)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access = logging.getLogger("blazerpc.access")
+    monkeypatch.setattr(access, "level", logging.INFO)
+    access.addHandler(handler)
+    app = _app()
+    try:
+        async with BlazeServer(app, port=0) as server:
+            async with BlazeClient(port=server.port, app=app, timeout=5) as client:
+                assert await client.predict("add", a=1, b=2) == 3
+                await server.drain()  # the first line's batch meets the full disk
+        async with BlazeServer(app, port=0) as server:
+            async with BlazeClient(port=server.port, app=app, timeout=5) as client:
+                assert await client.predict("add", a=3, b=4) == 7
+    finally:
+        access.removeHandler(handler)
+    lines = destination.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("add unary OK ")
+
+
+async def test_lines_are_written_when_a_lifespan_hook_fails_at_teardown(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = _app()
+
+    @app.lifespan
+    def flaky() -> Iterator[None]:
+        yield
+        raise RuntimeError("could not release the weights")
+
+    caplog.set_level(logging.INFO, logger="blazerpc.access")
+    server = BlazeServer(app, port=0)
+    await server.start()
+    async with BlazeClient(port=server.port, app=app, timeout=5) as client:
+        assert await client.predict("add", a=1, b=2) == 3
+    with pytest.raises(LifespanError, match="could not release"):
+        await server.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "blazerpc.access"]
+    assert len(lines) == 1 and lines[0].startswith("add unary OK ")
+
+
+def test_a_server_never_closed_still_writes_its_lines_at_exit(tmp_path: Path) -> None:
+    script = tmp_path / "forgets.py"
+    script.write_text(NEVER_CLOSED, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "INFO:blazerpc.access:add unary OK " in done.stderr, done.stderr
+
+
+NEVER_CLOSED = """\
+import asyncio, logging
+from blazerpc import BlazeApp, BlazeClient, BlazeServer
+
+logging.basicConfig(level="INFO")
+app = BlazeApp()
+
+@app.model("add")
+def add(a: int, b: int) -> int:
+    return a + b
+
+async def main() -> None:
+    server = BlazeServer(app, port=0)
+    await server.start()
+    async with BlazeClient(port=server.port, app=app) as client:
+        assert await client.predict("add", a=1, b=2) == 3
+
+asyncio.run(main())  # the server is never closed
+"""

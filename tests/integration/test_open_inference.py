@@ -407,3 +407,18 @@ async def test_rest_metadata_health_and_errors() -> None:
         assert "holds 3 elements, but 1 were sent" in wrong_count.json()["message"]
         generated = await http.post("/v2/models/add/generate", json={"a": 1, "b": 2})
         assert generated.json() == {"model_name": "add", "model_version": "1", "result": 3}
+
+
+async def test_generate_reads_a_flat_body_as_the_gateway_does_int_keys_included() -> None:
+    app = BlazeApp()
+
+    @app.model("labels")
+    def labels(names: dict[int, str]) -> str:
+        return ",".join(f"{key}={value}" for key, value in sorted(names.items()))
+
+    async with serve_http(app) as served:
+        body = {"names": {"2": "b", "1": "a"}}
+        gateway = await served.http.post("/models/labels", json=body)
+        generated = await served.http.post("/v2/models/labels/generate", json=body)
+    assert gateway.json() == {"result": "1=a,2=b"}
+    assert generated.status_code == 200 and generated.json()["result"] == "1=a,2=b"
