@@ -21,6 +21,8 @@ import threading
 import time
 import weakref
 
+from grpclib.const import Status
+
 __all__ = ("BATCH_END", "AccessLog", "access_log")
 
 access_log = logging.getLogger("blazerpc.access")
@@ -32,8 +34,8 @@ BATCH_END = "blazerpc_batch_end"
 _LINE = "%s %s %s %.1fms%s peer=%s via=%s"
 _GATHER_S = 0.05
 """How long lines gather once the writer has woken, before it writes them."""
-_Fields = tuple[float, str, str, str, float, str, str, str]
-"""The call's end (time.time()), then the line's arguments."""
+_Fields = tuple[float, str, str, Status, float, int | None, str | None, str]
+"""The call's end (time.time()), then what the line says, as the event loop had it."""
 
 
 class AccessLog:
@@ -52,17 +54,17 @@ class AccessLog:
         self,
         model: str,
         shape: str,
-        status: str,
+        status: Status,
         duration_s: float,
         items: int | None,
         peer: str | None,
         transport: str,
     ) -> None:
-        """Add the line of one call; `items` is the count of a server stream's items."""
-        counted = "" if items is None else f" items={items}"
-        self._writer.add(
-            (time.time(), model, shape, status, duration_s * 1e3, counted, peer or "-", transport)
-        )
+        """Add the line of one call; `items` is the count of a server stream's items.
+
+        Only what the loop has at hand is kept here; the writer makes the text.
+        """
+        self._writer.add((time.time(), model, shape, status, duration_s, items, peer, transport))
 
     def close(self) -> None:
         """Write every line gathered so far, then stop the writer thread."""
@@ -77,11 +79,12 @@ class _Writer:
         self._waiting = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._is_running = False
         self._is_stopping = False
 
     def add(self, fields: _Fields) -> None:
         self._lines.append(fields)  # deque.append is atomic: no lock on the event loop
-        if self._thread is None or not self._thread.is_alive():
+        if not self._is_running:
             self._start()
         if not self._waiting.is_set():
             self._waiting.set()
@@ -102,23 +105,36 @@ class _Writer:
             if self._thread is not None and self._thread.is_alive():
                 return
             self._thread = threading.Thread(target=self._run, name="blazerpc.access", daemon=True)
+            self._is_running = True
             self._thread.start()
 
     def _run(self) -> None:
-        while True:
-            self._waiting.wait()
-            if not self._is_stopping:
-                time.sleep(_GATHER_S)  # let a batch gather: one wake-up for many calls
-            self._waiting.clear()
-            self._write_waiting()
-            if self._is_stopping:
-                return
+        try:
+            while True:
+                self._waiting.wait()
+                if not self._is_stopping:
+                    time.sleep(_GATHER_S)  # let a batch gather: one wake-up for many calls
+                self._waiting.clear()
+                self._write_waiting()
+                if self._is_stopping:
+                    return
+        finally:
+            self._is_running = False  # the next line starts a writer again
 
     def _write_waiting(self) -> None:
         lines = self._lines
         while lines:
-            fields = lines.popleft()
-            ended, arguments = fields[0], fields[1:]
+            ended, model, shape, status, duration_s, items, peer, transport = lines.popleft()
+            counted = "" if items is None else f" items={items}"
+            arguments = (
+                model,
+                shape,
+                status.name,
+                duration_s * 1e3,
+                counted,
+                peer or "-",
+                transport,
+            )
             record = access_log.makeRecord(
                 access_log.name,
                 logging.INFO,

@@ -74,6 +74,8 @@ class Boundary:
         self._admission = admission
         self._metrics = metrics
         self._access = access
+        self._shape = self.model.shape.value  # read once: enum attributes cost on every call
+        self._counts_items = self.model.shape.is_server_streaming
         self._times_items = metrics is not None and self.model.shape.is_server_streaming
 
     @property
@@ -119,10 +121,10 @@ class Boundary:
             if self._access.is_enabled:
                 self._access.call_ended(
                     model.name,
-                    model.shape.value,
-                    status.name,
+                    self._shape,
+                    status,
                     duration_s,
-                    tally.items if model.shape.is_server_streaming else None,
+                    tally.items if self._counts_items else None,
                     port.peer,
                     port.transport,
                 )
