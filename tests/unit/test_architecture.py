@@ -1,13 +1,18 @@
 """The package's import graph: no cycle, and only the entry point imports the CLI.
 
 The layer contracts themselves are import-linter's (pyproject.toml, run by scripts/test); these
-are the two rules it has no contract for. grimp reads every import statement, function-local
-and TYPE_CHECKING ones included.
+are the rules it has no contract for, and the exact reach of its one exemption. grimp reads
+every import statement, function-local and TYPE_CHECKING ones included.
 """
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import grimp
+
+import blazerpc.errors
 
 GRAPH = grimp.build_graph("blazerpc", cache_dir=None)  # no .grimp_cache/ in the tree
 
@@ -30,3 +35,21 @@ def test_every_layer_is_a_subpackage() -> None:
     layers = {"schema", "wire", "runtime", "grpc", "http", "openinference", "remote"}
     packages = {module.split(".")[1] for module in GRAPH.modules if module.count(".") == 2}
     assert layers <= packages
+
+
+def test_errors_takes_only_the_status_enum_from_grpclib() -> None:
+    """pyproject's contracts let `errors` import grpclib (import-linter sees only the package
+    name); this pins what it may take: grpclib.const, for Status."""
+    tree = ast.parse(Path(blazerpc.errors.__file__).read_text(encoding="utf-8"))
+    taken = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("grpclib")
+    } | {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+        if alias.name.startswith("grpclib")
+    }
+    assert taken == {"grpclib.const"}
