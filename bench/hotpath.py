@@ -11,12 +11,9 @@ CPU (every thread), read from /proc. Reported as medians, and as ratios to the s
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-
 import grpc
 
-from bench.run import cpu_seconds, for_window, free_port, medians, server_process, typed_calls
+from bench.run import cpu_seconds, for_window, interleaved, typed_calls
 
 SERVERS = ("grpclib", "blazerpc+log", "blazerpc")
 TARGETS = {
@@ -29,27 +26,19 @@ TARGETS = {
 }
 
 
-def measure(kind: str, window: float) -> dict[str, float]:
-    """Start the `kind` server in its own process, load it, stop it."""
-    port = free_port()
-    with server_process("bench.servers", kind, str(port)) as (pid, _):
-        return asyncio.run(_load(port, pid, window))
-
-
-async def _load(port: int, pid: int, window: float) -> dict[str, float]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        one_echo, one_stream = typed_calls(channel)
-        await for_window(1.0, 16, one_echo)  # warm-up
-        cpu = cpu_seconds(pid)
-        calls = await for_window(window, 16, one_echo)
-        results = {
-            "unary rps, c=16": calls / window,
-            "server CPU per unary call (us), c=16": (cpu_seconds(pid) - cpu) / calls * 1e6,
-        }
-        for streams in (1, 16):
-            tokens = await for_window(window, streams, one_stream)
-            results[f"stream tokens/s, {streams} stream{'s' * (streams > 1)}"] = tokens / window
-        return results
+async def _load(channel: grpc.aio.Channel, pid: int, window: float) -> dict[str, float]:
+    one_echo, one_stream = typed_calls(channel)
+    await for_window(1.0, 16, one_echo)  # warm-up
+    cpu = cpu_seconds(pid)
+    calls = await for_window(window, 16, one_echo)
+    results = {
+        "unary rps, c=16": calls / window,
+        "server CPU per unary call (us), c=16": (cpu_seconds(pid) - cpu) / calls * 1e6,
+    }
+    for streams in (1, 16):
+        tokens = await for_window(window, streams, one_stream)
+        results[f"stream tokens/s, {streams} stream{'s' * (streams > 1)}"] = tokens / window
+    return results
 
 
 def table(results: dict[str, dict[str, float]]) -> str:
@@ -70,12 +59,7 @@ def table(results: dict[str, dict[str, float]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--window", type=float, default=3.0, help="seconds per measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians)")
-    args = parser.parse_args()
-    rounds = [{kind: measure(kind, args.window) for kind in SERVERS} for _ in range(args.rounds)]
-    print(table(medians(rounds)))
+    print(table(interleaved(SERVERS, _load, __doc__ or "", rounds=3)))
 
 
 if __name__ == "__main__":

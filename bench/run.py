@@ -83,16 +83,34 @@ def server_process(*args: str) -> Iterator[tuple[int, str]]:
             server.terminate()
 
 
-def measure(kind: str, window: float) -> dict[str, float]:
-    """Start the `kind` server in its own process, load it, stop it."""
+Load = Callable[[grpc.aio.Channel, int, float], Awaitable[dict[str, float]]]
+"""A workload: `(channel, server pid, window seconds) -> figures`."""
+
+
+def measure(kind: str, window: float, load: Load) -> dict[str, float]:
+    """Start the `kind` server of bench/servers.py in its own process, load it, stop it."""
     port = free_port()
     with server_process("bench.servers", kind, str(port)) as (pid, _):
-        return asyncio.run(_load(port, pid, window))
+        return asyncio.run(_over_channel(port, pid, window, load))
 
 
-async def _load(port: int, pid: int, window: float) -> dict[str, float]:
+async def _over_channel(port: int, pid: int, window: float, load: Load) -> dict[str, float]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        return await _measure(channel, pid, window)
+        return await load(channel, pid, window)
+
+
+def interleaved(
+    servers: tuple[str, ...], load: Load, description: str, rounds: int
+) -> dict[str, dict[str, float]]:
+    """Parse --window and --rounds, measure every server in turn each round: the medians."""
+    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
+    parser.add_argument("--window", type=float, default=3.0, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=rounds, help="interleaved rounds (medians)")
+    args = parser.parse_args()
+    figures = [
+        {kind: measure(kind, args.window, load) for kind in servers} for _ in range(args.rounds)
+    ]
+    return medians(figures)
 
 
 Work = Callable[[], Awaitable[int]]
@@ -171,12 +189,7 @@ def table(results: dict[str, dict[str, float]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--window", type=float, default=3.0, help="seconds per measurement")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (medians)")
-    args = parser.parse_args()
-    rounds = [{kind: measure(kind, args.window) for kind in SERVERS} for _ in range(args.rounds)]
-    print(table(medians(rounds)))
+    print(table(interleaved(SERVERS, _measure, __doc__ or "", rounds=2)))
 
 
 if __name__ == "__main__":

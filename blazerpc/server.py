@@ -90,13 +90,15 @@ class BlazeServer:
         self._batchers = {
             name: call.batcher for name, call in self._calls.items() if call.batcher is not None
         }
-        handlers = ServiceHandlers(schema, SchemaCodec(schema), self.config, self._calls)
+        self._limits = Limits.of(self.config)
+        handlers = ServiceHandlers(schema, SchemaCodec(schema), self._limits, self._calls)
         self.health = HealthService([schema.full_name, *(model.name for model in schema.models)])
         services: list[IServable] = [handlers, self.health]
         protocols: list[GrpcProtocol] = []
         if self.config.open_inference:
-            limits = Limits.of(self.config)
-            services.append(InferenceProtocol(self._tensors, self._calls, self._admission, limits))
+            services.append(
+                InferenceProtocol(self._tensors, self._calls, self._admission, self._limits)
+            )
             protocols.append(INFERENCE)
         self._services = (
             with_reflection(schema, services, protocols) if self.config.reflection else services
@@ -163,8 +165,6 @@ class BlazeServer:
         self._socket = bind_tcp(self.host, self.config.port, reuse_port=self.config.workers > 1)
         await self._server.start(sock=self._socket)
         try:
-            if self._serves_metrics and self.metrics is not None:
-                self._metrics_port = self.metrics.serve(self.host, self.config.metrics_port or 0)
             if self.config.http_port is not None:
                 self._http = await _HttpServer.start(
                     self._gateway(), self.host, self.config.http_port, self.config
@@ -175,7 +175,9 @@ class BlazeServer:
             raise
 
     async def _load(self) -> None:
-        """Run the lifespan hooks to their `yield`, then serve: health SERVING, calls admitted."""
+        """Serve /metrics if asked, run the lifespan hooks to their `yield`, then serve calls."""
+        if self._serves_metrics and self.metrics is not None:
+            self._metrics_port = self.metrics.serve(self.host, self.config.metrics_port or 0)
         await self._lifespan.enter_async_context(run_hooks(self.app.lifespan_hooks))
         self._admission.phase = Phase.SERVING
         self.health.set_serving(True)
@@ -202,8 +204,6 @@ class BlazeServer:
             self._lifespan = contextlib.AsyncExitStack()
             self._admission.phase = Phase.LOADING
         try:
-            if self._serves_metrics and self.metrics is not None:
-                self._metrics_port = self.metrics.serve(self.host, self.config.metrics_port or 0)
             await self._load()
         except BaseException:
             await self.close()
@@ -217,7 +217,7 @@ class BlazeServer:
         self,
         lifespan: Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]] | None = None,
     ) -> Gateway:
-        schema, config, limits = self.app.schema, self.config, Limits.of(self.config)
+        schema, config, limits = self.app.schema, self.config, self._limits
         codecs = codecs_of(schema)
         routes = (
             open_inference_routes(

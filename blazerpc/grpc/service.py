@@ -17,7 +17,6 @@ from grpclib.const import Cardinality, Handler, Status
 from grpclib.encoding.proto import ProtoCodec
 from grpclib.server import Stream
 
-from blazerpc.config import ServerConfig
 from blazerpc.context import Context
 from blazerpc.errors import ResultError, WireError, cancelled_status
 from blazerpc.grpc.h2 import recv_data
@@ -75,10 +74,9 @@ class ServiceHandlers:
         self,
         schema: ServiceSpec,
         codecs: SchemaCodec,
-        config: ServerConfig,
+        limits: Limits,
         calls: dict[str, Boundary],
     ) -> None:
-        limits = Limits.of(config)
         self._mapping = {
             schema.rpc_path(model): Handler(
                 _adapter(calls[model.name], codecs.models[model.name], limits),
