@@ -12,7 +12,7 @@ import tempfile
 import typing
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, NoReturn, TextIO, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 import msgspec
@@ -22,7 +22,7 @@ from blazerpc.app import BlazeApp
 from blazerpc.config import HELP, ConfigError, ServerConfig, env_name, flag_name
 from blazerpc.errors import BreakingChangeError, DefinitionError, LifespanError, TargetError
 from blazerpc.remote.stubs import StubsError, generate_stubs
-from blazerpc.runtime.accesslog import BATCH_END
+from blazerpc.runtime.loglines import LogLines
 from blazerpc.runtime.metrics import Metrics, MetricsUnavailableError, serve_multiprocess_metrics
 from blazerpc.schema.lockfile import Lock, breaking_changes, lock_of, read_lock, write_lock
 from blazerpc.server import BlazeServer
@@ -37,7 +37,6 @@ _RUNTIME_ERROR = 1
 _DEBUG = "blazerpc.debug"
 C = TypeVar("C", bound=Callable[..., object])
 log = logging.getLogger(__name__)
-_PIPE_BUF = 4096
 """The most bytes one write to a pipe is sure to keep together (POSIX)."""
 
 
@@ -242,60 +241,13 @@ def worker(target: str, config_json: str, ready_fd: int, metrics_dir: str | None
 
 def configure_logging(config: ServerConfig) -> None:
     """Log as `blaze serve` does: to stderr, at config.log_level (INFO: the access log on)."""
-    process = "[%(process)d] " if config.workers > 1 else ""  # which worker said it
-    logging.basicConfig(
+    logging.basicConfig(  # with --workers, each line says which worker wrote it
         level=config.log_level.upper(),
-        format=f"%(levelname)s {process}%(name)s: %(message)s",
-        handlers=[_LogLines(sys.stderr)],
+        handlers=[LogLines(sys.stderr, show_process=config.workers > 1)],
     )
     # uvicorn narrates its own shutdown at INFO under the name "uvicorn.error"; blazerpc
     # already says what the drain does, so keep only uvicorn's warnings and errors
     logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, logging.root.level))
-
-
-class _LogLines(logging.StreamHandler):  # type: ignore[type-arg]  # generic in typeshed only
-    """`blaze serve`'s log handler: each line at once, access lines a batch at a time.
-
-    The access log hands its records over in batches, the last one marked (runtime/
-    accesslog.py). Written in one system call per batch rather than one per line, they cost a
-    fraction of the CPU (bench/hotpath.py). Each write holds whole lines and at most PIPE_BUF
-    bytes, so the lines of `--workers` processes sharing one pipe never interleave mid-line.
-    """
-
-    def __init__(self, stream: TextIO) -> None:
-        super().__init__(stream)
-        self._batch: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        ends_batch = getattr(record, BATCH_END, None)
-        if ends_batch is None:
-            super().emit(record)
-            return
-        try:  # a handler reports its own failures (logging's contract), the log goes on
-            self._batch.append(self.format(record) + self.terminator)
-            if ends_batch:
-                self._write_batch()
-        except Exception:
-            self._batch.clear()
-            self.handleError(record)
-
-    def _write_batch(self) -> None:
-        lines, self._batch = self._batch, []
-        chunk: list[str] = []
-        size = 0
-        for line in lines:
-            length = len(line.encode())
-            if chunk and size + length > _PIPE_BUF:
-                self._write("".join(chunk))
-                chunk, size = [], 0
-            chunk.append(line)
-            size += length
-        if chunk:
-            self._write("".join(chunk))
-
-    def _write(self, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
 
 
 def _serve_one(

@@ -20,24 +20,35 @@ from __future__ import annotations
 
 import inspect
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from grpclib import protocol as _protocol
 from grpclib import server as _server
 from grpclib._typing import IServable
 
-__all__ = ("GRPCLIB_RANGE", "GrpcServer", "IServable", "missing_internals", "recv_data")
+__all__ = (
+    "GRPCLIB_RANGE",
+    "GrpcServer",
+    "IServable",
+    "RequestReader",
+    "missing_internals",
+    "request_reader",
+)
 
 GRPCLIB_RANGE = ">=0.4.9,<0.5"
 """The grpclib releases this module was written and tested for."""
 
 
-async def recv_data(stream: _server.Stream[Any, Any], size: int) -> bytes:
-    """Up to `size` bytes of the request, read from the HTTP/2 stream under a gRPC stream.
+RequestReader = Callable[[int], Awaitable[bytes]]
+"""`await read(size)`: up to `size` bytes of the request; fewer when the caller ended its side,
+b"" when it sent nothing more."""
 
-    Fewer bytes than asked means the caller ended its side; b"" means it sent nothing more.
-    """
-    return await stream._stream.recv_data(size)
+
+def request_reader(stream: _server.Stream[Any, Any]) -> RequestReader:
+    """The reader of the HTTP/2 stream under a gRPC stream, taken once per call."""
+    reader: RequestReader = stream._stream.recv_data
+    return reader
 
 
 class GrpcServer(_server.Server):

@@ -19,7 +19,7 @@ from grpclib.server import Stream
 
 from blazerpc.context import Context
 from blazerpc.errors import ResultError, WireError, cancelled_status
-from blazerpc.grpc.h2 import recv_data
+from blazerpc.grpc.h2 import RequestReader, request_reader
 from blazerpc.runtime.boundary import Boundary, Limits
 from blazerpc.schema.naming import RESULT_FIELD
 from blazerpc.schema.spec import ServiceSpec, Shape
@@ -150,17 +150,18 @@ class GrpcCall:
 class _GrpcPort(GrpcCall):
     """A gRPC call's messages: length-prefixed protobuf, within the server's size limits."""
 
-    __slots__ = ("_codec", "_limits", "_model")
+    __slots__ = ("_codec", "_limits", "_model", "_read")
     transport = "grpc"
 
     def __init__(self, stream: RawStream, codec: ModelCodec, limits: Limits, model: str) -> None:
         super().__init__(stream)
+        self._read = request_reader(stream)
         self._codec = codec
         self._limits = limits
         self._model = model
 
     async def receive(self) -> dict[str, Any] | None:
-        data = await receive_message(self._stream, self._limits)
+        data = await receive_message(self._read, self._limits)
         return None if data is None else self._codec.request.decode(data)
 
     async def send(self, result: object) -> None:
@@ -172,13 +173,13 @@ class _GrpcPort(GrpcCall):
         await self._stream.send_message(data)
 
 
-async def receive_message(stream: RawStream, limits: Limits) -> bytes | None:
+async def receive_message(read: RequestReader, limits: Limits) -> bytes | None:
     """The next message, or None at the end; one declared over the limit is never read.
 
     grpclib's own recv_message() buffers whatever length the peer declares, so this reads the
     5-byte gRPC prefix itself, from grpclib's HTTP/2 stream (through the door, h2.py).
     """
-    prefix = await recv_data(stream, 5)
+    prefix = await read(5)
     if not prefix:
         return None
     if len(prefix) != 5:
@@ -188,7 +189,7 @@ async def receive_message(stream: RawStream, limits: Limits) -> bytes | None:
         raise WireError("the request is compressed; send it uncompressed (grpc-encoding identity).")
     if length > limits.max_request_bytes:
         raise limits.request_too_large(length)
-    data = await recv_data(stream, length)
+    data = await read(length)
     if len(data) != length:
         raise WireError(f"the request ended after {len(data)} of its {length} declared bytes.")
     return data

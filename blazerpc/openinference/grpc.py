@@ -38,6 +38,7 @@ from blazerpc.errors import (
     WireError,
     to_status,
 )
+from blazerpc.grpc.h2 import request_reader
 from blazerpc.grpc.service import GrpcCall, RawStream, receive_message
 from blazerpc.openinference.protos import INFERENCE
 from blazerpc.openinference.tensors import ModelTensors
@@ -224,13 +225,14 @@ class _Session:
 
     def __init__(self, stream: RawStream, limits: Limits, *, is_stream: bool) -> None:
         self.stream = stream
+        self.read = request_reader(stream)
         self.limits = limits
         self.is_stream = is_stream
         self._next_timestamp = 0
 
     async def next_request(self) -> Any:
         """The next request, parsed, or None at the end; WireError if it is not one."""
-        data = await receive_message(self.stream, self.limits)
+        data = await receive_message(self.read, self.limits)
         if data is None:
             return None
         try:

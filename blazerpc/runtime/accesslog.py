@@ -2,11 +2,14 @@
 
 `model shape STATUS 1.2ms [items=N] peer=host:port via=grpc`, on the logger `blazerpc.access`.
 The event loop only checks that the logger is on and appends the call's facts to a deque. A
-writer thread wakes when lines are waiting, lets `_GATHER_S` of them gather, then makes the log
-records and hands them to the handlers, so no call waits for a line to be written and the
-thread wakes at most once per `_GATHER_S`, not once per call (woken per call, it cost more
-server CPU than the lines themselves: bench/hotpath.py). The last record of each batch carries
-`blazerpc_batch_end`, so a handler may write a batch at once (`blaze serve`'s does).
+writer thread wakes when lines are waiting, lets `_GATHER_S` of them gather, then writes them,
+so no call waits for a line to be written and the thread wakes at most once per `_GATHER_S`,
+not once per call (woken per call, it cost more server CPU than the lines themselves:
+bench/hotpath.py).
+
+How it writes: when `blaze serve`'s own handler (loglines.py) is the only one the lines reach,
+the writer makes the text and hands the handler the whole batch; otherwise it makes a log
+record per line, as `logging` would, for whatever handlers the application configured.
 
 Each record keeps the time its call ended; lines keep the order in which calls ended.
 `close()` writes every line before it returns, and lines still waiting when the interpreter
@@ -23,13 +26,12 @@ import weakref
 
 from grpclib.const import Status
 
-__all__ = ("BATCH_END", "AccessLog", "access_log")
+from blazerpc.runtime.loglines import LogLines
+
+__all__ = ("AccessLog", "access_log")
 
 access_log = logging.getLogger("blazerpc.access")
 """The logger every access line goes to; INFO turns the access log on."""
-
-BATCH_END = "blazerpc_batch_end"
-"""The attribute set (True) on the last record of a batch: a handler may write then."""
 
 _LINE = "%s %s %s %.1fms%s peer=%s via=%s"
 _GATHER_S = 0.05
@@ -123,28 +125,46 @@ class _Writer:
 
     def _write_waiting(self) -> None:
         lines = self._lines
-        while lines:
-            ended, model, shape, status, duration_s, items, peer, transport = lines.popleft()
-            counted = "" if items is None else f" items={items}"
-            arguments = (
-                model,
-                shape,
-                status.name,
-                duration_s * 1e3,
-                counted,
-                peer or "-",
-                transport,
-            )
+        if not lines:
+            return
+        batch = []
+        while lines:  # popleft, not a swap of deques: the event loop may be appending
+            batch.append(lines.popleft())
+        handler = _only_handler()
+        if handler is not None:
+            prefix = handler.prefix(logging.INFO, access_log.name)
+            handler.write_lines([f"{prefix}{_LINE % _arguments(fields)}\n" for fields in batch])
+            return
+        for fields in batch:
+            ended = fields[0]
             record = access_log.makeRecord(
-                access_log.name,
-                logging.INFO,
-                __file__,
-                0,
-                _LINE,
-                arguments,
-                None,
-                extra={BATCH_END: not lines},
+                access_log.name, logging.INFO, __file__, 0, _LINE, _arguments(fields), None
             )
             record.relativeCreated += (ended - record.created) * 1e3
             record.created, record.msecs = ended, (ended % 1) * 1e3
             access_log.handle(record)
+
+
+def _arguments(fields: _Fields) -> tuple[object, ...]:
+    """The values of `_LINE` for one call's facts."""
+    _, model, shape, status, duration_s, items, peer, transport = fields
+    counted = "" if items is None else f" items={items}"
+    return (model, shape, status.name, duration_s * 1e3, counted, peer or "-", transport)
+
+
+def _only_handler() -> LogLines | None:
+    """`blaze serve`'s handler, if the access lines reach it alone and it formats as made.
+
+    Then writing the text directly gives the very lines logging would, without a record each.
+    """
+    if access_log.filters or logging.getLogRecordFactory() is not logging.LogRecord:
+        return None
+    found: list[logging.Handler] = []
+    logger: logging.Logger | None = access_log
+    while logger is not None:
+        found += logger.handlers
+        logger = logger.parent if logger.propagate else None
+    handler = found[0] if len(found) == 1 else None
+    if isinstance(handler, LogLines) and handler.formats_as_made(logging.INFO):
+        return handler
+    return None

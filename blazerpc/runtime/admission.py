@@ -56,7 +56,7 @@ class Admission:
 
     def admit(self, model: ModelSpec) -> Ticket:
         """A ticket for the current task's call, or the reason it may not start."""
-        if not self.is_ready:
+        if self.phase is not Phase.SERVING:
             raise UnavailableError(_REFUSALS[self.phase])
         is_stream = model.shape is not Shape.UNARY
         if is_stream:

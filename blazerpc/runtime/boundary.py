@@ -15,6 +15,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from blazerpc.config import ServerConfig
+from blazerpc.context import Context
 from blazerpc.errors import (
     LimitError,
     UnavailableError,
@@ -28,6 +29,9 @@ from blazerpc.runtime.metrics import Metrics
 from blazerpc.schema.spec import ServiceSpec
 
 __all__ = ("Boundary", "Limits", "model_calls")
+
+_NOTHING_INJECTED: dict[str, object] = {}
+"""The arguments the server fills in for a model that takes none (never changed)."""
 
 _ENDED_BY_DRAIN = (
     "the server shut down before this call finished (its grace period ran out); "
@@ -89,10 +93,11 @@ class Boundary:
         tally = Tally()
         if self._times_items and metrics is not None:
             tally.timer = metrics.stream_timer(model.name, tally.started)
-        context = port.context() if model.context_parameter else None
-        injected: dict[str, object] = {}
+        context: Context | None = None
+        injected = _NOTHING_INJECTED
         if model.context_parameter is not None:
-            injected[model.context_parameter] = context
+            context = port.context()
+            injected = {model.context_parameter: context}
         ticket: Ticket | None = None
         status = Status.OK
         try:

@@ -108,7 +108,9 @@ class ModelCall:
 
     async def unary(self, port: CallPort, injected: dict[str, object], tally: Tally) -> None:
         """One request in, one response out."""
-        kwargs = await _first_request(port) | injected
+        kwargs = await _first_request(port)
+        if injected:
+            kwargs |= injected  # the codec's dict is this call's own
         if self.batcher is not None:
             result = await self.batcher.submit(kwargs, port.deadline)
         elif self.model.is_async:

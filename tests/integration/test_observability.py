@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from blazerpc import Batching, BlazeApp, BlazeClient, BlazeServer, LifespanError, RpcError
-from blazerpc.cli import _LogLines
+from blazerpc.runtime.loglines import LogLines
 
 from .support import serve_http
 
@@ -169,12 +169,12 @@ class _FullOnce(io.StringIO):
         return super().write(text)
 
 
-async def test_a_failed_write_loses_its_batch_only_and_the_log_goes_on(
+async def test_a_failed_write_loses_its_lines_only_and_the_log_goes_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(logging, "raiseExceptions", False)  # logging's report of it, off
     destination = _FullOnce()
-    handler = _LogLines(destination)
+    handler = LogLines(destination)
     handler.setFormatter(logging.Formatter("%(message)s"))
     access = logging.getLogger("blazerpc.access")
     monkeypatch.setattr(access, "level", logging.INFO)

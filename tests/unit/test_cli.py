@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import logging
 import shutil
 import sys
 from collections.abc import Iterator
@@ -13,9 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from blazerpc import __version__
-from blazerpc.cli import _LogLines, main
+from blazerpc.cli import main
 from blazerpc.config import ServerConfig, env_name, flag_name
-from blazerpc.runtime.accesslog import BATCH_END
 from tests.apps.registry import GOLDEN
 
 BROKEN_APPS = {
@@ -140,34 +137,3 @@ def test_serve_help_documents_every_option_with_its_variable() -> None:
         assert env_name(name) in result.output, name
     assert "--no-reflection" in result.output
     assert "worker" not in [line.split()[0] for line in result.output.splitlines() if line]
-
-
-class _Writes(io.StringIO):
-    """A stream that records each write, as a pipe would receive it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[str] = []
-
-    def write(self, text: str) -> int:
-        self.writes.append(text)
-        return len(text)
-
-
-def test_blaze_serves_access_batches_go_out_in_whole_lines_of_at_most_pipe_buf() -> None:
-    stream = _Writes()
-    handler = _LogLines(stream)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    lines = [f"model-{i} unary OK 0.1ms peer=127.0.0.1:{40000 + i} via=grpc" for i in range(300)]
-    for i, line in enumerate(lines):
-        record = logging.LogRecord("blazerpc.access", logging.INFO, "", 0, line, None, None)
-        setattr(record, BATCH_END, i == len(lines) - 1)
-        handler.emit(record)
-        if i < len(lines) - 1:
-            assert stream.writes == []  # nothing written before the batch ends
-    assert len(stream.writes) > 1
-    assert all(w.endswith("\n") and len(w.encode()) <= 4096 for w in stream.writes)
-    assert "".join(stream.writes).splitlines() == lines
-    other = logging.LogRecord("blazerpc.server", logging.INFO, "", 0, "serving", None, None)
-    handler.emit(other)  # any other line goes out at once
-    assert stream.writes[-1] == "serving\n"

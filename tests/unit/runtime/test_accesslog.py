@@ -1,0 +1,88 @@
+"""The access log's writer and `blaze serve`'s handler: the lines, whole, in order."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+
+import pytest
+from grpclib.const import Status
+
+from blazerpc.runtime.accesslog import AccessLog, access_log
+from blazerpc.runtime.loglines import LogLines
+
+
+class _Writes(io.StringIO):
+    """A stream that records each write, as a pipe would receive it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+
+def _log_calls(handler: logging.Handler, calls: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`calls` access lines through a fresh AccessLog whose only handler is `handler`."""
+    monkeypatch.setattr(access_log, "handlers", [handler])
+    monkeypatch.setattr(access_log, "propagate", False)
+    monkeypatch.setattr(access_log, "level", logging.INFO)
+    log = AccessLog()
+    for i in range(calls):
+        items = i if i % 2 else None
+        peer = f"127.0.0.1:{40000 + i}" if i % 3 else None
+        log.call_ended(f"model-{i}", "unary", Status.OK, 0.00012, items, peer, "grpc")
+    log.close()
+
+
+@pytest.mark.parametrize("show_process", [False, True])
+def test_lines_written_directly_are_the_lines_logging_would_write(
+    show_process: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    direct = _Writes()
+    _log_calls(LogLines(direct, show_process=show_process), 50, monkeypatch)
+    through_records = _Writes()
+    handler = LogLines(through_records, show_process=show_process)
+    own_format = handler.formatter
+    assert own_format is not None
+    handler.setFormatter(logging.Formatter(own_format._fmt))  # the same format, not its own
+    _log_calls(handler, 50, monkeypatch)
+
+    assert len(direct.writes) < 5 < len(through_records.writes)  # batches against line by line
+    lines = "".join(direct.writes).splitlines()
+    assert lines == "".join(through_records.writes).splitlines()
+    pid = f"[{os.getpid()}] " if show_process else ""
+    assert lines[0] == f"INFO {pid}blazerpc.access: model-0 unary OK 0.1ms peer=- via=grpc"
+    assert lines[5] == (
+        f"INFO {pid}blazerpc.access: model-5 unary OK 0.1ms items=5 peer=127.0.0.1:40005 via=grpc"
+    )
+    assert [line.split(": ")[1].split()[0] for line in lines] == [f"model-{i}" for i in range(50)]
+
+
+def test_a_batch_goes_out_in_whole_lines_of_at_most_pipe_buf(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = _Writes()
+    _log_calls(LogLines(stream), 300, monkeypatch)
+    assert len(stream.writes) > 1
+    assert all(w.endswith("\n") and len(w.encode()) <= 4096 for w in stream.writes)
+    assert len("".join(stream.writes).splitlines()) == 300
+
+
+def test_a_filter_on_the_handler_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = _Writes()
+    handler = LogLines(stream)
+    handler.addFilter(lambda record: "model-1 " not in record.getMessage())
+    _log_calls(handler, 3, monkeypatch)
+    models = [line.split(": ")[1].split()[0] for line in "".join(stream.writes).splitlines()]
+    assert models == ["model-0", "model-2"]
+
+
+def test_other_lines_go_out_at_once_in_the_same_format() -> None:
+    stream = _Writes()
+    handler = LogLines(stream)
+    handler.emit(logging.LogRecord("blazerpc.server", logging.INFO, "", 0, "serving", None, None))
+    assert stream.writes == ["INFO blazerpc.server: serving\n"]
