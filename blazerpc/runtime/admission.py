@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from dataclasses import dataclass, field
 
 from blazerpc.errors import LimitError, UnavailableError
 from blazerpc.schema.spec import ModelSpec, Shape
 
-__all__ = ("Admission", "Phase", "Ticket")
+__all__ = ("Admission", "Phase")
 
 
 class Phase(enum.Enum):
@@ -25,41 +24,35 @@ class Phase(enum.Enum):
     DRAINING = "draining"
 
 
-@dataclass(slots=True, eq=False)
-class Ticket:
-    """One admitted call: its task, and whether the drain ended it."""
-
-    task: asyncio.Task[object]
-    is_stream: bool
-    is_ended_by_drain: bool = field(default=False)
-
-
 class Admission:
     """Gatekeeper and register of running calls, shared by every handler of one server."""
 
     def __init__(self, max_streams: int) -> None:
         self.phase = Phase.LOADING
         self._max_streams = max_streams
-        self._tickets: set[Ticket] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._ended_by_drain: set[asyncio.Task[object]] = set()
         self._streams = 0
         self._idle: asyncio.Event | None = None
 
     @property
     def running(self) -> int:
         """Calls admitted and not yet finished."""
-        return len(self._tickets)
+        return len(self._tasks)
 
     @property
     def is_ready(self) -> bool:
         """Whether calls are admitted: what every readiness check answers, on every route."""
         return self.phase is Phase.SERVING
 
-    def admit(self, model: ModelSpec) -> Ticket:
-        """A ticket for the current task's call, or the reason it may not start."""
+    def admit(self, model: ModelSpec) -> asyncio.Task[object]:
+        """Register the current task's call, or raise the reason it may not start.
+
+        The call's task is its ticket: `release()` it when the call is over.
+        """
         if self.phase is not Phase.SERVING:
             raise UnavailableError(_REFUSALS[self.phase])
-        is_stream = model.shape is not Shape.UNARY
-        if is_stream:
+        if model.shape is not Shape.UNARY:
             if self._streams >= self._max_streams:
                 raise LimitError(
                     f"the server has {self._streams} streams open, its limit (max_streams); "
@@ -69,17 +62,22 @@ class Admission:
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("Admission.admit() runs inside a call's task.")
-        ticket = Ticket(task, is_stream)
-        self._tickets.add(ticket)
-        return ticket
+        self._tasks.add(task)
+        return task
 
-    def release(self, ticket: Ticket) -> None:
-        """The call is over."""
-        self._tickets.discard(ticket)
-        if ticket.is_stream:
+    def release(self, task: asyncio.Task[object], model: ModelSpec) -> None:
+        """The call `admit()` registered for `model` is over."""
+        self._tasks.discard(task)
+        if self._ended_by_drain:
+            self._ended_by_drain.discard(task)  # asked in the call's own except, before this
+        if model.shape is not Shape.UNARY:
             self._streams -= 1
-        if not self._tickets and self._idle is not None:
+        if not self._tasks and self._idle is not None:
             self._idle.set()
+
+    def is_ended_by_drain(self, task: asyncio.Task[object]) -> bool:
+        """Whether the drain cancelled this call's task, past its grace period."""
+        return task in self._ended_by_drain
 
     async def drain(self, grace: float) -> int:
         """Refuse new calls, wait up to `grace` s for the running ones, end the rest.
@@ -87,18 +85,18 @@ class Admission:
         Returns how many calls were still running at the end of the grace period.
         """
         self.phase = Phase.DRAINING
-        if self._tickets:
+        if self._tasks:
             self._idle = asyncio.Event()
             try:
                 await asyncio.wait_for(self._idle.wait(), grace)
             except TimeoutError:
                 pass
-        leftover = list(self._tickets)
-        for ticket in leftover:
-            ticket.is_ended_by_drain = True
-            ticket.task.cancel()
+        leftover = list(self._tasks)
+        self._ended_by_drain.update(leftover)
+        for task in leftover:
+            task.cancel()
         if leftover:
-            await asyncio.wait([ticket.task for ticket in leftover])
+            await asyncio.wait(leftover)
         return len(leftover)
 
 

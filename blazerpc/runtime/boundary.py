@@ -22,7 +22,7 @@ from blazerpc.errors import (
     to_status,
 )
 from blazerpc.runtime.accesslog import AccessLog
-from blazerpc.runtime.admission import Admission, Ticket
+from blazerpc.runtime.admission import Admission
 from blazerpc.runtime.batcher import Batcher
 from blazerpc.runtime.calls import CallPort, ModelCall, Tally
 from blazerpc.runtime.metrics import Metrics
@@ -98,16 +98,16 @@ class Boundary:
         if model.context_parameter is not None:
             context = port.context()
             injected = {model.context_parameter: context}
-        ticket: Ticket | None = None
+        task: asyncio.Task[object] | None = None
         status = Status.OK
         try:
-            ticket = admission.admit(model)
+            task = admission.admit(model)
             await self.call.run(port, injected, tally)
         except asyncio.CancelledError:
             if context is not None:
                 context.cancel()
-            if ticket is not None and ticket.is_ended_by_drain:
-                ticket.task.uncancel()
+            if task is not None and admission.is_ended_by_drain(task):
+                task.uncancel()
                 status, message = to_status(UnavailableError(_ENDED_BY_DRAIN), model.name)
                 raise GRPCError(status, message) from None
             status = port.cancelled_status()
@@ -116,8 +116,8 @@ class Boundary:
             status, message = to_status(error, model.name)
             raise GRPCError(status, message) from None
         finally:
-            if ticket is not None:
-                admission.release(ticket)
+            if task is not None:
+                admission.release(task, model)
             duration_s = time.perf_counter() - tally.started
             if tally.timer is not None:
                 tally.timer.flush()
