@@ -292,7 +292,7 @@ def _supervise(supervisor: Supervisor, config: ServerConfig, model_count: int) -
     try:
         supervisor.start()
         if not supervisor.is_stopping:
-            _print(_serving(model_count, config.host, supervisor.port, supervisor.http_port))
+            _print(_serving(model_count, config, supervisor.port, supervisor.http_port))
         supervisor.supervise()
     except OSError as err:
         where = err.filename or f"{config.host}:{config.port}"
@@ -308,13 +308,19 @@ def _supervise(supervisor: Supervisor, config: ServerConfig, model_count: int) -
 
 def _print_first_line(server: BlazeServer) -> None:
     http_port = server.http_port if server.config.http_port is not None else None
-    _print(_serving(len(server.app.schema.models), server.host, server.port, http_port))
+    _print(_serving(len(server.app.schema.models), server.config, server.port, http_port))
 
 
-def _serving(model_count: int, host: str, port: int, http_port: int | None) -> str:
-    """`blazerpc serving 2 models on 127.0.0.1:50051, HTTP on http://127.0.0.1:8080`."""
-    line = f"blazerpc serving {model_count} models on {host}:{port}"
-    return line if http_port is None else f"{line}, HTTP on http://{host}:{http_port}"
+def _serving(model_count: int, config: ServerConfig, port: int, http_port: int | None) -> str:
+    """`blazerpc serving 2 models on 127.0.0.1:50051, HTTP on http://127.0.0.1:8080`.
+
+    Over TLS: `... on 127.0.0.1:50051 (TLS), HTTP on https://127.0.0.1:8080`.
+    """
+    is_tls = config.tls_cert is not None
+    line = f"blazerpc serving {model_count} models on {config.host}:{port}"
+    line += " (TLS)" if is_tls else ""
+    scheme = "https" if is_tls else "http"
+    return line if http_port is None else f"{line}, HTTP on {scheme}://{config.host}:{http_port}"
 
 
 def _print(line: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -35,6 +36,7 @@ from blazerpc.grpc.service import CARDINALITIES, RawBytesCodec
 from blazerpc.remote.discovery import RemoteService, discover
 from blazerpc.schema.naming import RESULT_FIELD
 from blazerpc.schema.spec import Shape
+from blazerpc.security.tls import client_context
 from blazerpc.wire.protobuf import SchemaCodec
 
 __all__ = ("BlazeClient",)
@@ -50,6 +52,11 @@ class BlazeClient:
 
     `timeout` is the default deadline of every call, in seconds (None: no deadline).
     `metadata` is sent with every call; a model reads it as `Context.metadata`.
+
+    Over TLS: `tls_ca` is the CA that signed the server's certificate (`tls=True` trusts the
+    system's roots instead, and `tls=` also takes an `ssl.SSLContext` of your own);
+    `tls_cert` and `tls_key` are the client's certificate for a server that requires one.
+    `api_key` is sent as `authorization: Bearer <key>` with every call.
     """
 
     def __init__(
@@ -62,6 +69,11 @@ class BlazeClient:
         timeout: float | None = None,
         service: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        tls: bool | ssl.SSLContext = False,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        api_key: str | None = None,
     ) -> None:
         if registry is None and app is not None:
             registry = app.registry
@@ -69,10 +81,19 @@ class BlazeClient:
         self._codecs = SchemaCodec(self._schema) if self._schema is not None else None
         self._remote: RemoteService | None = None
         self._service = service
-        self._channel = Channel(host, port, codec=RawBytesCodec())
+        context = (
+            tls
+            if isinstance(tls, ssl.SSLContext)
+            else client_context(tls_ca, tls_cert, tls_key)
+            if tls or tls_ca or tls_cert
+            else None
+        )
+        self._channel = Channel(host, port, codec=RawBytesCodec(), ssl=context)
         self._owns_channel = True
         self.timeout = timeout
         self.metadata: dict[str, str] = _checked_metadata(metadata or {})
+        if api_key is not None:
+            self.metadata["authorization"] = f"Bearer {api_key}"
 
     def with_timeout(self, timeout: float | None) -> BlazeClient:
         """The same connection with another default deadline, for typed calls that need one."""

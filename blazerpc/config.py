@@ -45,6 +45,24 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     sse_keepalive: Annotated[float, msgspec.Meta(gt=0)] = 15.0
     cors_origins: str = ""
     log_level: LogLevel = "info"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            given, missing = (
+                ("tls_cert", "tls_key") if self.tls_key is None else ("tls_key", "tls_cert")
+            )
+            raise ConfigError(
+                f"option {flag_name(given)} needs {flag_name(missing)} ({env_name(missing)}) "
+                "too: TLS takes a certificate chain and its private key, as PEM files."
+            )
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ConfigError(
+                f"option {flag_name('tls_client_ca')} verifies client certificates over TLS: "
+                f"give {flag_name('tls_cert')} and {flag_name('tls_key')} too."
+            )
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -85,6 +103,9 @@ HELP = {
     "sse_keepalive": "Seconds of silence after which an event stream sends a keep-alive comment.",
     "cors_origins": "Web origins whose pages may call the HTTP gateway: comma-separated, or *.",
     "log_level": "Logging level; info logs one access line per call.",
+    "tls_cert": "Serve gRPC and HTTP over TLS with this PEM certificate chain (needs --tls-key).",
+    "tls_key": "The PEM private key of --tls-cert.",
+    "tls_client_ca": "Require a client certificate signed by this PEM CA (mutual TLS).",
 }
 """What each option does: `blaze serve --help` shows it, docs/deployment.md lists it."""
 

@@ -37,6 +37,7 @@ from blazerpc.runtime.boundary import Limits, model_calls
 from blazerpc.runtime.lifespan import LifespanHook, run_hooks
 from blazerpc.runtime.metrics import Metrics
 from blazerpc.schema.spec import ServiceSpec
+from blazerpc.security.tls import ServerTls
 from blazerpc.wire.json import codecs_of
 from blazerpc.wire.protobuf import SchemaCodec
 
@@ -161,9 +162,11 @@ class BlazeServer:
         A failing hook closes the server and raises LifespanError.
         """
         # grpclib's Server binds to the running loop when created, so create it here
+        tls = ServerTls.of(self.config)
+        grpc_tls = tls.context(alpn=["h2"]) if tls is not None else None  # bad files fail first
         self._server = GrpcServer(self._services, codec=RawBytesCodec())
         self._socket = bind_tcp(self.host, self.config.port, reuse_port=self.config.workers > 1)
-        await self._server.start(sock=self._socket)
+        await self._server.start(sock=self._socket, ssl=grpc_tls)
         try:
             if self.config.http_port is not None:
                 self._http = await _HttpServer.start(
@@ -334,8 +337,11 @@ class _HttpServer:
         except OSError as err:
             err.filename = f"{host}:{port} (HTTP)"  # which of the server's ports was refused
             raise
+        tls = ServerTls.of(config)
         uvicorn_config = uvicorn.Config(
             gateway.asgi,
+            ssl_certfile=tls.cert if tls else None,  # uvicorn's scope says https
+            ssl_keyfile=tls.key if tls else None,
             lifespan="off",  # the app's lifespan hooks run once, for gRPC and HTTP alike
             log_config=None,  # the library never configures logging
             access_log=False,  # blazerpc.access logs every call, whatever the transport
@@ -343,6 +349,8 @@ class _HttpServer:
             timeout_graceful_shutdown=1,  # the calls were drained before uvicorn stops
         )
         uvicorn_config.load()
+        if tls is not None:  # ours: the same checks, errors and client verification as gRPC
+            uvicorn_config.ssl = tls.context(alpn=["http/1.1"])
         server = uvicorn.Server(uvicorn_config)
         server.lifespan = uvicorn_config.lifespan_class(uvicorn_config)
         await server.startup(sockets=[sock])
