@@ -23,8 +23,15 @@ from blazerpc.config import HELP, ConfigError, ServerConfig, env_name, flag_name
 from blazerpc.errors import BreakingChangeError, DefinitionError, LifespanError, TargetError
 from blazerpc.remote.stubs import StubsError, generate_stubs
 from blazerpc.runtime.loglines import LogLines
-from blazerpc.runtime.metrics import Metrics, MetricsUnavailableError, serve_multiprocess_metrics
+from blazerpc.runtime.metrics import (
+    Metrics,
+    MetricsUnavailableError,
+    scrape_guard,
+    serve_multiprocess_metrics,
+)
 from blazerpc.schema.lockfile import Lock, breaking_changes, lock_of, read_lock, write_lock
+from blazerpc.security.keys import ApiKeys
+from blazerpc.security.tls import ServerTls
 from blazerpc.server import BlazeServer
 from blazerpc.target import load_app
 from blazerpc.wire.proto_text import render_proto
@@ -208,6 +215,7 @@ def serve(target: str, **flags: Any) -> None:
     """
     try:
         config = ServerConfig.load(flags)
+        _check_files(config)
     except ConfigError as err:
         _fail(err, str(err))
     configure_logging(config)
@@ -266,8 +274,16 @@ def _serve_one(
         _fail(err, f"cannot listen on {where}: {err.strerror or err}.")
     except LifespanError as err:
         _fail(err, f"{err}. The server did not start.", status=_RUNTIME_ERROR)
-    except MetricsUnavailableError as err:
+    except (MetricsUnavailableError, ConfigError) as err:
         _fail(err, str(err))
+
+
+def _check_files(config: ServerConfig) -> None:
+    """Read the TLS and key files once, before any worker starts: a bad one is one line."""
+    tls = ServerTls.of(config)
+    if tls is not None:
+        tls.context(alpn=["h2"])
+    ApiKeys.of(config)
 
 
 def _serve_workers(target: str, config: ServerConfig, model_count: int) -> None:
@@ -278,8 +294,9 @@ def _serve_workers(target: str, config: ServerConfig, model_count: int) -> None:
         supervisor = Supervisor(target, config, metrics_dir=metrics_dir)
         if metrics_dir is not None and config.metrics_port is not None:
             try:
+                keys, tls = scrape_guard(config)
                 _, stop, forget = serve_multiprocess_metrics(
-                    config.host, config.metrics_port, metrics_dir
+                    config.host, config.metrics_port, metrics_dir, keys=keys, tls=tls
                 )
             except MetricsUnavailableError as err:
                 _fail(err, str(err))

@@ -123,7 +123,7 @@ class BlazeClient:
     async def _learn_schema(self) -> RemoteService:
         """Without an app, the server's models come from its reflection service, once."""
         if self._remote is None:
-            self._remote = await discover(self._channel, self._service)
+            self._remote = await discover(self._channel, self._service, self.metadata)
         return self._remote
 
     async def __aexit__(

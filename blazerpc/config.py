@@ -48,6 +48,9 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
+    api_key_file: str | None = None
+    public_reflection: bool = False
+    public_metrics: bool = False
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -106,6 +109,9 @@ HELP = {
     "tls_cert": "Serve gRPC and HTTP over TLS with this PEM certificate chain (needs --tls-key).",
     "tls_key": "The PEM private key of --tls-cert.",
     "tls_client_ca": "Require a client certificate signed by this PEM CA (mutual TLS).",
+    "api_key_file": "Require a key on every call (`authorization: Bearer KEY`): one a line.",
+    "public_reflection": "With --api-key-file, serve gRPC reflection to callers without a key too.",
+    "public_metrics": "With --api-key-file, serve /metrics to scrapers without a key too.",
 }
 """What each option does: `blaze serve --help` shows it, docs/deployment.md lists it."""
 

@@ -21,6 +21,7 @@ __all__ = (
     "Status",
     "StreamEndedError",
     "TargetError",
+    "UnauthenticatedError",
     "UnavailableError",
     "UnknownModelError",
     "UnknownNameError",
@@ -108,6 +109,10 @@ class UnavailableError(BlazeError):
     """The server is loading its models or shutting down: retry, on another replica if any."""
 
 
+class UnauthenticatedError(BlazeError):
+    """A call came without a valid API key; the message says how to send one, never which exist."""
+
+
 class LifespanError(BlazeError):
     """An app's lifespan hook failed, so the server cannot serve; the message names the hook."""
 
@@ -146,6 +151,8 @@ def to_status(error: Exception, model: str, *, service: str = "") -> tuple[Statu
         status, message = Status.NOT_FOUND, str(error)
     elif isinstance(error, UnsupportedCallError):
         status, message = Status.UNIMPLEMENTED, str(error)
+    elif isinstance(error, UnauthenticatedError):
+        status, message = Status.UNAUTHENTICATED, str(error)
     elif isinstance(error, ResultError):
         message = f"model {model!r} returned an invalid result: {error}"
         log.error("%s", message)

@@ -22,21 +22,23 @@ from starlette.applications import Starlette
 from blazerpc.config import ServerConfig
 from blazerpc.grpc.h2 import GrpcServer, IServable
 from blazerpc.grpc.health import HealthService
+from blazerpc.grpc.keys import require_keys
 from blazerpc.grpc.protocols import Protocol as GrpcProtocol
 from blazerpc.grpc.reflection import with_reflection
 from blazerpc.grpc.service import RawBytesCodec, ServiceHandlers
 from blazerpc.http.gateway import Gateway
 from blazerpc.openinference.grpc import InferenceProtocol
 from blazerpc.openinference.protos import INFERENCE
-from blazerpc.openinference.rest import open_inference_routes
+from blazerpc.openinference.rest import PROBE_PATHS, open_inference_routes
 from blazerpc.openinference.tensors import tensors_by_model
 from blazerpc.runtime.accesslog import AccessLog
 from blazerpc.runtime.admission import Admission, Phase
 from blazerpc.runtime.batcher import BatchStats
 from blazerpc.runtime.boundary import Limits, model_calls
 from blazerpc.runtime.lifespan import LifespanHook, run_hooks
-from blazerpc.runtime.metrics import Metrics
+from blazerpc.runtime.metrics import Metrics, scrape_guard
 from blazerpc.schema.spec import ServiceSpec
+from blazerpc.security.keys import ApiKeys
 from blazerpc.security.tls import ServerTls
 from blazerpc.wire.json import codecs_of
 from blazerpc.wire.protobuf import SchemaCodec
@@ -96,14 +98,21 @@ class BlazeServer:
         self.health = HealthService([schema.full_name, *(model.name for model in schema.models)])
         services: list[IServable] = [handlers, self.health]
         protocols: list[GrpcProtocol] = []
+        open_paths = set(self.health.__mapping__())  # probes never need a key
         if self.config.open_inference:
-            services.append(
-                InferenceProtocol(self._tensors, self._calls, self._admission, self._limits)
-            )
+            inference = InferenceProtocol(self._tensors, self._calls, self._admission, self._limits)
+            services.append(inference)
             protocols.append(INFERENCE)
-        self._services = (
-            with_reflection(schema, services, protocols) if self.config.reflection else services
-        )
+            open_paths.update(inference.probe_paths)
+        self._services = services
+        if self.config.reflection:
+            self._services = with_reflection(schema, services, protocols)
+            if self.config.public_reflection:
+                for reflection in self._services[len(services) :]:
+                    open_paths.update(reflection.__mapping__())
+        self._keys = ApiKeys.of(self.config)
+        if self._keys is not None:
+            self._services = require_keys(self._services, self._keys, open_paths)
         self._server: GrpcServer | None = None
         self._socket: socket.socket | None = None
         self._http: _HttpServer | None = None
@@ -180,7 +189,9 @@ class BlazeServer:
     async def _load(self) -> None:
         """Serve /metrics if asked, run the lifespan hooks to their `yield`, then serve calls."""
         if self._serves_metrics and self.metrics is not None:
-            self._metrics_port = self.metrics.serve(self.host, self.config.metrics_port or 0)
+            keys, tls = scrape_guard(self.config)
+            port = self.config.metrics_port or 0
+            self._metrics_port = self.metrics.serve(self.host, port, keys=keys, tls=tls)
         await self._lifespan.enter_async_context(run_hooks(self.app.lifespan_hooks))
         self._admission.phase = Phase.SERVING
         self.health.set_serving(True)
@@ -238,6 +249,8 @@ class BlazeServer:
             keepalive_s=config.sse_keepalive,
             routes=routes,
             cors_origins=config.cors_origin_list,
+            keys=self._keys,
+            probe_paths=PROBE_PATHS if config.open_inference else (),
             lifespan=lifespan,
         )
 

@@ -32,6 +32,7 @@ from starlette.websockets import WebSocket
 from blazerpc.errors import UnknownModelError, to_status
 from blazerpc.http.answer import HTTP_STATUS, EventAnswer, JsonAnswer, error_body, send_failure
 from blazerpc.http.body import NdjsonLines, OneDocument, Receive
+from blazerpc.http.keys import RequireKeys
 from blazerpc.http.openapi import model_listing, openapi_document
 from blazerpc.http.port import AnswerKind, HttpPort, RequestsKind, Scope, run_http_call, uncancel
 from blazerpc.http.sse import Send
@@ -39,9 +40,13 @@ from blazerpc.http.websocket import WebSocketPort, close_websocket
 from blazerpc.runtime.admission import Admission
 from blazerpc.runtime.boundary import Boundary, Limits
 from blazerpc.schema.spec import ServiceSpec, Shape
+from blazerpc.security.keys import ApiKeys
 from blazerpc.wire.json import JsonCodec
 
 __all__ = ("Gateway",)
+
+_PROBES = ("/health/live", "/health/ready")
+"""The gateway's own liveness and readiness routes: open to probes when calls need a key."""
 
 
 class Gateway:
@@ -63,6 +68,8 @@ class Gateway:
         lifespan: Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]] | None = None,
         routes: Sequence[BaseRoute] = (),
         cors_origins: Sequence[str] = (),
+        keys: ApiKeys | None = None,
+        probe_paths: Sequence[str] = (),
     ) -> None:
         self._admission = admission
         listing = model_listing(schema, codecs)
@@ -77,11 +84,14 @@ class Gateway:
                 Route("/models/{name}", self._model, methods=["GET"]),
                 WebSocketRoute("/models/{name}/ws", endpoint.websocket),
                 Route("/openapi.json", self._openapi_json, methods=["GET"]),
-                Route("/health/live", self._live, methods=["GET"]),
-                Route("/health/ready", self._ready, methods=["GET"]),
+                Route(_PROBES[0], self._live, methods=["GET"]),
+                Route(_PROBES[1], self._ready, methods=["GET"]),
                 *routes,
             ],
-            middleware=_cors(cors_origins),
+            middleware=[  # the first is outermost: CORS answers before keys are asked for
+                *_cors(cors_origins),
+                *_keys(keys, [*_PROBES, *probe_paths]),
+            ],
             lifespan=lifespan,
         )
 
@@ -113,6 +123,11 @@ class Gateway:
         return Response(body, status_code=code, media_type="application/json")
 
 
+def _keys(keys: ApiKeys | None, open_paths: Sequence[str]) -> list[Middleware]:
+    """Every route needs an API key but the probes, when the server has keys."""
+    return [] if keys is None else [Middleware(RequireKeys, keys=keys, open_paths=open_paths)]
+
+
 def _cors(origins: Sequence[str]) -> list[Middleware]:
     """Let pages from `origins` call the gateway from a browser (starlette's CORS middleware)."""
     if not origins:
@@ -122,8 +137,8 @@ def _cors(origins: Sequence[str]) -> list[Middleware]:
             CORSMiddleware,
             allow_origins=list(origins),
             allow_methods=["GET", "POST"],
-            allow_headers=["*"],  # content-type, x-request-timeout, the caller's own metadata
-            expose_headers=["retry-after"],
+            allow_headers=["*"],  # content-type, authorization, x-request-timeout, metadata
+            expose_headers=["retry-after", "www-authenticate"],
             max_age=3600,
         )
     ]

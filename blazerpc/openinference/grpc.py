@@ -55,6 +55,7 @@ _TIMESTAMP_PARAMETERS = ("timestamp", "OVMS_MP_TIMESTAMP")
 _WANTS_FINAL = "triton_enable_empty_final_response"
 _FINAL = "triton_final_response"
 _C = INFERENCE.classes
+_PROBES = ("ServerLive", "ServerReady", "ModelReady")
 _InferRequest = _C["ModelInferRequest"]
 _InferResponse = _C["ModelInferResponse"]
 _StreamResponse = _C["ModelStreamInferResponse"]
@@ -83,6 +84,11 @@ class InferenceProtocol:
         self._models = {name: _Served(tensors[name], calls[name]) for name in tensors}
         self._admission = admission
         self._limits = limits
+
+    @property
+    def probe_paths(self) -> list[str]:
+        """The liveness and readiness methods: open to probes when calls need an API key."""
+        return [rpc_path(INFERENCE.service, name) for name in _PROBES]
 
     def __mapping__(self) -> dict[str, Handler]:
         unary = Cardinality.UNARY_UNARY

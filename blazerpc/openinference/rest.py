@@ -43,11 +43,18 @@ from blazerpc.runtime.boundary import Boundary, Limits
 from blazerpc.schema.spec import ModelSpec
 from blazerpc.wire.json import JsonCodec
 
-__all__ = ("open_inference_routes",)
+__all__ = ("PROBE_PATHS", "open_inference_routes")
 
 _ENCODER = msgspec.json.Encoder()
 _HEADER_SIZE = b"inference-header-content-length"
 _VERSIONED = "/v2/models/{model}/versions/{version}"
+PROBE_PATHS = (
+    "/v2/health/live",
+    "/v2/health/ready",
+    "/v2/models/{model}/ready",
+    f"{_VERSIONED}/ready",
+)
+"""The liveness and readiness routes: open to probes when calls need an API key."""
 _ACTIONS = {
     "infer": (False, False),
     "infer_stream": (False, True),
@@ -67,10 +74,11 @@ def open_inference_routes(
 ) -> list[BaseRoute]:
     """The `/v2/...` routes over the same calls as the gateway's own."""
     models = _Models(tensors, calls, codecs, admission, limits, keepalive_s)
+    live, ready = PROBE_PATHS[:2]
     routes: list[BaseRoute] = [
         Route("/v2", models.server_metadata, methods=["GET"]),
-        Route("/v2/health/live", models.live, methods=["GET"]),
-        Route("/v2/health/ready", models.ready, methods=["GET"]),
+        Route(live, models.live, methods=["GET"]),
+        Route(ready, models.ready, methods=["GET"]),
     ]
     for prefix in ("/v2/models/{model}", _VERSIONED):
         routes += [

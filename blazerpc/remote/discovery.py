@@ -103,9 +103,14 @@ class RemoteService:
         return found
 
 
-async def discover(channel: Channel, service: str | None = None) -> RemoteService:
-    """Ask the server's reflection service for `service` (or its only model service)."""
-    files = _Files(channel)
+async def discover(
+    channel: Channel, service: str | None = None, metadata: Mapping[str, str] | None = None
+) -> RemoteService:
+    """Ask the server's reflection service for `service` (or its only model service).
+
+    `metadata` goes with each request (the client's API key, for a server that wants one).
+    """
+    files = _Files(channel, metadata or {})
     listed = await files.ask(_Request(list_services=""))
     names = [s.name for s in listed.list_services_response.service]
     candidates = [name for name in names if name not in _PROTOCOL_SERVICES]
@@ -128,8 +133,9 @@ async def discover(channel: Channel, service: str | None = None) -> RemoteServic
 class _Files:
     """Reflection requests on one channel, and the files they return, dependencies first."""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, metadata: Mapping[str, str]) -> None:
         self._channel = channel
+        self._metadata = metadata
         self._protos: dict[str, descriptor_pb2.FileDescriptorProto] = {}
 
     async def ask(self, request: Any) -> Any:
@@ -137,7 +143,12 @@ class _Files:
         response: Any = None
         try:
             async with self._channel.request(
-                path, Cardinality.STREAM_STREAM, _Request, _Response, timeout=10
+                path,
+                Cardinality.STREAM_STREAM,
+                _Request,
+                _Response,
+                timeout=10,
+                metadata=dict(self._metadata),
             ) as stream:
                 await stream.send_message(request, end=True)
                 response = await stream.recv_message()

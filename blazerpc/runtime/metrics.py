@@ -9,15 +9,29 @@ from __future__ import annotations
 
 import bisect
 import importlib
+import json
 import os
+import socket
+import socketserver
+import ssl
 import threading
 import time
+import wsgiref.simple_server
 from collections.abc import Callable
 from typing import Any
 
-from blazerpc.errors import BlazeError, Status
+from blazerpc.config import ServerConfig
+from blazerpc.errors import BlazeError, Status, UnauthenticatedError
+from blazerpc.security.keys import ApiKeys
+from blazerpc.security.tls import ServerTls
 
-__all__ = ("Metrics", "MetricsUnavailableError", "StreamTimer", "serve_multiprocess_metrics")
+__all__ = (
+    "Metrics",
+    "MetricsUnavailableError",
+    "StreamTimer",
+    "scrape_guard",
+    "serve_multiprocess_metrics",
+)
 
 _LATENCY_BUCKETS_S = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
@@ -116,11 +130,19 @@ class Metrics:
         for waited in waits_s:
             queue_time.observe(waited)
 
-    def serve(self, host: str, port: int) -> int:
-        """Serve /metrics over HTTP in a thread; the bound port (0 picks a free one)."""
-        self._server, self._thread = _prometheus().start_http_server(
-            port, addr=host, registry=self.registry
-        )
+    def serve(
+        self,
+        host: str,
+        port: int,
+        *,
+        keys: ApiKeys | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> int:
+        """Serve /metrics over HTTP in a thread; the bound port (0 picks a free one).
+
+        With `keys`, a scrape needs `authorization: Bearer <key>`; with `tls`, HTTPS.
+        """
+        self._server, self._thread = _serve_http(host, port, self.registry, keys, tls)
         return int(self._server.server_port)
 
     def close(self) -> None:
@@ -190,7 +212,12 @@ class StreamTimer:
 
 
 def serve_multiprocess_metrics(
-    host: str, port: int, directory: str
+    host: str,
+    port: int,
+    directory: str,
+    *,
+    keys: ApiKeys | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> tuple[int, Stopper, Callable[[int], None]]:
     """For the parent of `--workers N`: serve the sum of the workers' metrics on one port.
 
@@ -201,7 +228,7 @@ def serve_multiprocess_metrics(
     multiprocess = importlib.import_module("prometheus_client.multiprocess")
     registry = prometheus.CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=directory)
-    server, _ = prometheus.start_http_server(port, addr=host, registry=registry)
+    server, _ = _serve_http(host, port, registry, keys, tls)
 
     def stop() -> None:
         server.shutdown()
@@ -211,3 +238,54 @@ def serve_multiprocess_metrics(
         multiprocess.mark_process_dead(pid, path=directory)
 
     return int(server.server_port), stop, forget
+
+
+def scrape_guard(config: ServerConfig) -> tuple[ApiKeys | None, ssl.SSLContext | None]:
+    """What a scrape of /metrics needs: the server's keys (unless public_metrics) and TLS."""
+    keys = None if config.public_metrics else ApiKeys.of(config)
+    tls = ServerTls.of(config)
+    return keys, None if tls is None else tls.context(alpn=["http/1.1"])
+
+
+def _serve_http(
+    host: str, port: int, registry: Any, keys: ApiKeys | None, tls: ssl.SSLContext | None
+) -> tuple[Any, threading.Thread]:
+    """prometheus_client's WSGI app on a threaded server, behind the key check and TLS."""
+    app = _prometheus().make_wsgi_app(registry)
+    if keys is not None:
+        app = _keyed(app, keys)
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    server_class = type("_Server", (_ThreadingServer,), {"address_family": family})
+    server: Any = wsgiref.simple_server.make_server(
+        host, port, app, server_class=server_class, handler_class=_QuietHandler
+    )
+    if tls is not None:  # the handshake runs in the request's thread, not the accepting one
+        server.socket = tls.wrap_socket(
+            server.socket, server_side=True, do_handshake_on_connect=False
+        )
+    thread = threading.Thread(target=server.serve_forever, name="blazerpc.metrics", daemon=True)
+    thread.start()
+    return server, thread
+
+
+def _keyed(app: Any, keys: ApiKeys) -> Any:
+    def keyed(environ: dict[str, Any], start_response: Any) -> Any:
+        try:
+            keys.check(environ.get("HTTP_AUTHORIZATION"))
+        except UnauthenticatedError as error:
+            body = json.dumps({"code": "UNAUTHENTICATED", "message": str(error)}).encode()
+            headers = [("Content-Type", "application/json"), ("WWW-Authenticate", "Bearer")]
+            start_response("401 Unauthorized", headers)
+            return [body]
+        return app(environ, start_response)
+
+    return keyed
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, wsgiref.simple_server.WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not logged: one every few seconds would drown the server's own lines."""

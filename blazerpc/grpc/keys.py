@@ -1,0 +1,56 @@
+"""API keys over gRPC: every method of every service needs one, but those left open.
+
+The check wraps each handler of the services a server serves, so a service added later is
+covered without a change here. Left open: the paths the server names (health, the Open
+Inference readiness probes, reflection when public).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import Any
+
+from grpclib.const import Handler
+from grpclib.exceptions import GRPCError
+from grpclib.server import Stream
+
+from blazerpc.errors import UnauthenticatedError, to_status
+from blazerpc.grpc.h2 import IServable
+from blazerpc.security.keys import ApiKeys
+
+__all__ = ("require_keys",)
+
+
+def require_keys(
+    services: Sequence[IServable], keys: ApiKeys, open_paths: Collection[str]
+) -> list[IServable]:
+    """`services` whose methods, but `open_paths`, refuse a call without a valid key."""
+    return [_Keyed(service, keys, open_paths) for service in services]
+
+
+class _Keyed:
+    """One service, its handlers behind the key check."""
+
+    def __init__(self, service: IServable, keys: ApiKeys, open_paths: Collection[str]) -> None:
+        self._mapping = {
+            path: handler if path in open_paths else _checked(handler, keys, path)
+            for path, handler in service.__mapping__().items()
+        }
+
+    def __mapping__(self) -> dict[str, Handler]:
+        return self._mapping
+
+
+def _checked(handler: Handler, keys: ApiKeys, path: str) -> Handler:
+    function: Callable[[Stream[Any, Any]], Awaitable[None]] = handler.func
+
+    async def checked(stream: Stream[Any, Any]) -> None:
+        authorization = stream.metadata.get("authorization") if stream.metadata else None
+        try:
+            keys.check(authorization if isinstance(authorization, str) else None, header="metadata")
+        except UnauthenticatedError as error:
+            status, message = to_status(error, "", service=path)
+            raise GRPCError(status, message) from None
+        await function(stream)
+
+    return Handler(checked, handler.cardinality, handler.request_type, handler.reply_type)

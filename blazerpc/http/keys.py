@@ -1,0 +1,106 @@
+"""API keys over HTTP: every route needs one, but the probes; answered in the route's shape.
+
+ASGI middleware in front of every route (the gateway's, the Open Inference routes, and any
+mounted later). A CORS preflight never reaches it: the CORS middleware outside it answers
+first, and the 401 it sends carries CORS headers, so a page can read it. A browser cannot
+set headers on a WebSocket, so there the key may also come as the subprotocols
+`["bearer", "<key>"]`; the server then accepts with the subprotocol `bearer`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import msgspec
+from starlette.datastructures import Headers
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from blazerpc.errors import Status, UnauthenticatedError, to_status
+from blazerpc.http.answer import HTTP_STATUS, error_body
+from blazerpc.security.keys import ApiKeys
+
+__all__ = ("RequireKeys",)
+
+_OPEN_INFERENCE = "/v2"
+_BEARER = "bearer"
+
+
+class RequireKeys:
+    """Refuse every request without a valid key, but those to `open_paths` (route templates)."""
+
+    def __init__(self, app: ASGIApp, keys: ApiKeys, open_paths: Sequence[str]) -> None:
+        self._app = app
+        self._keys = keys
+        self._open: list[re.Pattern[str]] = [compile_path(path)[0] for path in open_paths]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        path: str = scope.get("path", "")
+        if kind not in ("http", "websocket") or any(p.match(path) for p in self._open):
+            await self._app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if kind == "websocket" and self._has_subprotocol_key(scope):
+            await self._app(scope, receive, _choosing_bearer(send))
+            return
+        try:
+            self._keys.check(headers.get("authorization"))
+        except UnauthenticatedError as error:
+            status, message = to_status(error, "", service=path)
+            if kind == "websocket":
+                await _deny_websocket(
+                    scope, send, HTTP_STATUS[status], _body(path, status, message)
+                )
+            else:
+                await _deny(send, HTTP_STATUS[status], _body(path, status, message))
+            return
+        await self._app(scope, receive, send)
+
+    def _has_subprotocol_key(self, scope: Scope) -> bool:
+        offered: list[str] = list(scope.get("subprotocols") or [])
+        if _BEARER not in offered:
+            return False
+        return any(self._keys.accepts(key) for key in offered if key != _BEARER)
+
+
+def _body(path: str, status: Status, message: str) -> bytes:
+    """`{"error": ...}` on the Open Inference routes (their protocol's shape), else ours."""
+    if path == _OPEN_INFERENCE or path.startswith(f"{_OPEN_INFERENCE}/"):
+        return msgspec.json.encode({"error": message})
+    return error_body(status, message)
+
+
+def _headers(body: bytes) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"www-authenticate", b"Bearer"),
+    ]
+
+
+async def _deny(send: Send, code: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": code, "headers": _headers(body)})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _deny_websocket(scope: Scope, send: Send, code: int, body: bytes) -> None:
+    """A 401 answer to the handshake where the server can send one, else close it (1008)."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        start = {"type": "websocket.http.response.start", "status": code}
+        await send({**start, "headers": _headers(body)})
+        await send({"type": "websocket.http.response.body", "body": body})
+        return
+    await send({"type": "websocket.close", "code": 1008, "reason": "unauthenticated"})
+
+
+def _choosing_bearer(send: Send) -> Send:
+    """`send` that accepts the WebSocket with the subprotocol `bearer`, which the client offered."""
+
+    async def choosing(message: Message) -> None:
+        if message["type"] == "websocket.accept" and not message.get("subprotocol"):
+            message = {**message, "subprotocol": _BEARER}
+        await send(message)
+
+    return choosing
