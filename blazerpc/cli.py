@@ -19,7 +19,7 @@ import msgspec
 
 from blazerpc import __version__
 from blazerpc.app import BlazeApp
-from blazerpc.config import HELP, ConfigError, ServerConfig, env_name, flag_name
+from blazerpc.config import CLI_DEFAULTS, HELP, ConfigError, ServerConfig, env_name, flag_name
 from blazerpc.errors import BreakingChangeError, DefinitionError, LifespanError, TargetError
 from blazerpc.remote.stubs import StubsError, generate_stubs
 from blazerpc.runtime.loglines import LogLines
@@ -172,7 +172,7 @@ def _report_check(path: Path | None, lock: Lock | None, changes: list[str]) -> N
 def _config_options(command: C) -> C:
     """One flag per ServerConfig field, with its help text, default and BLAZE_* variable."""
     for name, field_type in reversed(list(typing.get_type_hints(ServerConfig).items())):
-        default = getattr(ServerConfig(), name)
+        default = CLI_DEFAULTS.get(name, getattr(ServerConfig(), name))
         help_text = f"{HELP[name]} [default: {_shown(default)}; env {env_name(name)}]"
         if field_type is bool:
             flag = flag_name(name)
@@ -214,7 +214,7 @@ def serve(target: str, **flags: Any) -> None:
     command exits 0; a second signal exits at once (1).
     """
     try:
-        config = ServerConfig.load(flags)
+        config = ServerConfig.load(flags, defaults=CLI_DEFAULTS)
         _check_files(config)
     except ConfigError as err:
         _fail(err, str(err))
@@ -251,7 +251,9 @@ def configure_logging(config: ServerConfig) -> None:
     """Log as `blaze serve` does: to stderr, at config.log_level (INFO: the access log on)."""
     logging.basicConfig(  # with --workers, each line says which worker wrote it
         level=config.log_level.upper(),
-        handlers=[LogLines(sys.stderr, show_process=config.workers > 1)],
+        handlers=[
+            LogLines(sys.stderr, show_process=config.workers > 1, json=config.log_format == "json")
+        ],
     )
     # uvicorn narrates its own shutdown at INFO under the name "uvicorn.error"; blazerpc
     # already says what the drain does, so keep only uvicorn's warnings and errors

@@ -36,6 +36,7 @@ from blazerpc.grpc.service import CARDINALITIES, RawBytesCodec
 from blazerpc.remote.discovery import RemoteService, discover
 from blazerpc.schema.naming import RESULT_FIELD
 from blazerpc.schema.spec import Shape
+from blazerpc.security.requestids import REQUEST_ID
 from blazerpc.security.tls import client_context
 from blazerpc.wire.protobuf import SchemaCodec
 
@@ -155,7 +156,7 @@ class BlazeClient:
         payload = _encode(target, fields)
         async with self._call(target, timeout) as stream:
             await stream.send_message(payload, end=True)
-            return _result(target, await stream.recv_message())
+            return _result(target, await _last_message(stream))
 
     @overload
     def stream(
@@ -212,7 +213,7 @@ class BlazeClient:
         async with self._call(target, deadline) as stream:
             async for data in _send_while_receiving(stream, target, items):
                 return _result(target, data)
-            return _result(target, None)
+            return _result(target, await _last_message(stream))
 
     @overload
     def exchange(
@@ -347,6 +348,7 @@ class BlazeClient:
     async def _call(
         self, spec: _Target, deadline: float | None
     ) -> AsyncIterator[ClientStream[bytes, bytes]]:
+        stream: ClientStream[bytes, bytes] | None = None
         try:
             async with self._channel.request(
                 spec.path,
@@ -358,7 +360,7 @@ class BlazeClient:
             ) as stream:
                 yield stream
         except GRPCError as err:
-            raise RpcError(err.status, err.message or "") from None
+            raise RpcError(err.status, err.message or "", request_id=_request_id(stream)) from None
         except TimeoutError:
             raise RpcError(
                 Status.DEADLINE_EXCEEDED, f"no answer from model {spec.name!r} within {deadline} s"
@@ -425,6 +427,25 @@ def _checked_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
 
 def _encode(target: _Target, fields: Mapping[str, object]) -> bytes:
     return target.request.encode(fields)
+
+
+async def _last_message(stream: ClientStream[bytes, bytes]) -> bytes | None:
+    """The one response message; with none, the trailers raise the call's status."""
+    data = await stream.recv_message()
+    if data is None:
+        await stream.recv_trailing_metadata()  # GRPCError when the call failed
+    return data
+
+
+def _request_id(stream: ClientStream[bytes, bytes] | None) -> str | None:
+    """The call's `x-request-id`, from its trailers or headers, when the server sent one."""
+    if stream is None:
+        return None
+    for metadata in (stream.trailing_metadata, stream.initial_metadata):
+        value = metadata.get(REQUEST_ID) if metadata else None
+        if isinstance(value, str):
+            return value
+    return None
 
 
 def _result(target: _Target, data: bytes | None) -> Any:

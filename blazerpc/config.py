@@ -15,7 +15,15 @@ import msgspec
 
 from blazerpc.errors import BlazeError
 
-__all__ = ("ENV_PREFIX", "HELP", "ConfigError", "ServerConfig", "env_name", "flag_name")
+__all__ = (
+    "CLI_DEFAULTS",
+    "ENV_PREFIX",
+    "HELP",
+    "ConfigError",
+    "ServerConfig",
+    "env_name",
+    "flag_name",
+)
 
 ENV_PREFIX = "BLAZE_"
 _MIB = 1024 * 1024
@@ -51,6 +59,8 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     api_key_file: str | None = None
     public_reflection: bool = False
     public_metrics: bool = False
+    error_detail: Literal["full", "redacted"] = "full"
+    log_format: Literal["text", "json"] = "text"
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -78,18 +88,27 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     @classmethod
     def load(
-        cls, flags: Mapping[str, Any], environ: Mapping[str, str] | None = None
+        cls,
+        flags: Mapping[str, Any],
+        environ: Mapping[str, str] | None = None,
+        *,
+        defaults: Mapping[str, Any] | None = None,
     ) -> ServerConfig:
         """Defaults, overridden by `BLAZE_*` variables, overridden by the flags given.
 
         `flags` holds only the options set on the command line (unset ones are absent or None).
+        `defaults` replace the library's own (`blaze serve` passes CLI_DEFAULTS).
         """
         environ = os.environ if environ is None else environ
-        values: dict[str, Any] = _from_environ(environ)
+        values: dict[str, Any] = dict(defaults or {}) | _from_environ(environ)
         values |= {name: value for name, value in flags.items() if value is not None}
         given_in_env = {name for name in values if name not in flags or flags[name] is None}
         return _validated(values, source=lambda name: _describe(name, values, given_in_env))
 
+
+CLI_DEFAULTS: dict[str, Any] = {"error_detail": "redacted"}
+"""Where `blaze serve` differs from BlazeServer: a server run from the command line faces
+callers it does not know, so an INTERNAL error keeps the exception's text in the log."""
 
 HELP = {
     "host": "Address to listen on; 0.0.0.0 listens on every interface.",
@@ -112,6 +131,9 @@ HELP = {
     "api_key_file": "Require a key on every call (`authorization: Bearer KEY`): one a line.",
     "public_reflection": "With --api-key-file, serve gRPC reflection to callers without a key too.",
     "public_metrics": "With --api-key-file, serve /metrics to scrapers without a key too.",
+    "error_detail": "What an INTERNAL error tells the caller: full (the exception's text) or "
+    "redacted (the model and request id; the traceback is in the log).",
+    "log_format": "Log lines as text, or as one JSON object a line (json) for log collectors.",
 }
 """What each option does: `blaze serve --help` shows it, docs/deployment.md lists it."""
 

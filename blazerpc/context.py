@@ -20,7 +20,7 @@ class Context:
     the cancellation an async model gets as `CancelledError`: check it between steps.
     """
 
-    __slots__ = ("_cancelled", "_deadline", "metadata", "peer", "timestamp")
+    __slots__ = ("_cancelled", "_deadline", "metadata", "peer", "request_id", "timestamp")
 
     def __init__(
         self,
@@ -28,11 +28,14 @@ class Context:
         *,
         deadline: float | None = None,
         peer: str | None = None,
+        request_id: str = "",
     ) -> None:
         self.metadata: Mapping[str, str] = MappingProxyType(dict(metadata or {}))
         """The caller's request metadata (the last value of each key)."""
         self.peer = peer
         """The caller's address, `host:port`, when known."""
+        self.request_id = request_id
+        """The call's id: the caller's `x-request-id`, or one the server made. Log it."""
         self.timestamp: int | None = None
         """On an Open Inference Protocol stream, the position of the request being served: the
         caller's `timestamp` parameter if it sent one, else a counter from 0 per stream."""

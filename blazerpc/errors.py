@@ -122,20 +122,35 @@ class StreamEndedError(BlazeError):
 
 
 class RpcError(BlazeError):
-    """A call failed: `.status` is the gRPC status and `.message` says why."""
+    """A call failed: `.status` is the gRPC status and `.message` says why.
 
-    def __init__(self, status: Status, message: str) -> None:
+    `.request_id` is the call's id (`x-request-id`) when the server sent one: the server's log
+    lines of this call carry it.
+    """
+
+    def __init__(self, status: Status, message: str, *, request_id: str | None = None) -> None:
         super().__init__(f"{status.name}: {message}")
         self.status = status
         self.message = message
+        self.request_id = request_id
 
 
-def to_status(error: Exception, model: str, *, service: str = "") -> tuple[Status, str]:
+def to_status(
+    error: Exception,
+    model: str,
+    *,
+    service: str = "",
+    request_id: str = "",
+    redact: bool = False,
+) -> tuple[Status, str]:
     """The status and message a failed call answers with; logs once, as STYLE.md says.
 
     Expected failures log at INFO without a traceback; anything else is INTERNAL and logs its
     traceback, because it is a bug in the model. A call to a standard service rather than a
     model (health, reflection) names the service instead of `model`.
+
+    An INTERNAL message names the call's `request_id`, which its log line carries too; with
+    `redact` it says no more than that (the exception text stays in the server's log).
     """
     if isinstance(error, WireError):
         status, message = Status.INVALID_ARGUMENT, str(error)
@@ -153,19 +168,29 @@ def to_status(error: Exception, model: str, *, service: str = "") -> tuple[Statu
         status, message = Status.UNIMPLEMENTED, str(error)
     elif isinstance(error, UnauthenticatedError):
         status, message = Status.UNAUTHENTICATED, str(error)
-    elif isinstance(error, ResultError):
-        message = f"model {model!r} returned an invalid result: {error}"
-        log.error("%s", message)
-        return Status.INTERNAL, message
     else:
-        message = f"model {model!r} failed: {type(error).__name__}: {error}"
-        log.error("%s", message, exc_info=error)
-        return Status.INTERNAL, message
+        return Status.INTERNAL, _internal(error, model, request_id, redact)
     if service:
         log.info("%s: %s: %s", service, status.name, message)
     else:
         log.info("model %r: %s: %s", model, status.name, message)
     return status, message
+
+
+def _internal(error: Exception, model: str, request_id: str, redact: bool) -> str:
+    """Log a bug in a model (with its traceback) and word what its caller is told."""
+    if isinstance(error, ResultError):
+        what, detail, exc_info = "returned an invalid result", str(error), None
+    else:
+        what, detail, exc_info = "failed", f"{type(error).__name__}: {error}", error
+    tag = f" [request id {request_id}]" if request_id else ""
+    log.error("model %r %s%s: %s", model, what, tag, detail, exc_info=exc_info)
+    said = f"model {model!r} {what}"
+    if redact:
+        said += f" (request id {request_id})" if request_id else ""
+        return f"{said}; the server's log has the details."
+    said += f": {detail}"
+    return f"{said} (request id {request_id})" if request_id else said
 
 
 def cancelled_status(*, is_past_deadline: bool) -> Status:

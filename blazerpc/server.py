@@ -89,7 +89,13 @@ class BlazeServer:
         self._metrics_port: int | None = None
         self._access = AccessLog()
         self._tensors = tensors_by_model(schema) if self.config.open_inference else {}
-        self._calls = model_calls(schema, self._admission, self.metrics, self._access)
+        self._calls = model_calls(
+            schema,
+            self._admission,
+            self.metrics,
+            self._access,
+            redacts_errors=self.config.error_detail == "redacted",
+        )
         self._batchers = {
             name: call.batcher for name, call in self._calls.items() if call.batcher is not None
         }

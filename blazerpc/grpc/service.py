@@ -15,6 +15,7 @@ from typing import Any
 
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.encoding.proto import ProtoCodec
+from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from blazerpc.context import Context
@@ -23,6 +24,7 @@ from blazerpc.grpc.h2 import RequestReader, request_reader
 from blazerpc.runtime.boundary import Boundary, Limits
 from blazerpc.schema.naming import RESULT_FIELD
 from blazerpc.schema.spec import ServiceSpec, Shape
+from blazerpc.security.requestids import REQUEST_ID, request_id
 from blazerpc.wire.protobuf import ModelCodec, SchemaCodec
 
 __all__ = (
@@ -32,6 +34,8 @@ __all__ = (
     "RawStream",
     "ServiceHandlers",
     "receive_message",
+    "request_id_of",
+    "with_request_id",
 )
 
 _PREFIX = struct.Struct(">?I")
@@ -97,18 +101,39 @@ def _adapter(
     name = boundary.model.name
 
     async def handle(stream: RawStream) -> None:
-        await boundary.run(_GrpcPort(stream, codec, limits, name))
+        port = _GrpcPort(stream, codec, limits, name)
+        await with_request_id(stream, port.request_id, boundary.run(port))
 
     return handle
+
+
+async def with_request_id(stream: RawStream, request_id: str, call: Awaitable[None]) -> None:
+    """Run a model call's handler; its headers and its trailers carry `x-request-id`.
+
+    The headers go out before the model runs, so a streaming caller knows the id at once, and
+    a failed call has it in its trailers next to the status.
+    """
+    metadata = {REQUEST_ID: request_id}
+    await stream.send_initial_metadata(metadata=metadata)
+    try:
+        await call
+    except GRPCError as error:
+        await stream.send_trailing_metadata(
+            status=error.status, status_message=error.message, metadata=metadata
+        )
+        return
+    await stream.send_trailing_metadata(metadata=metadata)
 
 
 class GrpcCall:
     """What every port over a grpclib stream knows of its caller: peer, deadline, metadata."""
 
-    __slots__ = ("_stream",)
+    __slots__ = ("_stream", "request_id")
 
-    def __init__(self, stream: RawStream) -> None:
+    def __init__(self, stream: RawStream, request_id: str | None = None) -> None:
         self._stream = stream
+        self.request_id = request_id_of(stream) if request_id is None else request_id
+        """The call's id (`x-request-id`), the caller's or a new one."""
 
     @property
     def peer(self) -> str | None:
@@ -137,6 +162,7 @@ class GrpcCall:
             },
             deadline=None if remaining is None else time.monotonic() + remaining,
             peer=self.peer,
+            request_id=self.request_id,
         )
 
     def cancelled_status(self) -> Status:
@@ -171,6 +197,12 @@ class _GrpcPort(GrpcCall):
             raise ResultError(str(err)) from None
         self._limits.check_response(len(data), self._model)
         await self._stream.send_message(data)
+
+
+def request_id_of(stream: RawStream) -> str:
+    """The call's id: the caller's `x-request-id` metadata if usable, else a new one."""
+    given = stream.metadata.get(REQUEST_ID) if stream.metadata else None
+    return request_id(given if isinstance(given, str) else None)
 
 
 async def receive_message(read: RequestReader, limits: Limits) -> bytes | None:

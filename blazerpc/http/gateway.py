@@ -35,12 +35,14 @@ from blazerpc.http.body import NdjsonLines, OneDocument, Receive
 from blazerpc.http.keys import RequireKeys
 from blazerpc.http.openapi import model_listing, openapi_document
 from blazerpc.http.port import AnswerKind, HttpPort, RequestsKind, Scope, run_http_call, uncancel
+from blazerpc.http.requestids import RequestIds
 from blazerpc.http.sse import Send
 from blazerpc.http.websocket import WebSocketPort, close_websocket
 from blazerpc.runtime.admission import Admission
 from blazerpc.runtime.boundary import Boundary, Limits
 from blazerpc.schema.spec import ServiceSpec, Shape
 from blazerpc.security.keys import ApiKeys
+from blazerpc.security.requestids import REQUEST_ID
 from blazerpc.wire.json import JsonCodec
 
 __all__ = ("Gateway",)
@@ -89,6 +91,7 @@ class Gateway:
                 *routes,
             ],
             middleware=[  # the first is outermost: CORS answers before keys are asked for
+                Middleware(RequestIds),
                 *_cors(cors_origins),
                 *_keys(keys, [*_PROBES, *probe_paths]),
             ],
@@ -138,7 +141,7 @@ def _cors(origins: Sequence[str]) -> list[Middleware]:
             allow_origins=list(origins),
             allow_methods=["GET", "POST"],
             allow_headers=["*"],  # content-type, authorization, x-request-timeout, metadata
-            expose_headers=["retry-after", "www-authenticate"],
+            expose_headers=["retry-after", "www-authenticate", REQUEST_ID],
             max_age=3600,
         )
     ]

@@ -20,6 +20,7 @@ from blazerpc.context import Context
 from blazerpc.errors import DeadlineExceededError, WireError, cancelled_status, to_status
 from blazerpc.http.answer import Answer
 from blazerpc.http.body import Receive, RequestBody, Requests
+from blazerpc.http.requestids import scope_request_id
 from blazerpc.http.sse import Send, accepts_gzip
 from blazerpc.http.watcher import ConnectionWatcher
 from blazerpc.runtime.boundary import Boundary, Limits
@@ -91,6 +92,7 @@ class HttpPort:
         self._answer = answer(send, gzip=accepts_gzip(self._headers.get("accept-encoding", "")))
         self._watcher = ConnectionWatcher(receive, self._answer.events, keepalive_s)
         self._deadline = _RequestDeadline(self._headers.get(TIMEOUT_HEADER))
+        self.request_id = scope_request_id(scope)
 
     @property
     def model(self) -> str:
@@ -128,6 +130,7 @@ class HttpPort:
             self._headers,
             deadline=None if remaining is None else time.monotonic() + remaining,
             peer=self.peer,
+            request_id=self.request_id,
         )
 
     def cancelled_status(self) -> Status:

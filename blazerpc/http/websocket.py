@@ -16,6 +16,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from blazerpc.context import Context
 from blazerpc.errors import cancelled_status
 from blazerpc.http.answer import error_body
+from blazerpc.http.requestids import scope_request_id
 from blazerpc.runtime.boundary import Limits
 from blazerpc.wire.json import JsonCodec
 
@@ -36,6 +37,7 @@ class WebSocketPort:
         self._limits = limits
         self._is_input_ended = False
         self.is_disconnected = False
+        self.request_id = scope_request_id(websocket.scope)
 
     @property
     def peer(self) -> str | None:
@@ -47,7 +49,7 @@ class WebSocketPort:
         return None
 
     def context(self) -> Context:
-        return Context(dict(self._websocket.headers), peer=self.peer)
+        return Context(dict(self._websocket.headers), peer=self.peer, request_id=self.request_id)
 
     def cancelled_status(self) -> Status:
         return cancelled_status(is_past_deadline=False)  # a WebSocket call has no deadline

@@ -39,7 +39,13 @@ from blazerpc.errors import (
     to_status,
 )
 from blazerpc.grpc.h2 import request_reader
-from blazerpc.grpc.service import GrpcCall, RawStream, receive_message
+from blazerpc.grpc.service import (
+    GrpcCall,
+    RawStream,
+    receive_message,
+    request_id_of,
+    with_request_id,
+)
 from blazerpc.openinference.protos import INFERENCE
 from blazerpc.openinference.tensors import ModelTensors
 from blazerpc.runtime.admission import Admission
@@ -145,6 +151,9 @@ class InferenceProtocol:
 
     async def _model_infer(self, stream: RawStream) -> None:
         session = _Session(stream, self._limits, is_stream=False)
+        await with_request_id(stream, session.request_id, self._infer(session))
+
+    async def _infer(self, session: _Session) -> None:
         request = await _first(session)
         if request is None:
             return
@@ -160,6 +169,9 @@ class InferenceProtocol:
 
     async def _model_stream_infer(self, stream: RawStream) -> None:
         session = _Session(stream, self._limits, is_stream=True)
+        await with_request_id(stream, session.request_id, self._stream_infer(session))
+
+    async def _stream_infer(self, session: _Session) -> None:
         first = await _first(session)
         if first is None:
             return
@@ -169,7 +181,7 @@ class InferenceProtocol:
             try:
                 await served.boundary.run(port)
             except GRPCError as error:
-                await session.respond_error(error, port.request_id)
+                await session.respond_error(error, port.infer_id)
             return
         request: Any = first
         while request is not None:
@@ -231,6 +243,7 @@ class _Session:
 
     def __init__(self, stream: RawStream, limits: Limits, *, is_stream: bool) -> None:
         self.stream = stream
+        self.request_id = request_id_of(stream)
         self.read = request_reader(stream)
         self.limits = limits
         self.is_stream = is_stream
@@ -285,13 +298,13 @@ class _Session:
         self.limits.check_response(len(data), model)
         await self.stream.send_message(data)
 
-    async def respond_error(self, error: GRPCError, request_id: str) -> None:
+    async def respond_error(self, error: GRPCError, infer_id: str) -> None:
         """A per-request error on a stream: `error_message`, and the stream goes on."""
         if not self.is_stream:
             raise error
         message = f"{error.status.name}: {error.message}"
         response: Any = _StreamResponse(error_message=message)
-        response.infer_response.id = request_id
+        response.infer_response.id = infer_id
         await self.stream.send_message(response.SerializeToString())
 
 
@@ -303,14 +316,14 @@ class _InferPort(GrpcCall):
     def __init__(
         self, session: _Session, served: _Served, first: Any, *, reads_stream: bool
     ) -> None:
-        super().__init__(session.stream)
+        super().__init__(session.stream, session.request_id)
         self._session = session
         self._served = served
         self._tensors = served.tensors
         self._pending: Any = first
         self._reads_stream = reads_stream
         self._context: Context | None = None
-        self.request_id = ""
+        self.infer_id = ""
         self._requested: list[str] = []
         self._timestamp = 0
         self._wants_final = False
@@ -355,7 +368,7 @@ class _InferPort(GrpcCall):
         message, response = self._session.new_response()
         response.model_name = self._served.name
         response.model_version = MODEL_VERSION
-        response.id = self.request_id
+        response.id = self.infer_id
         if self._session.is_stream:
             response.parameters["timestamp"].int64_param = self._timestamp
         return message, response
@@ -378,7 +391,7 @@ class _InferPort(GrpcCall):
 
     def _read(self, request: Any) -> dict[str, Any]:
         """Take the request in: its id, timestamp and requested outputs, then its inputs."""
-        self.request_id = request.id
+        self.infer_id = request.id
         self._timestamp = self._session.timestamp_of(request)
         if self._context is not None:
             self._context.timestamp = self._timestamp

@@ -1,6 +1,7 @@
 """The access log: one INFO line per call, made and written off the event loop.
 
-`model shape STATUS 1.2ms [items=N] peer=host:port via=grpc`, on the logger `blazerpc.access`.
+`model shape STATUS 1.2ms [items=N] peer=host:port via=grpc id=REQUEST_ID`, on the logger
+`blazerpc.access`.
 The event loop only checks that the logger is on and appends the call's facts to a deque. A
 writer thread wakes when lines are waiting, lets `_GATHER_S` of them gather, then writes them,
 so no call waits for a line to be written and the thread wakes at most once per `_GATHER_S`,
@@ -33,10 +34,10 @@ __all__ = ("AccessLog", "access_log")
 access_log = logging.getLogger("blazerpc.access")
 """The logger every access line goes to; INFO turns the access log on."""
 
-_LINE = "%s %s %s %.1fms%s peer=%s via=%s"
+_LINE = "%s %s %s %.1fms%s peer=%s via=%s id=%s"
 _GATHER_S = 0.05
 """How long lines gather once the writer has woken, before it writes them."""
-_Fields = tuple[float, str, str, Status, float, int | None, str | None, str]
+_Fields = tuple[float, str, str, Status, float, int | None, str | None, str, str]
 """The call's end (time.time()), then what the line says, as the event loop had it."""
 
 
@@ -61,12 +62,14 @@ class AccessLog:
         items: int | None,
         peer: str | None,
         transport: str,
+        request_id: str,
     ) -> None:
         """Add the line of one call; `items` is the count of a server stream's items.
 
         Only what the loop has at hand is kept here; the writer makes the text.
         """
-        self._writer.add((time.time(), model, shape, status, duration_s, items, peer, transport))
+        fields = (time.time(), model, shape, status, duration_s, items, peer, transport, request_id)
+        self._writer.add(fields)
 
     def close(self) -> None:
         """Write every line gathered so far, then stop the writer thread."""
@@ -131,6 +134,12 @@ class _Writer:
         while lines:  # popleft, not a swap of deques: the event loop may be appending
             batch.append(lines.popleft())
         handler = _only_handler()
+        if handler is not None and handler.is_json:
+            name = access_log.name
+            handler.write_lines(
+                [f"{handler.json_line(f[0], logging.INFO, name, _document(f))}\n" for f in batch]
+            )
+            return
         if handler is not None:
             prefix = handler.prefix(logging.INFO, access_log.name)
             handler.write_lines([f"{prefix}{_LINE % _arguments(fields)}\n" for fields in batch])
@@ -138,7 +147,14 @@ class _Writer:
         for fields in batch:
             ended = fields[0]
             record = access_log.makeRecord(
-                access_log.name, logging.INFO, __file__, 0, _LINE, _arguments(fields), None
+                access_log.name,
+                logging.INFO,
+                __file__,
+                0,
+                _LINE,
+                _arguments(fields),
+                None,
+                extra=_document(fields),
             )
             record.relativeCreated += (ended - record.created) * 1e3
             record.created, record.msecs = ended, (ended % 1) * 1e3
@@ -147,9 +163,23 @@ class _Writer:
 
 def _arguments(fields: _Fields) -> tuple[object, ...]:
     """The values of `_LINE` for one call's facts."""
-    _, model, shape, status, duration_s, items, peer, transport = fields
+    _, model, shape, status, duration_s, items, peer, transport, rid = fields
     counted = "" if items is None else f" items={items}"
-    return (model, shape, status.name, duration_s * 1e3, counted, peer or "-", transport)
+    return (model, shape, status.name, duration_s * 1e3, counted, peer or "-", transport, rid)
+
+
+def _document(fields: _Fields) -> dict[str, object]:
+    """One call's facts by name (loglines.ACCESS_FIELDS): a JSON line's, a record's attributes."""
+    _, model, shape, status, duration_s, items, peer, transport, rid = fields
+    document: dict[str, object] = {
+        "model": model,
+        "shape": shape,
+        "status": status.name,
+        "duration_ms": round(duration_s * 1e3, 3),
+    }
+    if items is not None:
+        document["items"] = items
+    return document | {"peer": peer, "transport": transport, "request_id": rid}
 
 
 def _only_handler() -> LogLines | None:

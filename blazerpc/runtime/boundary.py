@@ -40,9 +40,17 @@ _ENDED_BY_DRAIN = (
 
 
 def model_calls(
-    schema: ServiceSpec, admission: Admission, metrics: Metrics | None, access: AccessLog
+    schema: ServiceSpec,
+    admission: Admission,
+    metrics: Metrics | None,
+    access: AccessLog,
+    *,
+    redacts_errors: bool = False,
 ) -> dict[str, Boundary]:
-    """Each model's call behind the boundary: shared by gRPC and HTTP, batchers included."""
+    """Each model's call behind the boundary: shared by gRPC and HTTP, batchers included.
+
+    `redacts_errors`: an INTERNAL answer names the model and the request id, nothing more.
+    """
     return {
         model.name: Boundary(
             ModelCall(
@@ -54,6 +62,7 @@ def model_calls(
             admission,
             metrics,
             access,
+            redacts_errors=redacts_errors,
         )
         for model in schema.models
     }
@@ -72,8 +81,11 @@ class Boundary:
         admission: Admission,
         metrics: Metrics | None,
         access: AccessLog,
+        *,
+        redacts_errors: bool = False,
     ) -> None:
         self.call = call
+        self._redacts = redacts_errors
         self.model = call.model
         self._admission = admission
         self._metrics = metrics
@@ -108,12 +120,16 @@ class Boundary:
                 context.cancel()
             if task is not None and admission.is_ended_by_drain(task):
                 task.uncancel()
-                status, message = to_status(UnavailableError(_ENDED_BY_DRAIN), model.name)
+                status, message = to_status(
+                    UnavailableError(_ENDED_BY_DRAIN), model.name, request_id=port.request_id
+                )
                 raise GRPCError(status, message) from None
             status = port.cancelled_status()
             raise
         except Exception as error:  # the one boundary: every failure becomes a status
-            status, message = to_status(error, model.name)
+            status, message = to_status(
+                error, model.name, request_id=port.request_id, redact=self._redacts
+            )
             raise GRPCError(status, message) from None
         finally:
             if task is not None:
@@ -132,6 +148,7 @@ class Boundary:
                     tally.items if self._counts_items else None,
                     port.peer,
                     port.transport,
+                    port.request_id,
                 )
 
 

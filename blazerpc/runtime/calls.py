@@ -47,6 +47,9 @@ class CallPort(Protocol):
     transport: str
     """`grpc` or `http`, for the access log."""
 
+    request_id: str
+    """The call's id (`x-request-id`): the caller's, or one the transport made."""
+
     @property
     def peer(self) -> str | None:
         """The caller's `host:port`, when known."""

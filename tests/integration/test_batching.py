@@ -110,7 +110,9 @@ async def test_a_raising_batch_fails_only_its_own_calls() -> None:
         with pytest.raises(RpcError) as err:
             await client.predict("fragile", x=13)
         assert err.value.status is Status.INTERNAL
-        assert err.value.message == "model 'fragile' failed: ValueError: unlucky batch"
+        assert err.value.message == (
+            f"model 'fragile' failed: ValueError: unlucky batch (request id {err.value.request_id})"
+        )
         assert await client.predict("fragile", x=1) == 1
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import socket
@@ -129,7 +130,7 @@ def test_blaze_serve_logs_one_access_line_per_call_in_order() -> None:
     lines = [line for line in stderr.splitlines() if line.startswith("INFO blazerpc.access: ")]
     assert len(lines) == 2, stderr
     assert lines[0].startswith("INFO blazerpc.access: generate server_streaming OK ")
-    assert " items=3 " in lines[0] and lines[0].endswith(" via=http")
+    assert " items=3 " in lines[0] and re.search(r" via=http id=[0-9a-f]{16}$", lines[0])
     assert lines[1].startswith("INFO blazerpc.access: generate server_streaming INVALID_ARGUMENT ")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import re
 import zlib
 from collections.abc import AsyncIterator, Iterator
 
@@ -206,10 +207,13 @@ async def test_an_error_after_the_first_byte_is_an_error_event(probe: Probe) -> 
         assert events[:2] == [("message", '{"result":0}'), ("message", '{"result":1}')]
         name, data = events[2]
         assert name == "error" and len(events) == 3
-        assert json.loads(data) == {
-            "code": "INTERNAL",
-            "message": "model 'fail-midway' failed: ValueError: broke after 2 items",
-        }
+        error = json.loads(data)
+        assert error["code"] == "INTERNAL"
+        assert re.fullmatch(
+            r"model 'fail-midway' failed: ValueError: broke after 2 items "
+            r"\(request id [0-9a-f]{16}\)",
+            error["message"],
+        )
         before_first = await http.post("/models/fail-midway", json={"after": 0})
         assert before_first.status_code == 500
         assert before_first.json()["code"] == "INTERNAL"
@@ -438,7 +442,8 @@ async def test_results_the_schema_does_not_allow_are_internal_errors(probe: Prob
         wrong = await http.post("/models/wrong-type", json={"text": "a"})
         assert wrong.status_code == 500
         assert wrong.json()["message"] == (
-            "model 'wrong-type' returned an invalid result: expected int64, got str"
+            "model 'wrong-type' returned an invalid result: expected int64, got str "
+            f"(request id {wrong.headers['x-request-id']})"
         )
         too_big_first = await http.post("/models/big", json={"sizes": [5000]})
         assert too_big_first.status_code == 429

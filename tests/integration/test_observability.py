@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -152,7 +153,9 @@ async def test_http_calls_are_counted_and_logged_like_grpc_calls(
         == 1
     )
     lines = [r.getMessage() for r in caplog.records if r.name == "blazerpc.access"]
-    assert lines[0].startswith("add unary OK ") and lines[0].endswith(" via=http")
+    assert lines[0].startswith("add unary OK ") and re.search(
+        r" via=http id=[0-9a-f]{16}$", lines[0]
+    )
     assert lines[1].startswith("add unary INVALID_ARGUMENT ")
     assert lines[2].startswith("count server_streaming OK ") and " items=3 " in lines[2]
 

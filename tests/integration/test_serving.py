@@ -111,7 +111,11 @@ async def test_a_plain_exception_is_internal_naming_the_model(app: BlazeApp) -> 
         with pytest.raises(RpcError) as err:
             await client.predict("lookup", key="boom")
         assert err.value.status is Status.INTERNAL
-        assert err.value.message == "model 'lookup' failed: ValueError: the model broke"
+        rid = err.value.request_id
+        assert rid is not None and len(rid) == 16  # the server made one; its log names it
+        assert err.value.message == (
+            f"model 'lookup' failed: ValueError: the model broke (request id {rid})"
+        )
         assert await client.predict("lookup", key="ok") == "OK"
 
 

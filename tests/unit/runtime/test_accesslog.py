@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
+import sys
 
 import pytest
 from grpclib.const import Status
@@ -34,7 +36,7 @@ def _log_calls(handler: logging.Handler, calls: int, monkeypatch: pytest.MonkeyP
     for i in range(calls):
         items = i if i % 2 else None
         peer = f"127.0.0.1:{40000 + i}" if i % 3 else None
-        log.call_ended(f"model-{i}", "unary", Status.OK, 0.00012, items, peer, "grpc")
+        log.call_ended(f"model-{i}", "unary", Status.OK, 0.00012, items, peer, "grpc", f"r{i}")
     log.close()
 
 
@@ -55,11 +57,58 @@ def test_lines_written_directly_are_the_lines_logging_would_write(
     lines = "".join(direct.writes).splitlines()
     assert lines == "".join(through_records.writes).splitlines()
     pid = f"[{os.getpid()}] " if show_process else ""
-    assert lines[0] == f"INFO {pid}blazerpc.access: model-0 unary OK 0.1ms peer=- via=grpc"
+    assert lines[0] == f"INFO {pid}blazerpc.access: model-0 unary OK 0.1ms peer=- via=grpc id=r0"
     assert lines[5] == (
-        f"INFO {pid}blazerpc.access: model-5 unary OK 0.1ms items=5 peer=127.0.0.1:40005 via=grpc"
+        f"INFO {pid}blazerpc.access: "
+        "model-5 unary OK 0.1ms items=5 peer=127.0.0.1:40005 via=grpc id=r5"
     )
     assert [line.split(": ")[1].split()[0] for line in lines] == [f"model-{i}" for i in range(50)]
+
+
+def test_json_lines_written_directly_are_the_json_logging_would_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    direct = _Writes()
+    _log_calls(LogLines(direct, json=True), 20, monkeypatch)
+    through_records = _Writes()
+    handler = LogLines(through_records, json=True)
+    handler.addFilter(lambda record: True)  # a filter: no longer "as made", so records
+    _log_calls(handler, 20, monkeypatch)
+
+    assert len(direct.writes) < 5 and len(through_records.writes) == 20  # batches, lines
+    documents = [json.loads(line) for line in "".join(direct.writes).splitlines()]
+    assert documents == [json.loads(w) for w in through_records.writes]
+    assert documents[5] == {
+        "time": documents[5]["time"],
+        "level": "INFO",
+        "logger": "blazerpc.access",
+        "model": "model-5",
+        "shape": "unary",
+        "status": "OK",
+        "duration_ms": 0.12,
+        "items": 5,
+        "peer": "127.0.0.1:40005",
+        "transport": "grpc",
+        "request_id": "r5",
+    }
+    assert documents[0]["peer"] is None and "items" not in documents[0]
+    assert documents[0]["time"].endswith("+00:00")
+
+
+def test_other_records_as_json_carry_their_message_and_exception() -> None:
+    stream = _Writes()
+    handler = LogLines(stream, json=True, show_process=True)
+    try:
+        raise ValueError("weights missing")
+    except ValueError:
+        record = logging.LogRecord(
+            "blazerpc.errors", logging.ERROR, "", 0, "model %r failed", ("m",), sys.exc_info()
+        )
+    handler.emit(record)
+    document = json.loads(stream.writes[0])
+    assert document["level"] == "ERROR" and document["pid"] == os.getpid()
+    assert document["message"] == "model 'm' failed"
+    assert document["exception"].endswith("ValueError: weights missing")
 
 
 def test_a_batch_goes_out_in_whole_lines_of_at_most_pipe_buf(
