@@ -43,7 +43,6 @@ from blazerpc.grpc.service import (
     GrpcCall,
     RawStream,
     receive_message,
-    request_id_of,
     with_request_id,
 )
 from blazerpc.openinference.protos import INFERENCE
@@ -151,7 +150,7 @@ class InferenceProtocol:
 
     async def _model_infer(self, stream: RawStream) -> None:
         session = _Session(stream, self._limits, is_stream=False)
-        await with_request_id(stream, session.request_id, self._infer(session))
+        await with_request_id(stream, session.call, self._infer(session))
 
     async def _infer(self, session: _Session) -> None:
         request = await _first(session)
@@ -169,7 +168,7 @@ class InferenceProtocol:
 
     async def _model_stream_infer(self, stream: RawStream) -> None:
         session = _Session(stream, self._limits, is_stream=True)
-        await with_request_id(stream, session.request_id, self._stream_infer(session))
+        await with_request_id(stream, session.call, self._stream_infer(session))
 
     async def _stream_infer(self, session: _Session) -> None:
         first = await _first(session)
@@ -243,7 +242,7 @@ class _Session:
 
     def __init__(self, stream: RawStream, limits: Limits, *, is_stream: bool) -> None:
         self.stream = stream
-        self.request_id = request_id_of(stream)
+        self.call = GrpcCall(stream)
         self.read = request_reader(stream)
         self.limits = limits
         self.is_stream = is_stream
@@ -316,7 +315,7 @@ class _InferPort(GrpcCall):
     def __init__(
         self, session: _Session, served: _Served, first: Any, *, reads_stream: bool
     ) -> None:
-        super().__init__(session.stream, session.request_id)
+        super().__init__(session.stream, same_call_as=session.call)
         self._session = session
         self._served = served
         self._tensors = served.tensors

@@ -7,7 +7,7 @@ metadata or headers, writes it in the access log, and names it in an INTERNAL er
 
 from __future__ import annotations
 
-import os
+import random
 import re
 
 __all__ = ("REQUEST_ID", "request_id")
@@ -21,7 +21,11 @@ control characters, at most 128 characters."""
 
 
 def request_id(given: str | None) -> str:
-    """The caller's id if it is usable, else a new one."""
+    """The caller's id if it is usable, else a new one.
+
+    New ids come from `random` (seeded from the OS per process), not `os.urandom`: an id must
+    be unique, not secret, and a system call per call costs more than the rest of this.
+    """
     if given is not None and _USABLE.fullmatch(given):
         return given
-    return os.urandom(8).hex()
+    return f"{random.getrandbits(64):016x}"
