@@ -7,7 +7,7 @@ from importlib.metadata import version
 from blazerpc.app import BlazeApp, Registry
 from blazerpc.client import BlazeClient
 from blazerpc.config import ConfigError, ServerConfig
-from blazerpc.context import Context
+from blazerpc.context import Call, Context
 from blazerpc.errors import (
     BlazeError,
     DefinitionError,
@@ -26,6 +26,7 @@ __all__ = (
     "BlazeClient",
     "BlazeError",
     "BlazeServer",
+    "Call",
     "ConfigError",
     "Context",
     "DefinitionError",

@@ -11,6 +11,13 @@ from starlette.applications import Starlette
 
 from blazerpc.config import ServerConfig
 from blazerpc.errors import DefinitionError
+from blazerpc.runtime.hooks import (
+    AuthHook,
+    CallHooks,
+    Middleware,
+    check_auth_hook,
+    check_middleware,
+)
 from blazerpc.runtime.lifespan import LifespanHook, check_hook
 from blazerpc.schema.lockfile import lock_path_for, number_fields, read_lock
 from blazerpc.schema.markers import Batching
@@ -23,6 +30,8 @@ __all__ = ("BlazeApp", "Registry")
 
 F = TypeVar("F", bound=Callable[..., object])
 H = TypeVar("H", bound=LifespanHook)
+A = TypeVar("A", bound=AuthHook)
+M = TypeVar("M", bound=Middleware)
 
 
 class BlazeApp:
@@ -55,6 +64,8 @@ class BlazeApp:
         self.lock_path = Path(lock) if lock is not None else lock_path_for(defined_in)
         """Where the field-number lock lives: next to the module that made the app, by default."""
         self._lifespan_hooks: list[LifespanHook] = []
+        self._auth_hooks: list[AuthHook] = []
+        self._middleware: list[Middleware] = []
 
     def model(
         self, name: str, *, streaming: bool | None = None, batch: Batching | None = None
@@ -85,6 +96,31 @@ class BlazeApp:
         check_hook(hook)
         self._lifespan_hooks.append(hook)
         return hook
+
+    def auth(self, hook: A) -> A:
+        """Register a function that decides whether a call may run: return, or raise ModelError.
+
+        It gets the `Call` (model, metadata, peer, request id) before the model runs, on every
+        transport, after any API key was checked. See docs/security.md.
+        """
+        check_auth_hook(hook)
+        self._auth_hooks.append(hook)
+        return hook
+
+    def middleware(self, hook: M) -> M:
+        """Register a generator function that wraps every call: before its `yield`, the call.
+
+        Past the `yield`, the `Call` has its status and duration. The first registered is the
+        outermost; all run outside the auth hooks. See docs/security.md.
+        """
+        check_middleware(hook)
+        self._middleware.append(hook)
+        return hook
+
+    @property
+    def call_hooks(self) -> CallHooks:
+        """The auth hooks and middleware, in the order they were registered."""
+        return CallHooks(tuple(self._auth_hooks), tuple(self._middleware))
 
     @property
     def lifespan_hooks(self) -> tuple[LifespanHook, ...]:

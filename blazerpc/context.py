@@ -1,6 +1,8 @@
-"""Context: what a model may ask about its call. Declare a parameter `ctx: Context` to get it.
+"""What code running in a call sees of it: `Context` for a model, `Call` for hooks.
 
-It is injected by the server, never sent on the wire, and absent from the schema.
+A model declares a parameter `ctx: Context` to get its call's metadata, deadline and id; it
+is injected by the server, never sent on the wire, and absent from the schema. An auth hook
+and middleware (`@app.auth`, `@app.middleware`) get a `Call`.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import time
 from collections.abc import Mapping
 from types import MappingProxyType
 
-__all__ = ("Context",)
+from blazerpc.errors import Status
+
+__all__ = ("Call", "Context")
 
 
 class Context:
@@ -57,3 +61,56 @@ class Context:
     def cancel(self) -> None:
         """Mark the call cancelled (the server does this; tests may too)."""
         self._cancelled.set()
+
+
+class Call:
+    """One call, as an auth hook and middleware see it.
+
+    Before the model runs: which model, its shape, the transport, the caller's metadata, peer
+    and request id. After it (in middleware, past its `yield`): `status`, `message`,
+    `duration_s` and `error`, the exception that failed the call, if one did.
+    """
+
+    __slots__ = (
+        "duration_s",
+        "error",
+        "message",
+        "metadata",
+        "model",
+        "peer",
+        "request_id",
+        "shape",
+        "state",
+        "status",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        model: str,
+        shape: str,
+        transport: str,
+        context: Context,
+    ) -> None:
+        self.model = model
+        """The model called."""
+        self.shape = shape
+        """`unary`, `server_streaming`, `client_streaming` or `bidirectional`."""
+        self.transport = transport
+        """`grpc`, `http`, `ws` or `oip` (the Open Inference Protocol over gRPC)."""
+        self.metadata = context.metadata
+        """The caller's metadata or headers (lowercase names; `authorization` included)."""
+        self.peer = context.peer
+        """The caller's `host:port`, when known."""
+        self.request_id = context.request_id
+        """The call's id (`x-request-id`)."""
+        self.state: dict[str, object] = {}
+        """Room for a middleware's own values, from before the call to after it."""
+        self.status = Status.OK
+        """How the call ended: set once it has (OK until then)."""
+        self.message = ""
+        """The status message a failed call answered with."""
+        self.duration_s = 0.0
+        """Seconds from the call's arrival to its status."""
+        self.error: BaseException | None = None
+        """What failed the call: the exception raised, or None."""

@@ -35,6 +35,7 @@ from blazerpc.runtime.accesslog import AccessLog
 from blazerpc.runtime.admission import Admission, Phase
 from blazerpc.runtime.batcher import BatchStats
 from blazerpc.runtime.boundary import Limits, model_calls
+from blazerpc.runtime.hooks import CallHooks
 from blazerpc.runtime.lifespan import LifespanHook, run_hooks
 from blazerpc.runtime.metrics import Metrics, scrape_guard
 from blazerpc.schema.spec import ServiceSpec
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 
 
 class Servable(Protocol):
-    """What a server needs of an app (BlazeApp is one): its schema and its lifespan hooks."""
+    """What a server needs of an app (BlazeApp is one): its schema and its hooks."""
 
     @property
     def schema(self) -> ServiceSpec:
@@ -59,6 +60,11 @@ class Servable(Protocol):
     @property
     def lifespan_hooks(self) -> tuple[LifespanHook, ...]:
         """The hooks to run once per process, in the order they start."""
+        ...
+
+    @property
+    def call_hooks(self) -> CallHooks:
+        """The auth hooks and middleware to run around every call."""
         ...
 
 
@@ -95,6 +101,7 @@ class BlazeServer:
             self.metrics,
             self._access,
             redacts_errors=self.config.error_detail == "redacted",
+            hooks=app.call_hooks,
         )
         self._batchers = {
             name: call.batcher for name, call in self._calls.items() if call.batcher is not None

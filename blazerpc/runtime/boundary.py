@@ -15,7 +15,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from blazerpc.config import ServerConfig
-from blazerpc.context import Context
+from blazerpc.context import Call, Context
 from blazerpc.errors import (
     LimitError,
     UnavailableError,
@@ -25,6 +25,7 @@ from blazerpc.runtime.accesslog import AccessLog
 from blazerpc.runtime.admission import Admission
 from blazerpc.runtime.batcher import Batcher
 from blazerpc.runtime.calls import CallPort, ModelCall, Tally
+from blazerpc.runtime.hooks import CallHooks
 from blazerpc.runtime.metrics import Metrics
 from blazerpc.schema.spec import ServiceSpec
 
@@ -46,10 +47,12 @@ def model_calls(
     access: AccessLog,
     *,
     redacts_errors: bool = False,
+    hooks: CallHooks | None = None,
 ) -> dict[str, Boundary]:
     """Each model's call behind the boundary: shared by gRPC and HTTP, batchers included.
 
     `redacts_errors`: an INTERNAL answer names the model and the request id, nothing more.
+    `hooks`: the app's auth hooks and middleware, run around every call.
     """
     return {
         model.name: Boundary(
@@ -63,6 +66,7 @@ def model_calls(
             metrics,
             access,
             redacts_errors=redacts_errors,
+            hooks=hooks,
         )
         for model in schema.models
     }
@@ -83,9 +87,11 @@ class Boundary:
         access: AccessLog,
         *,
         redacts_errors: bool = False,
+        hooks: CallHooks | None = None,
     ) -> None:
         self.call = call
         self._redacts = redacts_errors
+        self._hooks = hooks or None  # no hooks: no Call object is made
         self.model = call.model
         self._admission = admission
         self._metrics = metrics
@@ -110,12 +116,20 @@ class Boundary:
         if model.context_parameter is not None:
             context = port.context()
             injected = {model.context_parameter: context}
+        hooks, call = self._hooks, None
+        entered: list[object] = []  # the middleware past its `yield`, to resume after
+        if hooks is not None:
+            call = Call(model.name, self._shape, port.transport, context or port.context())
         task: asyncio.Task[object] | None = None
-        status = Status.OK
+        status, message = Status.OK, ""
+        failure: BaseException | None = None
         try:
+            if hooks is not None and call is not None:
+                await hooks.before(call, entered)
             task = admission.admit(model)
             await self.call.run(port, injected, tally)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as error:
+            failure = error
             if context is not None:
                 context.cancel()
             if task is not None and admission.is_ended_by_drain(task):
@@ -127,6 +141,7 @@ class Boundary:
             status = port.cancelled_status()
             raise
         except Exception as error:  # the one boundary: every failure becomes a status
+            failure = error
             status, message = to_status(
                 error, model.name, request_id=port.request_id, redact=self._redacts
             )
@@ -150,6 +165,10 @@ class Boundary:
                     port.transport,
                     port.request_id,
                 )
+            if hooks is not None and call is not None:
+                call.status, call.message, call.error = status, message, failure
+                call.duration_s = duration_s
+                await hooks.after(call, entered)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ PUBLIC = (
     "BlazeClient",
     "BlazeError",
     "BlazeServer",
+    "Call",
     "ConfigError",
     "Context",
     "DefinitionError",
