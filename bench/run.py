@@ -87,28 +87,54 @@ Load = Callable[[grpc.aio.Channel, int, float], Awaitable[dict[str, float]]]
 """A workload: `(channel, server pid, window seconds) -> figures`."""
 
 
-def measure(kind: str, window: float, load: Load) -> dict[str, float]:
-    """Start the `kind` server of bench/servers.py in its own process, load it, stop it."""
+def measure(
+    kind: str, window: float, load: Load, credentials: grpc.ChannelCredentials | None = None
+) -> dict[str, float]:
+    """Start the `kind` server of bench/servers.py in its own process, load it, stop it.
+
+    With `credentials`, the channel is a TLS one (bench/security.py).
+    """
     port = free_port()
     with server_process("bench.servers", kind, str(port)) as (pid, _):
-        return asyncio.run(_over_channel(port, pid, window, load))
+        return asyncio.run(_over_channel(port, pid, window, load, credentials))
 
 
-async def _over_channel(port: int, pid: int, window: float, load: Load) -> dict[str, float]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+async def _over_channel(
+    port: int,
+    pid: int,
+    window: float,
+    load: Load,
+    credentials: grpc.ChannelCredentials | None,
+) -> dict[str, float]:
+    target = f"127.0.0.1:{port}"
+    channel = (
+        grpc.aio.secure_channel(target, credentials)
+        if credentials is not None
+        else grpc.aio.insecure_channel(target)
+    )
+    async with channel:
         return await load(channel, pid, window)
 
 
 def interleaved(
-    servers: tuple[str, ...], load: Load, description: str, rounds: int
+    servers: tuple[str, ...],
+    load: Load,
+    description: str,
+    rounds: int,
+    credentials: dict[str, grpc.ChannelCredentials] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Parse --window and --rounds, measure every server in turn each round: the medians."""
+    """Parse --window and --rounds, measure every server in turn each round: the medians.
+
+    `credentials` names the servers that speak TLS, and how to reach them.
+    """
+    credentials = credentials or {}
     parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
     parser.add_argument("--window", type=float, default=3.0, help="seconds per measurement")
     parser.add_argument("--rounds", type=int, default=rounds, help="interleaved rounds (medians)")
     args = parser.parse_args()
     figures = [
-        {kind: measure(kind, args.window, load) for kind in servers} for _ in range(args.rounds)
+        {kind: measure(kind, args.window, load, credentials.get(kind)) for kind in servers}
+        for _ in range(args.rounds)
     ]
     return medians(figures)
 

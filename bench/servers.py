@@ -6,12 +6,15 @@
 - grpclib: a hand-written grpclib servicer using the same upb message classes (the ceiling for
   a grpclib framework).
 - grpcio: a grpcio aio servicer with the same messages, for reference.
+- blazerpc+tls, blazerpc+tls+key, blazerpc+middleware: bench/security.py's (TLS; TLS and an
+  API key; one middleware that does nothing).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from bench.apps import app
@@ -23,12 +26,34 @@ EchoRequest, EchoResponse = CLASSES["EchoRequest"], CLASSES["EchoResponse"]
 TokensRequest, TokensResponse = CLASSES["TokensRequest"], CLASSES["TokensResponse"]
 
 
-async def serve_blazerpc(port: int) -> None:
+async def serve_blazerpc(port: int, **options: Any) -> None:
     from blazerpc import BlazeServer
 
-    async with BlazeServer(app, port=port) as server:
+    async with BlazeServer(app, port=port, **options) as server:
         print(f"ready {server.port}", flush=True)
         await asyncio.Event().wait()
+
+
+def secured(kind: str) -> dict[str, Any]:
+    """The options of bench/security.py's servers; PEM and key files are in BLAZE_BENCH_PEMS."""
+    import os
+
+    pems = os.environ.get("BLAZE_BENCH_PEMS", "")
+    options: dict[str, Any] = {}
+    if "+tls" in kind:
+        options |= {"tls_cert": f"{pems}/cert.pem", "tls_key": f"{pems}/key.pem"}
+    if "+key" in kind:
+        options["api_key_file"] = f"{pems}/keys"
+    return options
+
+
+def with_middleware() -> None:
+    """One middleware that does nothing: the cost of the hook itself."""
+    from blazerpc import Call
+
+    @app.middleware
+    def nothing(call: Call) -> Iterator[None]:
+        yield
 
 
 async def serve_grpclib(port: int) -> None:
@@ -105,6 +130,10 @@ if __name__ == "__main__":
     if kind == "blazerpc+log":
         log_like_blaze_serve()
         asyncio.run(serve_blazerpc(port))
+    elif kind.startswith("blazerpc+tls") or kind == "blazerpc+middleware":
+        if kind == "blazerpc+middleware":
+            with_middleware()
+        asyncio.run(serve_blazerpc(port, **secured(kind)))
     elif kind == "blazerpc+uvloop":
         import uvloop
 
