@@ -304,3 +304,27 @@ def test_blaze_serve_with_workers_serves_tls(pems: Pems) -> None:
                 seen |= {reply.result for reply in replies}
                 assert len(replies) == 2
         assert served.process.pid not in seen  # the workers answered, over TLS
+
+
+async def test_a_stock_client_over_tls_with_a_bearer_key_calls_every_shape(
+    pems: Pems, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("k-over-tls\n", encoding="utf-8")
+    async with BlazeServer(APP, _tls(pems), port=0, api_key_file=str(keys)) as server:
+        target = f"127.0.0.1:{server.port}"
+
+        def calls() -> tuple[dict[str, object], grpc.StatusCode]:
+            keyed = grpc.composite_channel_credentials(
+                _credentials(pems), grpc.access_token_call_credentials("k-over-tls")
+            )
+            with grpc.secure_channel(target, keyed) as channel:
+                answers = _stock_every_shape(channel)
+            with grpc.secure_channel(target, _credentials(pems)) as channel:
+                with pytest.raises(grpc.RpcError) as refused:
+                    _stock_every_shape(channel)
+            return answers, refused.value.code()
+
+        answers, refusal = await anyio.to_thread.run_sync(calls)
+    assert answers == EVERY_SHAPE
+    assert refusal == grpc.StatusCode.UNAUTHENTICATED
