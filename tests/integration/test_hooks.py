@@ -24,7 +24,7 @@ from blazerpc import BlazeApp, Call, DefinitionError, ModelError, RpcError, Stat
 from blazerpc.openinference.protos import INFERENCE
 from blazerpc.tracing import opentelemetry_middleware
 
-from .support import WAIT_S, serve_http
+from .support import WAIT_S, serve_http, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -262,3 +262,35 @@ def test_hooks_that_cannot_work_fail_at_definition_naming_the_fix() -> None:
 
         @app.auth  # type: ignore[type-var]
         def two(call: Call, other: int) -> None: ...
+
+
+@pytest.mark.xfail(strict=True, reason="security review finding")
+async def test_outer_middleware_finishes_when_a_second_cancellation_cuts_an_inner_one() -> None:
+    events: list[str] = []
+    app = BlazeApp()
+
+    @app.middleware
+    def outer(call: Call) -> Iterator[None]:
+        yield
+        events.append(f"outer< {call.status.name}")
+
+    @app.middleware
+    async def inner(call: Call) -> AsyncIterator[None]:
+        yield
+        try:
+            await anyio.sleep(WAIT_S)  # the caller's reset lands here, after the deadline
+        except BaseException:
+            events.append("inner cut short")
+            raise
+
+    @app.model("slow")
+    async def slow(s: float) -> float:
+        await anyio.sleep(s)
+        return s
+
+    async with serve_http(app, timeout=0.2) as served:
+        with pytest.raises(RpcError) as late:
+            await served.client.predict("slow", s=WAIT_S)
+        await wait_until(lambda: len(events) == 2, "both middleware finished")
+    assert late.value.status is Status.DEADLINE_EXCEEDED
+    assert events == ["inner cut short", "outer< DEADLINE_EXCEEDED"]

@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from blazerpc import BlazeApp, BlazeClient, BlazeServer, ConfigError, RpcError, ServerConfig
 from blazerpc.openinference.protos import INFERENCE
+from blazerpc.security.keys import ApiKeys
 from blazerpc.testing import serve_app
 from blazerpc.wire.protobuf import SchemaCodec
 
@@ -366,3 +367,125 @@ def test_curl_over_tls_with_a_key(key_file: str, tmp_path: Path) -> None:
 
         assert "UNAUTHENTICATED" in curl()
         assert "data:" in curl("-H", f"authorization: Bearer {KEY}")
+
+
+@pytest.mark.xfail(strict=True, reason="security review finding")
+async def test_two_authorization_values_are_refused_so_a_hook_reads_the_key_checked(
+    key_file: str,
+) -> None:
+    app = BlazeApp()
+
+    @app.model("add")
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    two = [("authorization", f"Bearer {KEY}"), ("authorization", "Bearer admin-guess")]
+    async with BlazeServer(app, port=0, http_port=0, api_key_file=key_file) as server:
+
+        def call() -> tuple[grpc.StatusCode, str]:
+            with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                add_call = channel.unary_unary("/blazerpc.InferenceService/PredictAdd")
+                return _refusal(lambda: add_call(b"\x08\x01", timeout=WAIT_S, metadata=two))
+
+        refusal = await anyio.to_thread.run_sync(call)
+        async with httpx.AsyncClient(timeout=WAIT_S) as http:
+            answer = await http.post(
+                f"http://127.0.0.1:{server.http_port}/models/add",
+                content=b'{"a": 1, "b": 2}',
+                headers=two,
+            )
+    assert refusal == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "the call carries 2 authorization values; send one.",
+    )
+    assert answer.status_code == 401
+    assert answer.json()["message"] == "the call carries 2 authorization values; send one."
+
+
+@pytest.mark.xfail(strict=True, reason="security review finding")
+async def test_a_refusal_has_a_request_id_and_its_log_line_cannot_be_forged(
+    key_file: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    forged = "/models%0AWARNING blazerpc.access: add unary OK 1.0ms via=http id=forged"
+    async with BlazeServer(APP, port=0, http_port=0, api_key_file=key_file) as server:
+        async with httpx.AsyncClient(timeout=WAIT_S) as http:
+            answer = await http.get(f"http://127.0.0.1:{server.http_port}{forged}")
+
+        def call() -> list[tuple[str, str]]:
+            with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                add = channel.unary_unary("/blazerpc.InferenceService/PredictAdd")
+                try:
+                    add(b"", timeout=WAIT_S, metadata=[("x-request-id", "no-key-1")])
+                except grpc.RpcError as err:
+                    return list(err.trailing_metadata())
+            raise AssertionError("a call without a key was answered")
+
+        trailers = await anyio.to_thread.run_sync(call)
+    assert answer.status_code == 401
+    rid = answer.headers["x-request-id"]
+    lines = caplog.text.splitlines()
+    assert not any("WARNING blazerpc.access" in line.split(":", 1)[0] for line in lines)
+    assert any(f"[request id {rid}]" in line and "UNAUTHENTICATED" in line for line in lines)
+    assert ("x-request-id", "no-key-1") in trailers
+    assert any("[request id no-key-1]" in line for line in lines)
+
+
+@pytest.mark.xfail(strict=True, reason="security review finding")
+async def test_preflights_and_websocket_refusals_say_the_right_thing(key_file: str) -> None:
+    async with BlazeServer(APP, port=0, http_port=0, api_key_file=key_file) as server:
+        async with httpx.AsyncClient(timeout=WAIT_S) as http:
+            preflight = await http.options(
+                f"http://127.0.0.1:{server.http_port}/models/add",
+                headers={"origin": "https://a.example", "access-control-request-method": "POST"},
+            )
+        url = f"ws://127.0.0.1:{server.http_port}/models/echo/ws"
+        with pytest.raises(websockets.exceptions.InvalidStatus) as wrong:
+            async with websockets.asyncio.client.connect(url, subprotocols=["bearer", "k-x"]):  # type: ignore[list-item]
+                pass
+    assert preflight.status_code != 401  # no CORS configured: not allowed, but not "no key"
+    assert b"the API key sent is not valid." in wrong.value.response.body
+
+
+@pytest.mark.xfail(strict=True, reason="security review finding")
+async def test_probes_open_to_anyone_do_not_list_the_models(key_file: str) -> None:
+    async with BlazeServer(APP, port=0, http_port=0, api_key_file=key_file) as server:
+        async with httpx.AsyncClient(timeout=WAIT_S) as http:
+            ready = await http.get(f"http://127.0.0.1:{server.http_port}/v2/models/nope/ready")
+
+        def calls() -> tuple[str, str]:
+            with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+                request = health_pb2.HealthCheckRequest(service="nope")
+                model_ready = channel.unary_unary(
+                    f"{OI}/ModelReady",
+                    request_serializer=INFERENCE.classes["ModelReadyRequest"].SerializeToString,
+                )
+                oi_request = INFERENCE.classes["ModelReadyRequest"](name="nope")
+                return (
+                    _refusal(lambda: health.Check(request, timeout=WAIT_S))[1],
+                    _refusal(lambda: model_ready(oi_request, timeout=WAIT_S))[1],
+                )
+
+        health_message, ready_message = await anyio.to_thread.run_sync(calls)
+    assert ready.status_code == 404 and ready.json()["message"] == "there is no model named 'nope'."
+    assert ready_message == "there is no model named 'nope'."
+    assert "add" not in health_message and "echo" not in health_message
+
+
+@pytest.mark.xfail(strict=True, reason="security review finding")
+def test_a_key_file_with_a_byte_order_mark_keeps_its_first_key(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_bytes(b"\xef\xbb\xbfk-first\nk-second\n")
+    keys = ApiKeys.of(ServerConfig(api_key_file=str(path)))
+    assert keys is not None and keys.accepts("k-first") and keys.accepts("k-second")
+
+
+@pytest.mark.xfail(strict=True, reason="security review finding")
+def test_blaze_client_refuses_a_key_it_cannot_send_without_showing_it() -> None:
+    with pytest.raises(ValueError) as refused:
+        BlazeClient(port=1, app=APP, api_key=f"{KEY}\n")
+    assert KEY not in str(refused.value) and ".strip()" in str(refused.value)
+    with pytest.raises(ValueError) as shown:
+        BlazeClient(port=1, app=APP, metadata={"authorization": f"Bearer {KEY}\n"})
+    assert KEY not in str(shown.value)

@@ -24,7 +24,7 @@ from blazerpc.testing import serve_app
 from blazerpc.wire.protobuf import SchemaCodec
 from tests.apps import pids
 
-from .support import WAIT_S, blaze_serve
+from .support import BLAZE, WAIT_S, blaze_serve
 
 pytestmark = pytest.mark.anyio
 
@@ -328,3 +328,23 @@ async def test_a_stock_client_over_tls_with_a_bearer_key_calls_every_shape(
         answers, refusal = await anyio.to_thread.run_sync(calls)
     assert answers == EVERY_SHAPE
     assert refusal == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.xfail(strict=True, reason="security review finding")
+def test_an_encrypted_key_is_a_config_error_not_a_passphrase_prompt(
+    pems: Pems, tmp_path: Path
+) -> None:
+    encrypted = tmp_path / "encrypted.pem"
+    subprocess.run(
+        ["openssl", "pkey", "-in", pems.key, "-aes256", "-passout", "pass:secret",
+         "-out", str(encrypted)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    result = subprocess.run(
+        [BLAZE, "serve", "tests/apps/pids.py:app", "--port", "0", "--tls-cert", pems.cert,
+         "--tls-key", str(encrypted)],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "is encrypted; the server cannot ask for its passphrase" in result.stderr

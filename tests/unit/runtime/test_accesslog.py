@@ -138,3 +138,13 @@ def test_other_lines_go_out_at_once_in_the_same_format() -> None:
     handler = LogLines(stream)
     handler.emit(logging.LogRecord("blazerpc.server", logging.INFO, "", 0, "serving", None, None))
     assert stream.writes == ["INFO blazerpc.server: serving\n"]
+
+
+@pytest.mark.xfail(strict=True, reason="security review finding")
+def test_an_apps_record_with_access_like_extras_keeps_its_message_as_json() -> None:
+    stream = _Writes()
+    handler = LogLines(stream, json=True)
+    record = logging.LogRecord("myapp", logging.INFO, "", 0, "loaded %s", ("resnet",), None)
+    record.model = "resnet"  # what `extra={"model": ...}` does
+    handler.emit(record)
+    assert json.loads(stream.writes[0])["message"] == "loaded resnet"
