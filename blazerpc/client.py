@@ -76,6 +76,12 @@ class BlazeClient:
         tls_key: str | None = None,
         api_key: str | None = None,
     ) -> None:
+        if api_key is not None and (not api_key or not all(33 <= ord(c) <= 126 for c in api_key)):
+            raise ValueError(  # never the key itself: messages end up in logs
+                "BlazeClient(api_key=...): a key is printable ASCII with no spaces or line "
+                "breaks; strip what you read from a file (.strip())."
+            )
+        checked = _checked_metadata(metadata or {})  # before the channel: nothing to close
         if registry is None and app is not None:
             registry = app.registry
         self._schema = registry.schema if registry is not None else None
@@ -92,7 +98,7 @@ class BlazeClient:
         self._channel = Channel(host, port, codec=RawBytesCodec(), ssl=context)
         self._owns_channel = True
         self.timeout = timeout
-        self.metadata: dict[str, str] = _checked_metadata(metadata or {})
+        self.metadata: dict[str, str] = checked
         if api_key is not None:
             self.metadata["authorization"] = f"Bearer {api_key}"
 
@@ -418,8 +424,9 @@ def _checked_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
                 "(for example 'x-user-id')."
             )
         if not isinstance(value, str) or not value.isascii() or "\n" in value:
+            shown = "(not shown)" if key == "authorization" else repr(value)  # a secret
             raise ValueError(
-                f"metadata {key!r}: the value must be printable ASCII text, got {value!r}."
+                f"metadata {key!r}: the value must be printable ASCII text, got {shown}."
             )
         checked[key] = value
     return checked

@@ -82,10 +82,17 @@ class UnknownModelError(UnknownNameError):
     """A call names a model the server does not serve; the message lists those it does."""
 
     @classmethod
-    def no_model(cls, name: str, served: Iterable[str], *, see: str = "") -> UnknownModelError:
-        """`there is no model named 'x'; this server serves: a, b.`, then where to look."""
-        known = ", ".join(served) or "none"
-        message = f"there is no model named {name!r}; this server serves: {known}."
+    def no_model(
+        cls, name: str, served: Iterable[str] | None, *, see: str = ""
+    ) -> UnknownModelError:
+        """`there is no model named 'x'; this server serves: a, b.`, then where to look.
+
+        `served` None: the names are not for this caller (a probe route, open without a key).
+        """
+        message = f"there is no model named {name!r}"
+        if served is not None:
+            message += f"; this server serves: {', '.join(served) or 'none'}"
+        message += "."
         return cls(f"{message} {see}" if see else message)
 
 

@@ -108,12 +108,18 @@ class BlazeServer:
         }
         self._limits = Limits.of(self.config)
         handlers = ServiceHandlers(schema, SchemaCodec(schema), self._limits, self._calls)
-        self.health = HealthService([schema.full_name, *(model.name for model in schema.models)])
+        self._keys = ApiKeys.of(self.config)
+        lists_names = self._keys is None  # probes answer anyone: with keys, they name nothing
+        self.health = HealthService(
+            [schema.full_name, *(model.name for model in schema.models)], lists_names=lists_names
+        )
         services: list[IServable] = [handlers, self.health]
         protocols: list[GrpcProtocol] = []
         open_paths = set(self.health.__mapping__())  # probes never need a key
         if self.config.open_inference:
-            inference = InferenceProtocol(self._tensors, self._calls, self._admission, self._limits)
+            inference = InferenceProtocol(
+                self._tensors, self._calls, self._admission, self._limits, lists_names=lists_names
+            )
             services.append(inference)
             protocols.append(INFERENCE)
             open_paths.update(inference.probe_paths)
@@ -123,7 +129,6 @@ class BlazeServer:
             if self.config.public_reflection:
                 for reflection in self._services[len(services) :]:
                     open_paths.update(reflection.__mapping__())
-        self._keys = ApiKeys.of(self.config)
         if self._keys is not None:
             self._services = require_keys(self._services, self._keys, open_paths)
         self._server: GrpcServer | None = None
@@ -248,7 +253,13 @@ class BlazeServer:
         codecs = codecs_of(schema)
         routes = (
             open_inference_routes(
-                self._tensors, self._calls, codecs, self._admission, limits, config.sse_keepalive
+                self._tensors,
+                self._calls,
+                codecs,
+                self._admission,
+                limits,
+                config.sse_keepalive,
+                lists_names=self._keys is None,
             )
             if config.open_inference
             else []

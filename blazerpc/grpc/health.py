@@ -30,8 +30,9 @@ HealthStream = Stream[Any, Any]
 class HealthService:
     """Answers Check and Watch from one switch, `set_serving()`, that the server flips."""
 
-    def __init__(self, names: Iterable[str]) -> None:
+    def __init__(self, names: Iterable[str], *, lists_names: bool = True) -> None:
         self.names = frozenset(("", *names))
+        self._lists_names = lists_names  # off when calls need a key: probes are open to all
         self._is_serving = False
         self._changed = asyncio.Event()
 
@@ -58,8 +59,9 @@ class HealthService:
         service = request.service if request is not None else ""
         if service not in self.names:
             known = ", ".join(sorted(name for name in self.names if name))
+            which = f", or one of {known}" if self._lists_names else ", or a model's name"
             unknown = UnknownNameError(
-                f"no health status for {service!r}: ask for '' (the server), or one of {known}."
+                f"no health status for {service!r}: ask for '' (the server){which}."
             )
             raise GRPCError(*to_status(unknown, "", service="health check"))
         await stream.send_message(_Response(status=self._status()))

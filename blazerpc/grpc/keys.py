@@ -11,11 +11,11 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 from grpclib.const import Handler
-from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from blazerpc.errors import UnauthenticatedError, to_status
 from blazerpc.grpc.h2 import IServable
+from blazerpc.grpc.service import GrpcCall
 from blazerpc.security.keys import ApiKeys
 
 __all__ = ("require_keys",)
@@ -45,12 +45,16 @@ def _checked(handler: Handler, keys: ApiKeys, path: str) -> Handler:
     function: Callable[[Stream[Any, Any]], Awaitable[None]] = handler.func
 
     async def checked(stream: Stream[Any, Any]) -> None:
-        authorization = stream.metadata.get("authorization") if stream.metadata else None
+        values = stream.metadata.getall("authorization", []) if stream.metadata else []
         try:
-            keys.check(authorization if isinstance(authorization, str) else None, header="metadata")
+            keys.check([v for v in values if isinstance(v, str)], header="metadata")
         except UnauthenticatedError as error:
-            status, message = to_status(error, "", service=path)
-            raise GRPCError(status, message) from None
+            call = GrpcCall(stream)  # a refused call has an id too, in its trailers and the log
+            status, message = to_status(error, "", service=f"{path} [request id {call.request_id}]")
+            await stream.send_trailing_metadata(
+                status=status, status_message=message, metadata=call.id_metadata
+            )
+            return
         await function(stream)
 
     return Handler(checked, handler.cardinality, handler.request_type, handler.reply_type)

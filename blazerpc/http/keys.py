@@ -19,7 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from blazerpc.errors import Status, UnauthenticatedError, to_status
 from blazerpc.http.answer import HTTP_STATUS, error_body
-from blazerpc.security.keys import ApiKeys
+from blazerpc.http.requestids import scope_request_id
+from blazerpc.security.keys import INVALID_KEY, ApiKeys
 
 __all__ = ("RequireKeys",)
 
@@ -42,13 +43,23 @@ class RequireKeys:
             await self._app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        if kind == "websocket" and self._has_subprotocol_key(scope):
-            await self._app(scope, receive, _choosing_bearer(send))
+        if kind == "http" and _is_preflight(scope, headers):
+            await self._app(scope, receive, send)  # never 401: the browser sends no key here
             return
+        if kind == "websocket" and _BEARER in (scope.get("subprotocols") or []):
+            if self._has_subprotocol_key(scope):
+                await self._app(scope, receive, _choosing_bearer(send))
+                return
+            error: UnauthenticatedError | None = UnauthenticatedError(INVALID_KEY)
+        else:
+            error = None
         try:
-            self._keys.check(headers.get("authorization"))
-        except UnauthenticatedError as error:
-            status, message = to_status(error, "", service=path)
+            if error is not None:
+                raise error
+            self._keys.check(headers.getlist("authorization"))
+        except UnauthenticatedError as refusal:
+            where = f"{path!r} [request id {scope_request_id(scope)}]"  # repr: no forged lines
+            status, message = to_status(refusal, "", service=where)
             if kind == "websocket":
                 await _deny_websocket(
                     scope, send, HTTP_STATUS[status], _body(path, status, message)
@@ -60,9 +71,16 @@ class RequireKeys:
 
     def _has_subprotocol_key(self, scope: Scope) -> bool:
         offered: list[str] = list(scope.get("subprotocols") or [])
-        if _BEARER not in offered:
-            return False
         return any(self._keys.accepts(key) for key in offered if key != _BEARER)
+
+
+def _is_preflight(scope: Scope, headers: Headers) -> bool:
+    """A CORS preflight: OPTIONS with an Origin and the method the page wants to use."""
+    return (
+        scope["method"] == "OPTIONS"
+        and "origin" in headers
+        and "access-control-request-method" in headers
+    )
 
 
 def _body(path: str, status: Status, message: str) -> bytes:

@@ -30,8 +30,9 @@ class RequestIds:
             return
         given = None
         for name, value in scope["headers"]:
-            if name == _HEADER:
+            if name == _HEADER:  # the first, as over gRPC
                 given = value.decode("latin-1")
+                break
         rid = scope[_KEY] = request_id(given)
         header = (_HEADER, rid.encode())
 

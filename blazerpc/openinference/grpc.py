@@ -85,8 +85,11 @@ class InferenceProtocol:
         calls: Mapping[str, Boundary],
         admission: Admission,
         limits: Limits,
+        *,
+        lists_names: bool = True,
     ) -> None:
         self._models = {name: _Served(tensors[name], calls[name]) for name in tensors}
+        self._lists_names = lists_names  # off when calls need a key: ModelReady answers anyone
         self._admission = admission
         self._limits = limits
 
@@ -199,7 +202,8 @@ class InferenceProtocol:
     def _served(self, name: str, model_version: str) -> _Served:
         served = self._models.get(name)
         if served is None:
-            _fail(UnknownModelError.no_model(name, self._models), name)
+            listed = self._models if self._lists_names else None
+            _fail(UnknownModelError.no_model(name, listed), name)
         if model_version not in ("", MODEL_VERSION):
             _fail(
                 UnknownModelError(

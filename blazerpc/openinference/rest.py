@@ -71,9 +71,15 @@ def open_inference_routes(
     admission: Admission,
     limits: Limits,
     keepalive_s: float,
+    *,
+    lists_names: bool = True,
 ) -> list[BaseRoute]:
-    """The `/v2/...` routes over the same calls as the gateway's own."""
-    models = _Models(tensors, calls, codecs, admission, limits, keepalive_s)
+    """The `/v2/...` routes over the same calls as the gateway's own.
+
+    `lists_names` off (calls need a key): an unknown model's answer does not list the served
+    ones, since the readiness routes answer anyone.
+    """
+    models = _Models(tensors, calls, codecs, admission, limits, keepalive_s, lists_names)
     live, ready = PROBE_PATHS[:2]
     routes: list[BaseRoute] = [
         Route("/v2", models.server_metadata, methods=["GET"]),
@@ -103,6 +109,7 @@ class _Models:
         admission: Admission,
         limits: Limits,
         keepalive_s: float,
+        lists_names: bool,
     ) -> None:
         self.tensors = tensors
         self.calls = calls
@@ -110,13 +117,15 @@ class _Models:
         self.admission = admission
         self.limits = limits
         self.keepalive_s = keepalive_s
+        self.lists_names = lists_names
 
     def find(self, path_params: Mapping[str, str]) -> tuple[ModelTensors | None, str]:
         """The model a path names, or None and what is wrong."""
         name = path_params["model"]
         tensors = self.tensors.get(name)
         if tensors is None:
-            return None, str(UnknownModelError.no_model(name, self.tensors))
+            served = self.tensors if self.lists_names else None
+            return None, str(UnknownModelError.no_model(name, served))
         model_version = path_params.get("version", MODEL_VERSION)
         if model_version != MODEL_VERSION:
             return None, (

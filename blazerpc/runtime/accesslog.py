@@ -27,7 +27,7 @@ import weakref
 
 from grpclib.const import Status
 
-from blazerpc.runtime.loglines import LogLines
+from blazerpc.runtime.loglines import ACCESS_MARK, LogLines
 
 __all__ = ("AccessLog", "access_log")
 
@@ -154,7 +154,7 @@ class _Writer:
                 _LINE,
                 _arguments(fields),
                 None,
-                extra=_document(fields),
+                extra={**_document(fields), ACCESS_MARK: True},
             )
             record.relativeCreated += (ended - record.created) * 1e3
             record.created, record.msecs = ended, (ended % 1) * 1e3

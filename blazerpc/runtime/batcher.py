@@ -24,6 +24,11 @@ from blazerpc.schema.spec import ModelSpec
 
 __all__ = ("BatchStats", "Batcher")
 
+_DUE_S = 1e-6
+"""A wait shorter than this is due now. Float sums of clock readings leave waits of 1e-18 s
+that no clock can time: waiting on them only spins the loop (a test's virtual clock, which
+cannot move by less than a float's step, would spin forever)."""
+
 
 @dataclass(slots=True)
 class BatchStats:
@@ -129,7 +134,7 @@ class Batcher:
             self._drop_dead(loop.time())
             if self._queue and self._running < self._config.max_concurrent:
                 wait_s = self._queue[0].arrived + self._config.max_wait_s - loop.time()
-                if len(self._queue) >= self._config.max_size or wait_s <= 0:
+                if len(self._queue) >= self._config.max_size or wait_s <= _DUE_S:
                     self._start_batch(loop.time())
                     continue
                 with contextlib.suppress(TimeoutError):

@@ -19,6 +19,7 @@ may await. Middleware runs in the call's task: a context variable it sets before
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -103,8 +104,11 @@ class CallHooks:
     async def after(self, call: Call, entered: list[object]) -> None:
         """Each entered middleware past its `yield`, innermost first; a failure is logged.
 
-        The call has its status already: a middleware failing now cannot change it.
+        The call has its status already: a middleware failing now cannot change it. A second
+        cancellation of the call (its deadline, then the caller's reset) can cut an async
+        middleware short at an `await`; the others still finish, then the cancellation goes on.
         """
+        cancelled: asyncio.CancelledError | None = None
         for done in reversed(entered):
             steps: Any = done
             try:
@@ -120,6 +124,8 @@ class CallHooks:
                     log.error(
                         "middleware %s yielded twice; it must yield once.", steps.__qualname__
                     )
+            except asyncio.CancelledError as error:
+                cancelled = error
             except Exception:
                 log.exception(
                     "middleware %s failed after call %s of model %r",
@@ -127,3 +133,5 @@ class CallHooks:
                     call.request_id,
                     call.model,
                 )
+        if cancelled is not None:
+            raise cancelled

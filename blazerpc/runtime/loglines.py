@@ -21,11 +21,14 @@ from typing import Any, TextIO
 
 import msgspec
 
-__all__ = ("ACCESS_FIELDS", "LogLines")
+__all__ = ("ACCESS_FIELDS", "ACCESS_MARK", "LogLines")
 
 _PIPE_BUF = 4096
 """The largest write a pipe keeps whole (POSIX guarantees 512; Linux gives 4096)."""
 
+
+ACCESS_MARK = "blazerpc_access"
+"""The attribute (True) that marks an access record, whose fields a JSON line shows."""
 
 ACCESS_FIELDS = (
     "model",
@@ -120,7 +123,9 @@ class _JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         found = record.__dict__
-        fields = {name: found[name] for name in ACCESS_FIELDS if name in found}
+        fields = {}
+        if found.get(ACCESS_MARK):  # not any record whose `extra` happens to share a name
+            fields = {name: found[name] for name in ACCESS_FIELDS if name in found}
         if not fields:
             fields = {"message": record.getMessage()}
             if record.exc_info:

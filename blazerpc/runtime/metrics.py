@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import importlib
 import json
+import logging
 import os
 import socket
 import socketserver
@@ -32,6 +33,8 @@ __all__ = (
     "scrape_guard",
     "serve_multiprocess_metrics",
 )
+
+log = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS_S = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
@@ -270,8 +273,9 @@ def _serve_http(
 
 def _keyed(app: Any, keys: ApiKeys) -> Any:
     def keyed(environ: dict[str, Any], start_response: Any) -> Any:
+        given = environ.get("HTTP_AUTHORIZATION")  # WSGI joins repeated headers with commas
         try:
-            keys.check(environ.get("HTTP_AUTHORIZATION"))
+            keys.check([] if given is None else [given])
         except UnauthenticatedError as error:
             body = json.dumps({"code": "UNAUTHENTICATED", "message": str(error)}).encode()
             headers = [("Content-Type", "application/json"), ("WWW-Authenticate", "Bearer")]
@@ -285,7 +289,13 @@ def _keyed(app: Any, keys: ApiKeys) -> Any:
 class _ThreadingServer(socketserver.ThreadingMixIn, wsgiref.simple_server.WSGIServer):
     daemon_threads = True
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A scraper that fails TLS or hangs up is its problem: a debug line, no traceback."""
+        log.debug("metrics request from %s failed", client_address, exc_info=True)
+
 
 class _QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
+    timeout = 10  # seconds a connection may stall (TLS handshake included) before it is closed
+
     def log_message(self, format: str, *args: Any) -> None:
         """Scrapes are not logged: one every few seconds would drown the server's own lines."""

@@ -14,9 +14,10 @@ from pathlib import Path
 from blazerpc.config import ConfigError, ServerConfig, env_name, flag_name
 from blazerpc.errors import UnauthenticatedError
 
-__all__ = ("ApiKeys",)
+__all__ = ("INVALID_KEY", "ApiKeys")
 
 _SCHEME = "bearer "
+INVALID_KEY = "the API key sent is not valid."
 
 
 class ApiKeys:
@@ -33,7 +34,7 @@ class ApiKeys:
         option = f"option {flag_name('api_key_file')} ({env_name('api_key_file')})"
         path = Path(config.api_key_file)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")  # a BOM is not part of the first key
         except (OSError, UnicodeDecodeError) as err:
             reason = getattr(err, "strerror", None) or "not UTF-8 text"
             raise ConfigError(f"{option}: cannot read {str(path)!r}: {reason}.") from None
@@ -52,11 +53,18 @@ class ApiKeys:
         matches = [hmac.compare_digest(digest, known) for known in self._digests]  # all, always
         return any(matches)
 
-    def check(self, authorization: str | None, *, header: str = "header") -> None:
-        """Pass a valid `Bearer <key>`; else raise UnauthenticatedError saying what to send.
+    def check(self, authorizations: list[str], *, header: str = "header") -> None:
+        """Pass one valid `Bearer <key>`; else raise UnauthenticatedError saying what to send.
 
+        `authorizations` are every `authorization` value the call carries: two are refused,
+        since the key checked here and the one a hook or model reads could then differ.
         `header` is what the transport calls it ("metadata" over gRPC).
         """
+        if len(authorizations) > 1:
+            raise UnauthenticatedError(
+                f"the call carries {len(authorizations)} authorization values; send one."
+            )
+        authorization = authorizations[0] if authorizations else None
         if authorization is None:
             raise UnauthenticatedError(
                 f"this server requires an API key: send the {header} `authorization: Bearer <key>`."
@@ -66,7 +74,7 @@ class ApiKeys:
                 f"the authorization {header} must read `Bearer <key>`; it has another scheme."
             )
         if not self.accepts(authorization[len(_SCHEME) :].strip()):
-            raise UnauthenticatedError("the API key sent is not valid.")
+            raise UnauthenticatedError(INVALID_KEY)
 
 
 def _digest(key: str) -> bytes:

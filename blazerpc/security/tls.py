@@ -40,21 +40,28 @@ class ServerTls:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         _readable(self.cert, "tls_cert")
         _readable(self.key, "tls_key")
-        try:
-            context.load_cert_chain(self.cert, self.key)
-        except ssl.SSLError as err:
+        try:  # a password callback, so an encrypted key fails here instead of prompting
+            context.load_cert_chain(self.cert, self.key, password=_no_password)
+        except _EncryptedKeyError:
+            raise ConfigError(
+                f"option {flag_name('tls_key')}: {self.key!r} is encrypted; the server cannot "
+                "ask for its passphrase. Give it the key decrypted (openssl pkey -in KEY -out "
+                "PLAIN), kept readable by the server alone."
+            ) from None
+        except (ssl.SSLError, OSError) as err:
             raise ConfigError(
                 f"options {flag_name('tls_cert')} and {flag_name('tls_key')}: {self.cert!r} and "
-                f"{self.key!r} are not a PEM certificate chain and its private key ({err.reason})."
+                f"{self.key!r} are not a PEM certificate chain and its private key "
+                f"({_reason(err)})."
             ) from None
         if self.client_ca is not None:
             _readable(self.client_ca, "tls_client_ca")
             try:
                 context.load_verify_locations(cafile=self.client_ca)
-            except ssl.SSLError as err:
+            except (ssl.SSLError, OSError) as err:
                 raise ConfigError(
                     f"option {flag_name('tls_client_ca')}: {self.client_ca!r} holds no PEM CA "
-                    f"certificate ({err.reason})."
+                    f"certificate ({_reason(err)})."
                 ) from None
             context.verify_mode = ssl.CERT_REQUIRED
         context.set_alpn_protocols(alpn)
@@ -73,6 +80,18 @@ def client_context(
         context.load_cert_chain(cert, key)
     context.set_alpn_protocols(["h2"])
     return context
+
+
+class _EncryptedKeyError(Exception):
+    """The private key asks for a passphrase."""
+
+
+def _no_password() -> str:
+    raise _EncryptedKeyError
+
+
+def _reason(err: Exception) -> str:
+    return str(getattr(err, "reason", None) or err)
 
 
 def _readable(path: str, option: str) -> None:

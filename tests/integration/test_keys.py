@@ -369,7 +369,6 @@ def test_curl_over_tls_with_a_key(key_file: str, tmp_path: Path) -> None:
         assert "data:" in curl("-H", f"authorization: Bearer {KEY}")
 
 
-@pytest.mark.xfail(strict=True, reason="security review finding")
 async def test_two_authorization_values_are_refused_so_a_hook_reads_the_key_checked(
     key_file: str,
 ) -> None:
@@ -402,7 +401,6 @@ async def test_two_authorization_values_are_refused_so_a_hook_reads_the_key_chec
     assert answer.json()["message"] == "the call carries 2 authorization values; send one."
 
 
-@pytest.mark.xfail(strict=True, reason="security review finding")
 async def test_a_refusal_has_a_request_id_and_its_log_line_cannot_be_forged(
     key_file: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -431,7 +429,6 @@ async def test_a_refusal_has_a_request_id_and_its_log_line_cannot_be_forged(
     assert any("[request id no-key-1]" in line for line in lines)
 
 
-@pytest.mark.xfail(strict=True, reason="security review finding")
 async def test_preflights_and_websocket_refusals_say_the_right_thing(key_file: str) -> None:
     async with BlazeServer(APP, port=0, http_port=0, api_key_file=key_file) as server:
         async with httpx.AsyncClient(timeout=WAIT_S) as http:
@@ -447,7 +444,6 @@ async def test_preflights_and_websocket_refusals_say_the_right_thing(key_file: s
     assert b"the API key sent is not valid." in wrong.value.response.body
 
 
-@pytest.mark.xfail(strict=True, reason="security review finding")
 async def test_probes_open_to_anyone_do_not_list_the_models(key_file: str) -> None:
     async with BlazeServer(APP, port=0, http_port=0, api_key_file=key_file) as server:
         async with httpx.AsyncClient(timeout=WAIT_S) as http:
@@ -473,7 +469,6 @@ async def test_probes_open_to_anyone_do_not_list_the_models(key_file: str) -> No
     assert "add" not in health_message and "echo" not in health_message
 
 
-@pytest.mark.xfail(strict=True, reason="security review finding")
 def test_a_key_file_with_a_byte_order_mark_keeps_its_first_key(tmp_path: Path) -> None:
     path = tmp_path / "keys"
     path.write_bytes(b"\xef\xbb\xbfk-first\nk-second\n")
@@ -481,7 +476,6 @@ def test_a_key_file_with_a_byte_order_mark_keeps_its_first_key(tmp_path: Path) -
     assert keys is not None and keys.accepts("k-first") and keys.accepts("k-second")
 
 
-@pytest.mark.xfail(strict=True, reason="security review finding")
 def test_blaze_client_refuses_a_key_it_cannot_send_without_showing_it() -> None:
     with pytest.raises(ValueError) as refused:
         BlazeClient(port=1, app=APP, api_key=f"{KEY}\n")

@@ -330,7 +330,6 @@ async def test_a_stock_client_over_tls_with_a_bearer_key_calls_every_shape(
     assert refusal == grpc.StatusCode.UNAUTHENTICATED
 
 
-@pytest.mark.xfail(strict=True, reason="security review finding")
 def test_an_encrypted_key_is_a_config_error_not_a_passphrase_prompt(
     pems: Pems, tmp_path: Path
 ) -> None:

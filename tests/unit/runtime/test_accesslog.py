@@ -140,7 +140,6 @@ def test_other_lines_go_out_at_once_in_the_same_format() -> None:
     assert stream.writes == ["INFO blazerpc.server: serving\n"]
 
 
-@pytest.mark.xfail(strict=True, reason="security review finding")
 def test_an_apps_record_with_access_like_extras_keeps_its_message_as_json() -> None:
     stream = _Writes()
     handler = LogLines(stream, json=True)
