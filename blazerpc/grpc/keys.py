@@ -11,11 +11,12 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 from grpclib.const import Handler
+from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from blazerpc.errors import UnauthenticatedError, to_status
 from blazerpc.grpc.h2 import IServable
-from blazerpc.grpc.service import GrpcCall
+from blazerpc.grpc.service import GrpcCall, send_failure
 from blazerpc.security.keys import ApiKeys
 
 __all__ = ("require_keys",)
@@ -51,9 +52,7 @@ def _checked(handler: Handler, keys: ApiKeys, path: str) -> Handler:
         except UnauthenticatedError as error:
             call = GrpcCall(stream)  # a refused call has an id too, in its trailers and the log
             status, message = to_status(error, "", service=f"{path} [request id {call.request_id}]")
-            await stream.send_trailing_metadata(
-                status=status, status_message=message, metadata=call.id_metadata
-            )
+            await send_failure(stream, call, GRPCError(status, message))
             return
         await function(stream)
 

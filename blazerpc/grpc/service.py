@@ -34,6 +34,7 @@ __all__ = (
     "RawStream",
     "ServiceHandlers",
     "receive_message",
+    "send_failure",
     "with_request_id",
 )
 
@@ -101,7 +102,13 @@ def _adapter(
 
     async def handle(stream: RawStream) -> None:
         port = _GrpcPort(stream, codec, limits, name)
-        await with_request_id(stream, port, boundary.run(port))
+        try:  # with_request_id(), inlined: one coroutine less on every call
+            await boundary.run(port)
+        except GRPCError as error:
+            await send_failure(stream, port, error)
+            return
+        if port.echoes_request_id:
+            await stream.send_trailing_metadata(metadata=port.id_metadata)
 
     return handle
 
@@ -116,12 +123,17 @@ async def with_request_id(stream: RawStream, call: GrpcCall, run: Awaitable[None
     try:
         await run
     except GRPCError as error:
-        await stream.send_trailing_metadata(
-            status=error.status, status_message=error.message, metadata=call.id_metadata
-        )
+        await send_failure(stream, call, error)
         return
     if call.echoes_request_id:
         await stream.send_trailing_metadata(metadata=call.id_metadata)
+
+
+async def send_failure(stream: RawStream, call: GrpcCall, error: GRPCError) -> None:
+    """End a failed call: its status, its message and its `x-request-id`, in the trailers."""
+    await stream.send_trailing_metadata(
+        status=error.status, status_message=error.message, metadata=call.id_metadata
+    )
 
 
 class GrpcCall:

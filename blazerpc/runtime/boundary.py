@@ -33,6 +33,8 @@ __all__ = ("Boundary", "Limits", "model_calls")
 
 _NOTHING_INJECTED: dict[str, object] = {}
 """The arguments the server fills in for a model that takes none (never changed)."""
+_NOTHING_ENTERED: list[object] = []
+"""The middleware entered by a call of an app that has none (never changed)."""
 
 _ENDED_BY_DRAIN = (
     "the server shut down before this call finished (its grace period ran out); "
@@ -116,10 +118,10 @@ class Boundary:
         if model.context_parameter is not None:
             context = port.context()
             injected = {model.context_parameter: context}
-        hooks, call = self._hooks, None
-        entered: list[object] = []  # the middleware past its `yield`, to resume after
+        hooks, call, entered = self._hooks, None, _NOTHING_ENTERED
         if hooks is not None:
             call = Call(model.name, self._shape, port.transport, context or port.context())
+            entered = []  # the middleware past its `yield`, to resume after the call
         task: asyncio.Task[object] | None = None
         status, message = Status.OK, ""
         failure: BaseException | None = None
