@@ -7,7 +7,6 @@ and middleware (`@app.auth`, `@app.middleware`) get a `Call`.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -24,7 +23,7 @@ class Context:
     the cancellation an async model gets as `CancelledError`: check it between steps.
     """
 
-    __slots__ = ("_cancelled", "_deadline", "metadata", "peer", "request_id", "timestamp")
+    __slots__ = ("_deadline", "_is_cancelled", "metadata", "peer", "request_id", "timestamp")
 
     def __init__(
         self,
@@ -44,7 +43,7 @@ class Context:
         """On an Open Inference Protocol stream, the position of the request being served: the
         caller's `timestamp` parameter if it sent one, else a counter from 0 per stream."""
         self._deadline = deadline
-        self._cancelled = threading.Event()
+        self._is_cancelled = False  # a bool is read whole by any thread: no Event needed
 
     @property
     def time_remaining(self) -> float | None:
@@ -56,11 +55,11 @@ class Context:
     @property
     def is_cancelled(self) -> bool:
         """The caller cancelled, disconnected or passed its deadline."""
-        return self._cancelled.is_set()
+        return self._is_cancelled
 
     def cancel(self) -> None:
         """Mark the call cancelled (the server does this; tests may too)."""
-        self._cancelled.set()
+        self._is_cancelled = True
 
 
 class Call:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -91,14 +92,14 @@ class CallHooks:
         """Each middleware to its `yield` (added to `entered`), then each auth hook."""
         for middleware in self.middleware:
             steps: Any = middleware(call)
-            if inspect.isasyncgen(steps):
+            if isinstance(steps, types.AsyncGeneratorType):
                 await anext(steps)
             else:
                 next(steps)
             entered.append(steps)
         for hook in self.auth:
             outcome = hook(call)
-            if inspect.isawaitable(outcome):
+            if outcome is not None and inspect.isawaitable(outcome):  # an async hook's
                 await outcome
 
     async def after(self, call: Call, entered: list[object]) -> None:
@@ -112,7 +113,7 @@ class CallHooks:
         for done in reversed(entered):
             steps: Any = done
             try:
-                if inspect.isasyncgen(steps):
+                if isinstance(steps, types.AsyncGeneratorType):
                     again = await anext(steps, _DONE)
                     if again is not _DONE:
                         await steps.aclose()
