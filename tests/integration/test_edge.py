@@ -1,0 +1,89 @@
+"""The hardened edge: what a hostile or broken client sends fails its own call, clearly, and
+nothing else. Raw HTTP/2 frames (`rawh2.RawH2`) and stock clients as the callers."""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+import httpx
+import pytest
+
+from blazerpc import BlazeApp, BlazeServer
+
+from .rawh2 import Answer, RawH2, grpc_message
+from .support import WAIT_S
+
+pytestmark = pytest.mark.anyio
+
+ADD = "/blazerpc.InferenceService/PredictAdd"
+ADD_1_2 = b"\x08\x01\x10\x02"  # AddRequest(a=1, b=2)
+
+
+def _app() -> BlazeApp:
+    app = BlazeApp()
+
+    @app.model("add")
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    return app
+
+
+APP = _app()
+
+
+def _call(port: int, *bodies: bytes) -> tuple[Answer, Answer]:
+    """One call whose body is `bodies`, then a normal call on the same connection."""
+    with RawH2(port) as raw:
+        stream = raw.grpc_headers(ADD)
+        for i, body in enumerate(bodies):
+            raw.data(stream, body, end_stream=i == len(bodies) - 1)
+        broken = raw.answer(stream)
+        normal = raw.grpc_headers(ADD)
+        raw.data(normal, grpc_message(ADD_1_2), end_stream=True)
+        return broken, raw.answer(normal)
+
+
+@pytest.mark.xfail(strict=True, reason="hardened edge #1: grpclib asserts on a short read")
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"\x00\x00\x00", "the request ended inside a message's 5-byte length prefix"),
+        (grpc_message(b"\x08\x01" * 4 + b"\x10", declared=100), "after 9 of its 100 declared"),
+    ],
+    ids=["inside the prefix", "shorter than declared"],
+)
+async def test_a_message_cut_short_is_invalid_argument_and_the_connection_lives(
+    body: bytes, says: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with BlazeServer(APP, port=0) as server:
+        broken, normal = await anyio.to_thread.run_sync(_call, server.port, body)
+    assert broken.status == "3", (broken.status, broken.message)  # INVALID_ARGUMENT
+    assert says in broken.message
+    assert normal.status == "0" and normal.data == grpc_message(b"\x08\x03")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no traceback
+
+
+@pytest.mark.xfail(strict=True, reason="hardened edge #7: plain-text errors off the model routes")
+async def test_errors_off_the_model_routes_are_json_in_their_family_shape() -> None:
+    async with BlazeServer(APP, port=0, http_port=0) as server:
+        base = f"http://127.0.0.1:{server.http_port}"
+        async with httpx.AsyncClient(base_url=base, timeout=WAIT_S) as http:
+            unknown = await http.get("/nowhere")
+            wrong_method = await http.delete("/models/add")
+            plain_get_on_ws = await http.get("/models/add/ws")
+            v2_unknown = await http.get("/v2/nowhere")
+    assert unknown.status_code == 404
+    assert unknown.json() == {
+        "code": "NOT_FOUND",
+        "message": "there is no route GET /nowhere; see GET /models and /openapi.json.",
+    }
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["code"] == "UNIMPLEMENTED"
+    assert "DELETE" in wrong_method.json()["message"]
+    assert "POST" in wrong_method.headers["allow"]
+    assert plain_get_on_ws.status_code in (400, 426)
+    assert plain_get_on_ws.json()["code"] in ("INVALID_ARGUMENT", "FAILED_PRECONDITION")
+    assert "WebSocket" in plain_get_on_ws.json()["message"]
+    assert v2_unknown.status_code == 404 and "error" in v2_unknown.json()
