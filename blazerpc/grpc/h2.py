@@ -12,6 +12,8 @@ Written for grpclib 0.4.9 (pyproject.toml pins `grpclib>=0.4.9,<0.5`). What it r
 - `H2Protocol.processor.close()`: closes one connection.
 - `grpclib.server.Stream._stream.recv_data()`: reads the HTTP/2 stream under a gRPC stream, so
   the server reads the 5-byte message prefix itself and never buffers a message over its limit.
+  When the caller's data ends short of what was asked, grpclib's `Buffer.read` raises
+  AssertionError; `Buffer._acked_size` then says how many bytes there are, to read them.
 
 `missing_internals()` lists what an upgrade removed; a unit test fails on it with the list.
 """
@@ -46,9 +48,23 @@ b"" when it sent nothing more."""
 
 
 def request_reader(stream: _server.Stream[Any, Any]) -> RequestReader:
-    """The reader of the HTTP/2 stream under a gRPC stream, taken once per call."""
-    reader: RequestReader = stream._stream.recv_data
-    return reader
+    """The reader of the HTTP/2 stream under a gRPC stream, taken once per call.
+
+    grpclib's `Buffer.read` asserts when the caller ends its side with fewer bytes than asked
+    (a message cut short): the reader returns the bytes there are instead, so the caller of
+    the reader can say what was wrong (INVALID_ARGUMENT), not INTERNAL.
+    """
+    h2_stream = stream._stream
+
+    async def read(size: int) -> bytes:
+        try:
+            data: bytes = await h2_stream.recv_data(size)
+        except AssertionError:  # "Received less data than expected": the rest is buffered
+            buffer = h2_stream.buffer
+            data = await buffer.read(buffer._acked_size)
+        return data
+
+    return read
 
 
 class GrpcServer(_server.Server):
@@ -94,5 +110,9 @@ def missing_internals() -> list[str]:
         "grpclib.protocol.Stream.recv_data": inspect.iscoroutinefunction(
             getattr(_protocol.Stream, "recv_data", None)
         ),
+        "grpclib.protocol.Buffer._acked_size": "self._acked_size"
+        in inspect.getsource(_protocol.Buffer.__init__),
+        "grpclib.protocol.Stream.buffer": "self.buffer = Buffer("
+        in inspect.getsource(_protocol.Stream.init_stream),
     }
     return [name for name, is_present in wanted.items() if not is_present]

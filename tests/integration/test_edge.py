@@ -45,7 +45,6 @@ def _call(port: int, *bodies: bytes) -> tuple[Answer, Answer]:
         return broken, raw.answer(normal)
 
 
-@pytest.mark.xfail(strict=True, reason="hardened edge #1: grpclib asserts on a short read")
 @pytest.mark.parametrize(
     ("body", "says"),
     [

@@ -42,7 +42,7 @@ def _private_grpclib_uses(path: Path) -> list[str]:
     return found
 
 
-_GRPCLIB_PRIVATES = {"_stream", "_protocol_factory", "processor", "recv_data"}
+_GRPCLIB_PRIVATES = {"_stream", "_protocol_factory", "processor", "recv_data", "_acked_size"}
 """The private names of grpclib objects the door wraps."""
 
 
