@@ -21,8 +21,10 @@ __all__ = (
     "EventAnswer",
     "JsonAnswer",
     "error_body",
+    "route_error_body",
     "send_failure",
     "send_json",
+    "status_of_http",
 )
 
 HTTP_STATUS = {
@@ -46,12 +48,35 @@ HTTP_STATUS = {
 }
 """The HTTP status a call answers with when it fails before its first byte."""
 
+_OFF_ROUTE = {
+    404: Status.NOT_FOUND,
+    405: Status.UNIMPLEMENTED,
+    413: Status.RESOURCE_EXHAUSTED,
+    426: Status.FAILED_PRECONDITION,
+    431: Status.RESOURCE_EXHAUSTED,
+}
+
+
+def status_of_http(code: int) -> Status:
+    """The `code` of a JSON error a request no model route took gets (404: NOT_FOUND, ...)."""
+    return _OFF_ROUTE.get(code, Status.UNKNOWN)
+
+
 _GZIP_MIN_BYTES = 1024
+_OPEN_INFERENCE = "/v2"
 
 
 def error_body(status: Status, message: str) -> bytes:
     """`{"code": "INVALID_ARGUMENT", "message": "..."}`, in the body or an error event."""
     return msgspec.json.encode({"code": status.name, "message": message})
+
+
+def route_error_body(path: str, status: Status, message: str) -> bytes:
+    """An error in the shape of its route family: the Open Inference Protocol's
+    `{"error": "..."}` under `/v2`, `{"code", "message"}` everywhere else."""
+    if path == _OPEN_INFERENCE or path.startswith(f"{_OPEN_INFERENCE}/"):
+        return msgspec.json.encode({"error": message})
+    return error_body(status, message)
 
 
 class Answer(Protocol):

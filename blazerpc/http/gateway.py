@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 import msgspec
 from grpclib.exceptions import GRPCError
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -30,7 +31,15 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from blazerpc.errors import UnknownModelError, to_status
-from blazerpc.http.answer import HTTP_STATUS, EventAnswer, JsonAnswer, error_body, send_failure
+from blazerpc.http.answer import (
+    HTTP_STATUS,
+    EventAnswer,
+    JsonAnswer,
+    error_body,
+    route_error_body,
+    send_failure,
+    status_of_http,
+)
 from blazerpc.http.body import NdjsonLines, OneDocument, Receive
 from blazerpc.http.keys import RequireKeys
 from blazerpc.http.openapi import model_listing, openapi_document
@@ -85,11 +94,13 @@ class Gateway:
                 Route("/models/{name}", endpoint, methods=["POST"]),
                 Route("/models/{name}", self._model, methods=["GET"]),
                 WebSocketRoute("/models/{name}/ws", endpoint.websocket),
+                Route("/models/{name}/ws", _not_a_websocket, methods=["GET"]),
                 Route("/openapi.json", self._openapi_json, methods=["GET"]),
                 Route(_PROBES[0], self._live, methods=["GET"]),
                 Route(_PROBES[1], self._ready, methods=["GET"]),
                 *routes,
             ],
+            exception_handlers={HTTPException: _off_the_routes},
             middleware=[  # the first is outermost: CORS answers before keys are asked for
                 Middleware(RequestIds),
                 *_cors(cors_origins),
@@ -124,6 +135,37 @@ class Gateway:
         body = msgspec.json.encode({"status": phase.value})
         code = 200 if self._admission.is_ready else 503
         return Response(body, status_code=code, media_type="application/json")
+
+
+async def _off_the_routes(request: Request, error: Exception) -> Response:
+    """A request no route takes (404, 405), as JSON in its route family's shape."""
+    assert isinstance(error, HTTPException)
+    path, method = request.url.path, request.method
+    allowed = (error.headers or {}).get("Allow", "")
+    message = {
+        404: f"there is no route {method} {path}; see GET /models and /openapi.json.",
+        405: f"{method} is not allowed on {path}; use {allowed}.",
+    }.get(error.status_code, f"{error.status_code}: {error.detail}")
+    if path.startswith("/v2") and error.status_code == 404:
+        message = f"there is no route {method} {path}."
+    return Response(
+        route_error_body(path, status_of_http(error.status_code), message),
+        status_code=error.status_code,
+        headers=error.headers,
+        media_type="application/json",
+    )
+
+
+async def _not_a_websocket(request: Request) -> Response:
+    """A plain GET on a WebSocket route: 426, saying how to connect."""
+    path = request.url.path
+    message = f"{path} is a WebSocket: connect with a WebSocket client (Upgrade: websocket)."
+    return Response(
+        error_body(status_of_http(426), message),
+        status_code=426,
+        headers={"Upgrade": "websocket"},
+        media_type="application/json",
+    )
 
 
 def _keys(keys: ApiKeys | None, open_paths: Sequence[str]) -> list[Middleware]:

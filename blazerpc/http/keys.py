@@ -12,19 +12,17 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-import msgspec
 from starlette.datastructures import Headers
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from blazerpc.errors import Status, UnauthenticatedError, to_status
-from blazerpc.http.answer import HTTP_STATUS, error_body
+from blazerpc.errors import UnauthenticatedError, to_status
+from blazerpc.http.answer import HTTP_STATUS, route_error_body
 from blazerpc.http.requestids import scope_request_id
 from blazerpc.security.keys import INVALID_KEY, ApiKeys
 
 __all__ = ("RequireKeys",)
 
-_OPEN_INFERENCE = "/v2"
 _BEARER = "bearer"
 
 
@@ -60,12 +58,11 @@ class RequireKeys:
         except UnauthenticatedError as refusal:
             where = f"{path!r} [request id {scope_request_id(scope)}]"  # repr: no forged lines
             status, message = to_status(refusal, "", service=where)
+            body = route_error_body(path, status, message)
             if kind == "websocket":
-                await _deny_websocket(
-                    scope, send, HTTP_STATUS[status], _body(path, status, message)
-                )
+                await _deny_websocket(scope, send, HTTP_STATUS[status], body)
             else:
-                await _deny(send, HTTP_STATUS[status], _body(path, status, message))
+                await _deny(send, HTTP_STATUS[status], body)
             return
         await self._app(scope, receive, send)
 
@@ -81,13 +78,6 @@ def _is_preflight(scope: Scope, headers: Headers) -> bool:
         and "origin" in headers
         and "access-control-request-method" in headers
     )
-
-
-def _body(path: str, status: Status, message: str) -> bytes:
-    """`{"error": ...}` on the Open Inference routes (their protocol's shape), else ours."""
-    if path == _OPEN_INFERENCE or path.startswith(f"{_OPEN_INFERENCE}/"):
-        return msgspec.json.encode({"error": message})
-    return error_body(status, message)
 
 
 def _headers(body: bytes) -> list[tuple[bytes, bytes]]:

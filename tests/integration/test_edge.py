@@ -64,7 +64,6 @@ async def test_a_message_cut_short_is_invalid_argument_and_the_connection_lives(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no traceback
 
 
-@pytest.mark.xfail(strict=True, reason="hardened edge #7: plain-text errors off the model routes")
 async def test_errors_off_the_model_routes_are_json_in_their_family_shape() -> None:
     async with BlazeServer(APP, port=0, http_port=0) as server:
         base = f"http://127.0.0.1:{server.http_port}"
