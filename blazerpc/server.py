@@ -26,6 +26,7 @@ from blazerpc.grpc.keys import require_keys
 from blazerpc.grpc.protocols import Protocol as GrpcProtocol
 from blazerpc.grpc.reflection import with_reflection
 from blazerpc.grpc.service import RawBytesCodec, ServiceHandlers
+from blazerpc.http.edge import bounded_http_protocol
 from blazerpc.http.gateway import Gateway
 from blazerpc.openinference.grpc import InferenceProtocol
 from blazerpc.openinference.protos import INFERENCE
@@ -383,6 +384,7 @@ class _HttpServer:
             log_config=None,  # the library never configures logging
             access_log=False,  # blazerpc.access logs every call, whatever the transport
             server_header=False,
+            http=bounded_http_protocol(config.max_header_bytes),
             timeout_graceful_shutdown=1,  # the calls were drained before uvicorn stops
         )
         uvicorn_config.load()
