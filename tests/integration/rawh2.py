@@ -57,10 +57,16 @@ class RawH2:
         self.conn.initiate_connection()
         self.answers: dict[int, Answer] = {}
         self.closed_by_server = False
+        """The server closed or reset the connection."""
         self.flush()
 
     def flush(self) -> None:
-        self.sock.sendall(self.conn.data_to_send())
+        data = self.conn.data_to_send()
+        if data and not self.closed_by_server:
+            try:
+                self.sock.sendall(data)
+            except (BrokenPipeError, ConnectionResetError):
+                self.closed_by_server = True
 
     def grpc_headers(self, path: str, *extra: tuple[str, str], end_stream: bool = False) -> int:
         """Open a stream with a gRPC call's HEADERS; its id."""
@@ -91,7 +97,10 @@ class RawH2:
         return answer
 
     def _receive(self) -> None:
-        chunk = self.sock.recv(65536)
+        try:
+            chunk = self.sock.recv(65536)
+        except ConnectionResetError:
+            chunk = b""
         if not chunk:
             self.closed_by_server = True
             return

@@ -146,3 +146,45 @@ async def test_the_head_limit_counts_the_head_only_not_a_large_body() -> None:
     assert b"'pad' is not in the schema" in answer
     head, _, v2_body = v2.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 431 ") and "error" in json.loads(v2_body)
+
+
+def _big_metadata_beside_normal_calls(port: int) -> tuple[Answer, list[Answer]]:
+    """20 calls in flight on one connection, then one with 70 KiB of metadata beside them."""
+    with RawH2(port) as raw:
+        normal = [raw.grpc_headers(ADD) for _ in range(20)]
+        big = raw.grpc_headers(ADD, ("x-blob", "b" * (70 * 1024)))
+        raw.data(big, grpc_message(ADD_1_2), end_stream=True)
+        for stream in normal:
+            raw.data(stream, grpc_message(ADD_1_2), end_stream=True)
+        return raw.answer(big), [raw.answer(stream) for stream in normal]
+
+
+@pytest.mark.xfail(strict=True, reason="hardened edge #4: oversized metadata drops the connection")
+async def test_oversized_metadata_fails_that_call_alone() -> None:
+    async with BlazeServer(APP, port=0) as server:
+        big, normal = await anyio.to_thread.run_sync(_big_metadata_beside_normal_calls, server.port)
+    assert big.status == "8", (big.status, big.reset)  # RESOURCE_EXHAUSTED
+    assert "max_header_bytes" in big.message
+    assert [answer.status for answer in normal] == ["0"] * 20
+
+
+def _more_streams_than_allowed(port: int, count: int) -> tuple[list[Answer], bool]:
+    """`count` calls opened at once, before the server's SETTINGS are read."""
+    with RawH2(port) as raw:
+        streams = [raw.grpc_headers(ADD) for _ in range(count)]
+        for stream in streams:
+            raw.data(stream, grpc_message(ADD_1_2), end_stream=True)
+        answers = [raw.answer(stream) for stream in streams]
+        return answers, raw.closed_by_server
+
+
+@pytest.mark.xfail(strict=True, reason="hardened edge #5: excess streams drop the connection")
+async def test_streams_past_the_connections_limit_are_refused_one_by_one() -> None:
+    async with BlazeServer(APP, port=0) as server:
+        answers, closed = await anyio.to_thread.run_sync(
+            _more_streams_than_allowed, server.port, 150
+        )
+    served = [a for a in answers if a.status == "0"]
+    refused = [a for a in answers if a.reset == 7]  # REFUSED_STREAM: safe to retry
+    assert not closed
+    assert len(served) >= 100 and len(served) + len(refused) == 150
