@@ -46,7 +46,8 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     max_request_bytes: Annotated[int, msgspec.Meta(ge=1)] = 4 * _MIB
     max_response_bytes: Annotated[int, msgspec.Meta(ge=1)] = 4 * _MIB
     max_streams: Annotated[int, msgspec.Meta(ge=1)] = 1024
-    max_header_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 64 * 1024
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1024 * 1024)] = 64 * 1024
+    max_connection_streams: Annotated[int, msgspec.Meta(ge=1)] = 100
     reflection: bool = True
     open_inference: bool = True
     metrics_port: Port | None = None
@@ -119,7 +120,8 @@ HELP = {
     "max_request_bytes": "Largest request message; a larger one gets RESOURCE_EXHAUSTED unread.",
     "max_response_bytes": "Largest response message; a larger result fails its call the same way.",
     "max_streams": "Streaming calls open at once, all connections together; more are refused.",
-    "max_header_bytes": "Largest request head over HTTP (request line and headers): 431 past it.",
+    "max_header_bytes": "Largest request metadata (gRPC) or head (HTTP): RESOURCE_EXHAUSTED, 431.",
+    "max_connection_streams": "gRPC calls open at once on one connection (HTTP/2 SETTINGS).",
     "reflection": "Serve gRPC reflection, so grpcurl and Postman need no .proto file.",
     "open_inference": "Serve the Open Inference Protocol (KServe v2) next to the typed service.",
     "metrics_port": "Serve Prometheus metrics on http://HOST:PORT/metrics (blazerpc[metrics]).",

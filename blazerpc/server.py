@@ -192,7 +192,12 @@ class BlazeServer:
         # grpclib's Server binds to the running loop when created, so create it here
         tls = ServerTls.of(self.config)
         grpc_tls = tls.context(alpn=["h2"]) if tls is not None else None  # bad files fail first
-        self._server = GrpcServer(self._services, codec=RawBytesCodec())
+        self._server = GrpcServer(
+            self._services,
+            codec=RawBytesCodec(),
+            max_header_bytes=self.config.max_header_bytes,
+            max_connection_streams=self.config.max_connection_streams,
+        )
         self._socket = bind_tcp(self.host, self.config.port, reuse_port=self.config.workers > 1)
         await self._server.start(sock=self._socket, ssl=grpc_tls)
         try:

@@ -1,6 +1,7 @@
-"""The one door to grpclib's private names: every other module uses only its public API.
+"""The one door to grpclib's and h2's private names: every other module uses their public API.
 
-Written for grpclib 0.4.9 (pyproject.toml pins `grpclib>=0.4.9,<0.5`). What it relies on:
+Written for grpclib 0.4.9 and h2 4.2 to 4.4 (pyproject.toml pins `grpclib>=0.4.9,<0.5` and
+`h2>=4.2,<5`). What it relies on:
 
 - `grpclib._typing.IServable`: the type of a service object (`__mapping__`).
 - `grpclib.server.Server._protocol_factory`: where grpclib makes one `H2Protocol` per
@@ -15,6 +16,13 @@ Written for grpclib 0.4.9 (pyproject.toml pins `grpclib>=0.4.9,<0.5`). What it r
   When the caller's data ends short of what was asked, grpclib's `Buffer.read` raises
   AssertionError; `Buffer._acked_size` then says how many bytes there are, to read them.
 
+- The hardened edge (`GrpcServer`): the protocol made by `_protocol_factory` becomes an
+  `_EdgeProtocol` (its class swapped: same state), whose `connection_made` reaches the h2
+  connection as `Connection._connection`. That connection becomes an `_EdgeH2Connection`,
+  overriding `H2Connection._receive_headers_frame` (re-registered in `_frame_dispatch_table`)
+  and `_local_settings_acked`, and marking refused streams in `_closed_streams`. The
+  grpclib `Handler.accept` of each connection is wrapped to send an oversized call elsewhere.
+
 `missing_internals()` lists what an upgrade removed; a unit test fails on it with the list.
 """
 
@@ -28,9 +36,20 @@ from typing import Any
 from grpclib import protocol as _protocol
 from grpclib import server as _server
 from grpclib._typing import IServable
+from grpclib.const import Cardinality, Handler
+from grpclib.exceptions import GRPCError
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.settings import SettingCodes
+from h2.stream import StreamClosedBy
+from hyperframe.frame import HeadersFrame, RstStreamFrame
+
+from blazerpc.errors import LimitError, to_status
 
 __all__ = (
     "GRPCLIB_RANGE",
+    "H2_RANGE",
     "GrpcServer",
     "IServable",
     "RequestReader",
@@ -40,6 +59,8 @@ __all__ = (
 
 GRPCLIB_RANGE = ">=0.4.9,<0.5"
 """The grpclib releases this module was written and tested for."""
+H2_RANGE = ">=4.2,<5"
+"""The h2 releases the HTTP/2 overrides were written and tested for."""
 
 
 RequestReader = Callable[[int], Awaitable[bytes]]
@@ -67,18 +88,53 @@ def request_reader(stream: _server.Stream[Any, Any]) -> RequestReader:
     return read
 
 
+OVERSIZED_PATH = "/blazerpc.edge.Refused/OversizedMetadata"
+"""Where a call whose metadata is over the limit is sent instead of its own method."""
+_OVERSIZED_SIZE = "x-blazerpc-metadata-bytes"
+HEADER_LIST_HARD_CAP = 1024 * 1024
+"""Header blocks up to this size are decoded whole, so HPACK stays in step and a call over
+`max_header_bytes` fails alone; past it, the connection is closed (RFC 9113 allows no less)."""
+
+
 class GrpcServer(_server.Server):
-    """grpclib's Server, able to stop listening and to close its connections.
+    """grpclib's Server, able to stop listening and to close its connections, and with a
+    hardened HTTP/2 edge: per-connection stream limit set explicitly (`max_connection_streams`,
+    excess streams refused one by one with REFUSED_STREAM) and calls with more than
+    `max_header_bytes` of metadata failed alone with RESOURCE_EXHAUSTED.
 
     grpclib's own close() stops listening but leaves the open connections running.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        services: Any,
+        *args: Any,
+        max_header_bytes: int = 64 * 1024,
+        max_connection_streams: int = 100,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__([*services, _Oversized()], *args, **kwargs)
         self._protocols: weakref.WeakSet[_protocol.H2Protocol] = weakref.WeakSet()
+        self._max_header_bytes = max_header_bytes
+        self._max_connection_streams = max_connection_streams
 
     def _protocol_factory(self) -> _protocol.H2Protocol:
         protocol = super()._protocol_factory()
+        protocol.__class__ = _EdgeProtocol  # grpclib makes it; we add to connection_made
+        edge: _EdgeProtocol = protocol  # type: ignore[assignment]
+        edge.max_header_bytes = self._max_header_bytes
+        edge.max_connection_streams = self._max_connection_streams
+        accept = protocol.handler.accept
+        limit = self._max_header_bytes
+
+        def accept_within_limit(stream: Any, headers: Any, release_stream: Any) -> None:
+            size = sum(len(name) + len(value) + 32 for name, value in headers)  # RFC 9113 6.5.2
+            if size > limit:  # the call goes to a handler that refuses it, and only it
+                kept = [(n, v) for n, v in headers if n.startswith(":") or n in _KEPT]
+                headers = [*_rerouted(kept), (_OVERSIZED_SIZE, str(size))]
+            accept(stream, headers, release_stream)
+
+        protocol.handler.accept = accept_within_limit  # type: ignore[method-assign]
         self._protocols.add(protocol)
         return protocol
 
@@ -115,4 +171,87 @@ def missing_internals() -> list[str]:
         "grpclib.protocol.Stream.buffer": "self.buffer = Buffer("
         in inspect.getsource(_protocol.Stream.init_stream),
     }
+    h2_connection = H2Connection(H2Configuration(client_side=False))
+    wanted |= {
+        "grpclib.protocol.Connection._connection": "self._connection = connection"
+        in inspect.getsource(_protocol.Connection.__init__),
+        "grpclib.server.Handler.accept": callable(getattr(_server.Handler, "accept", None)),
+        "h2.connection.H2Connection._receive_headers_frame": callable(
+            getattr(H2Connection, "_receive_headers_frame", None)
+        ),
+        "h2.connection.H2Connection._local_settings_acked": callable(
+            getattr(H2Connection, "_local_settings_acked", None)
+        ),
+        "h2.connection.H2Connection._frame_dispatch_table": HeadersFrame
+        in getattr(h2_connection, "_frame_dispatch_table", {}),
+        "h2.connection.H2Connection._closed_streams": hasattr(h2_connection, "_closed_streams"),
+    }
     return [name for name, is_present in wanted.items() if not is_present]
+
+
+_KEPT = {"content-type", "te", "grpc-timeout"}
+
+
+def _rerouted(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(n, OVERSIZED_PATH if n == ":path" else v) for n, v in headers]
+
+
+class _Oversized:
+    """The handler of calls whose metadata is over the limit: RESOURCE_EXHAUSTED, alone."""
+
+    def __init__(self) -> None:
+        self._mapping = {
+            OVERSIZED_PATH: Handler(self._refuse, Cardinality.STREAM_STREAM, bytes, bytes)
+        }
+
+    def __mapping__(self) -> dict[str, Any]:
+        return self._mapping
+
+    async def _refuse(self, stream: Any) -> None:
+        size = (stream.metadata or {}).get(_OVERSIZED_SIZE, "?")
+        error = LimitError(
+            f"the call's metadata is {size} bytes, over the server's limit (max_header_bytes); "
+            "send less metadata."
+        )
+        raise GRPCError(*to_status(error, "", service="metadata limit"))
+
+
+class _EdgeProtocol(_protocol.H2Protocol):
+    """grpclib's protocol, whose HTTP/2 connection refuses excess streams one by one."""
+
+    max_header_bytes = 64 * 1024
+    max_connection_streams = 100
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        h2_conn = self.connection._connection
+        h2_conn.__class__ = _EdgeH2Connection  # same state, two methods changed
+        h2_conn._frame_dispatch_table[HeadersFrame] = h2_conn._receive_headers_frame  # rebound
+        h2_conn.decoder.max_header_list_size = HEADER_LIST_HARD_CAP
+        h2_conn.update_settings(
+            {
+                SettingCodes.MAX_CONCURRENT_STREAMS: self.max_connection_streams,
+                SettingCodes.MAX_HEADER_LIST_SIZE: self.max_header_bytes,
+            }
+        )
+        self.connection.flush()
+
+
+class _EdgeH2Connection(H2Connection):
+    """h2's connection: a stream past the limit is refused alone, its headers still decoded."""
+
+    def _receive_headers_frame(self, frame: Any) -> Any:
+        is_new = frame.stream_id not in self.streams
+        if is_new and self.open_inbound_streams + 1 > self.local_settings.max_concurrent_streams:
+            self.decoder.decode(frame.data)  # keep HPACK in step with the client
+            self.highest_inbound_stream_id = max(self.highest_inbound_stream_id, frame.stream_id)
+            self._closed_streams[frame.stream_id] = StreamClosedBy.SEND_RST_STREAM
+            refusal = RstStreamFrame(frame.stream_id)
+            refusal.error_code = ErrorCodes.REFUSED_STREAM
+            return [refusal], []
+        return super()._receive_headers_frame(frame)
+
+    def _local_settings_acked(self) -> Any:
+        changes = super()._local_settings_acked()
+        self.decoder.max_header_list_size = HEADER_LIST_HARD_CAP  # the advertised limit is per call
+        return changes

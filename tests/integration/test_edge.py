@@ -159,7 +159,6 @@ def _big_metadata_beside_normal_calls(port: int) -> tuple[Answer, list[Answer]]:
         return raw.answer(big), [raw.answer(stream) for stream in normal]
 
 
-@pytest.mark.xfail(strict=True, reason="hardened edge #4: oversized metadata drops the connection")
 async def test_oversized_metadata_fails_that_call_alone() -> None:
     async with BlazeServer(APP, port=0) as server:
         big, normal = await anyio.to_thread.run_sync(_big_metadata_beside_normal_calls, server.port)
@@ -178,7 +177,6 @@ def _more_streams_than_allowed(port: int, count: int) -> tuple[list[Answer], boo
         return answers, raw.closed_by_server
 
 
-@pytest.mark.xfail(strict=True, reason="hardened edge #5: excess streams drop the connection")
 async def test_streams_past_the_connections_limit_are_refused_one_by_one() -> None:
     async with BlazeServer(APP, port=0) as server:
         answers, closed = await anyio.to_thread.run_sync(

@@ -18,7 +18,7 @@ def test_the_installed_grpclib_has_every_private_name_the_door_uses() -> None:
     missing = h2.missing_internals()
     assert missing == [], (
         f"grpclib no longer has {', '.join(missing)}: blazerpc/grpc/h2.py was written for "
-        f"grpclib {h2.GRPCLIB_RANGE}; adapt the door, or pin grpclib to that range."
+        f"grpclib {h2.GRPCLIB_RANGE} and h2 {h2.H2_RANGE}; adapt the door, or pin them."
     )
 
 
@@ -42,8 +42,19 @@ def _private_grpclib_uses(path: Path) -> list[str]:
     return found
 
 
-_GRPCLIB_PRIVATES = {"_stream", "_protocol_factory", "processor", "recv_data", "_acked_size"}
-"""The private names of grpclib objects the door wraps."""
+_GRPCLIB_PRIVATES = {
+    "_stream",
+    "_protocol_factory",
+    "processor",
+    "recv_data",
+    "_acked_size",
+    "_connection",
+    "_receive_headers_frame",
+    "_local_settings_acked",
+    "_frame_dispatch_table",
+    "_closed_streams",
+}
+"""The private names of grpclib and h2 objects the door wraps."""
 
 
 def test_no_module_but_the_door_touches_grpclib_internals() -> None:
