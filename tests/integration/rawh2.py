@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import h2.config
 import h2.connection
 import h2.events
+import hyperframe.frame
 
 from .support import WAIT_S
 
@@ -35,6 +36,8 @@ class Answer:
     trailers: dict[str, str] = field(default_factory=dict)
     reset: int | None = None
     """The RST_STREAM error code, if the server reset the stream."""
+    resets: list[int] = field(default_factory=list)
+    """Every RST_STREAM the server sent on the stream, in order (raw frames included)."""
     ended: bool = False
 
     @property
@@ -89,6 +92,34 @@ class RawH2:
         self.conn.send_data(stream_id, payload, end_stream=end_stream)
         self.flush()
 
+    def raw_data(self, stream_id: int, payload: bytes) -> None:
+        """A DATA frame written as bytes, past the client's own state machine: what a client
+        that has not yet seen the server end the stream still sends."""
+        frame = hyperframe.frame.DataFrame(stream_id, data=payload)
+        self.sock.sendall(frame.serialize())
+
+    def raw_frames_for(self, seconds: float) -> list[hyperframe.frame.Frame]:
+        """The frames the server sends in the next `seconds`, parsed here and not given to the
+        client's state machine (which would drop frames on a stream it considers closed)."""
+        self.sock.settimeout(seconds)
+        received = b""
+        try:
+            while chunk := self.sock.recv(65536):
+                received += chunk
+        except TimeoutError:
+            pass
+        finally:
+            self.sock.settimeout(WAIT_S)
+        frames = []
+        while len(received) >= 9:
+            frame, length = hyperframe.frame.Frame.parse_frame_header(memoryview(received[:9]))
+            if len(received) < 9 + length:
+                break
+            frame.parse_body(memoryview(received[9 : 9 + length]))
+            frames.append(frame)
+            received = received[9 + length :]
+        return frames
+
     def answer(self, stream_id: int) -> Answer:
         """Read until the stream ends, is reset, or the server closes the connection."""
         answer = self.answers[stream_id]
@@ -126,6 +157,7 @@ class RawH2:
             answer.ended = True
         elif isinstance(event, h2.events.StreamReset):
             answer.reset = int(event.error_code or 0)
+            answer.resets.append(answer.reset)
 
     def close(self) -> None:
         self.sock.close()

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import socket
+from collections.abc import AsyncIterator
 
 import anyio
 import httpx
+import hyperframe.frame
 import pytest
 
 from blazerpc import BlazeApp, BlazeServer
@@ -19,6 +21,7 @@ from .support import WAIT_S
 pytestmark = pytest.mark.anyio
 
 ADD = "/blazerpc.InferenceService/PredictAdd"
+TOTAL = "/blazerpc.InferenceService/PredictTotal"
 ADD_1_2 = b"\x08\x01\x10\x02"  # AddRequest(a=1, b=2)
 
 
@@ -28,6 +31,10 @@ def _app() -> BlazeApp:
     @app.model("add")
     async def add(a: int, b: int) -> int:
         return a + b
+
+    @app.model("total")
+    async def total(numbers: AsyncIterator[int]) -> int:
+        return sum([n async for n in numbers])
 
     return app
 
@@ -186,3 +193,34 @@ async def test_streams_past_the_connections_limit_are_refused_one_by_one() -> No
     refused = [a for a in answers if a.reset == 7]  # REFUSED_STREAM: safe to retry
     assert not closed
     assert len(served) >= 100 and len(served) + len(refused) == 150
+
+
+def _bad_message_while_still_sending(port: int) -> tuple[Answer, list[int], Answer]:
+    """A client stream whose first message is not protobuf, then more DATA frames that were
+    in flight when the server ended the call; then a normal call on the same connection."""
+    with RawH2(port) as raw:
+        stream = raw.grpc_headers(TOTAL)
+        raw.data(stream, grpc_message(b"\xff\xff\xff"))  # not a TotalRequest; no END_STREAM
+        ended = raw.answer(stream)
+        for _ in range(3):
+            raw.raw_data(stream, grpc_message(b"\x08\x01"))
+        after = raw.raw_frames_for(0.5)
+        normal = raw.grpc_headers(ADD)
+        raw.data(normal, grpc_message(ADD_1_2), end_stream=True)
+        resets = [
+            frame.error_code
+            for frame in after
+            if frame.stream_id == stream and isinstance(frame, hyperframe.frame.RstStreamFrame)
+        ]
+        return ended, resets, raw.answer(normal)
+
+
+@pytest.mark.xfail(strict=True, reason="hardened edge #2: RST_STREAM for frames already in flight")
+async def test_frames_in_flight_after_a_call_ended_are_ignored() -> None:
+    async with BlazeServer(APP, port=0) as server:
+        ended, resets, normal = await anyio.to_thread.run_sync(
+            _bad_message_while_still_sending, server.port
+        )
+    assert ended.status == "3"  # INVALID_ARGUMENT, in the trailers
+    assert 5 not in resets  # no STREAM_CLOSED: after RST_STREAM, frames in flight are ignored
+    assert normal.status == "0"
