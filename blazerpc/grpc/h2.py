@@ -19,8 +19,9 @@ Written for grpclib 0.4.9 and h2 4.2 to 4.4 (pyproject.toml pins `grpclib>=0.4.9
 - The hardened edge (`GrpcServer`): the protocol made by `_protocol_factory` becomes an
   `_EdgeProtocol` (its class swapped: same state), whose `connection_made` reaches the h2
   connection as `Connection._connection`. That connection becomes an `_EdgeH2Connection`,
-  overriding `H2Connection._receive_headers_frame` (re-registered in `_frame_dispatch_table`)
-  and `_local_settings_acked`, and marking refused streams in `_closed_streams`. The
+  overriding `H2Connection._receive_headers_frame` (re-registered in `_frame_dispatch_table`),
+  `_handle_data_on_closed_stream` and `_local_settings_acked`, and reading and marking how
+  streams closed (`_stream_closed_by`, `_closed_streams`). The
   grpclib `Handler.accept` of each connection is wrapped to send an oversized call elsewhere.
 
 `missing_internals()` lists what an upgrade removed; a unit test fails on it with the list.
@@ -185,6 +186,12 @@ def missing_internals() -> list[str]:
         "h2.connection.H2Connection._frame_dispatch_table": HeadersFrame
         in getattr(h2_connection, "_frame_dispatch_table", {}),
         "h2.connection.H2Connection._closed_streams": hasattr(h2_connection, "_closed_streams"),
+        "h2.connection.H2Connection._handle_data_on_closed_stream": callable(
+            getattr(H2Connection, "_handle_data_on_closed_stream", None)
+        ),
+        "h2.connection.H2Connection._stream_closed_by": callable(
+            getattr(H2Connection, "_stream_closed_by", None)
+        ),
     }
     return [name for name, is_present in wanted.items() if not is_present]
 
@@ -226,7 +233,8 @@ class _EdgeProtocol(_protocol.H2Protocol):
         super().connection_made(transport)
         h2_conn = self.connection._connection
         h2_conn.__class__ = _EdgeH2Connection  # same state, two methods changed
-        h2_conn._frame_dispatch_table[HeadersFrame] = h2_conn._receive_headers_frame  # rebound
+        table = h2_conn._frame_dispatch_table  # bound methods of the old class: rebind ours
+        table[HeadersFrame] = h2_conn._receive_headers_frame
         h2_conn.decoder.max_header_list_size = HEADER_LIST_HARD_CAP
         h2_conn.update_settings(
             {
@@ -250,6 +258,15 @@ class _EdgeH2Connection(H2Connection):
             refusal.error_code = ErrorCodes.REFUSED_STREAM
             return [refusal], []
         return super()._receive_headers_frame(frame)
+
+    def _handle_data_on_closed_stream(self, events: Any, exc: Any, frame: Any) -> Any:
+        """DATA on a stream we reset: already in flight when we did, so ignored (RFC 9113
+        5.1), its bytes still returned to the connection's window; h2 would answer each with
+        RST_STREAM(STREAM_CLOSED), which grpc-core reports as an INTERNAL error."""
+        frames, events = super()._handle_data_on_closed_stream(events, exc, frame)
+        if self._stream_closed_by(frame.stream_id) is StreamClosedBy.SEND_RST_STREAM:
+            frames = [f for f in frames if not isinstance(f, RstStreamFrame)]
+        return frames, events
 
     def _local_settings_acked(self) -> Any:
         changes = super()._local_settings_acked()

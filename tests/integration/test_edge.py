@@ -215,7 +215,6 @@ def _bad_message_while_still_sending(port: int) -> tuple[Answer, list[int], Answ
         return ended, resets, raw.answer(normal)
 
 
-@pytest.mark.xfail(strict=True, reason="hardened edge #2: RST_STREAM for frames already in flight")
 async def test_frames_in_flight_after_a_call_ended_are_ignored() -> None:
     async with BlazeServer(APP, port=0) as server:
         ended, resets, normal = await anyio.to_thread.run_sync(

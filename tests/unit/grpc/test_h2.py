@@ -53,6 +53,8 @@ _GRPCLIB_PRIVATES = {
     "_local_settings_acked",
     "_frame_dispatch_table",
     "_closed_streams",
+    "_handle_data_on_closed_stream",
+    "_stream_closed_by",
 }
 """The private names of grpclib and h2 objects the door wraps."""
 
