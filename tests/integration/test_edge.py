@@ -13,7 +13,7 @@ import httpx
 import hyperframe.frame
 import pytest
 
-from blazerpc import BlazeApp, BlazeServer
+from blazerpc import BlazeApp, BlazeClient, BlazeServer
 
 from .rawh2 import Answer, RawH2, grpc_message
 from .support import WAIT_S
@@ -223,3 +223,16 @@ async def test_frames_in_flight_after_a_call_ended_are_ignored() -> None:
     assert ended.status == "3"  # INVALID_ARGUMENT, in the trailers
     assert 5 not in resets  # no STREAM_CLOSED: after RST_STREAM, frames in flight are ignored
     assert normal.status == "0"
+
+
+@pytest.mark.xfail(strict=True, reason="hardened edge #3: silent streams fill max_streams")
+async def test_streams_that_never_send_hold_no_slot_of_max_streams() -> None:
+    async with BlazeServer(APP, port=0, max_streams=5) as server:
+        raw = await anyio.to_thread.run_sync(RawH2, server.port)
+        try:
+            for _ in range(5):  # HEADERS only: no message, no END_STREAM, held open
+                await anyio.to_thread.run_sync(raw.grpc_headers, TOTAL)
+            async with BlazeClient(port=server.port, app=APP, timeout=WAIT_S) as client:
+                assert await client.send_stream("total", [1, 2, 3]) == 6
+        finally:
+            raw.close()
