@@ -61,6 +61,7 @@ class RawH2:
         self.answers: dict[int, Answer] = {}
         self.closed_by_server = False
         """The server closed or reset the connection."""
+        self._pinged = False
         self.flush()
 
     def flush(self) -> None:
@@ -91,6 +92,15 @@ class RawH2:
     def data(self, stream_id: int, payload: bytes, *, end_stream: bool = False) -> None:
         self.conn.send_data(stream_id, payload, end_stream=end_stream)
         self.flush()
+
+    def ping(self) -> None:
+        """A PING, answered: the server has processed every frame sent before it (and made the
+        handler tasks of the streams they opened, which run before anything it reads later)."""
+        self.conn.ping(b"blazerpc")
+        self.flush()
+        self._pinged = False
+        while not (self._pinged or self.closed_by_server):
+            self._receive()
 
     def raw_data(self, stream_id: int, payload: bytes) -> None:
         """A DATA frame written as bytes, past the client's own state machine: what a client
@@ -142,7 +152,9 @@ class RawH2:
     def _take(self, event: h2.events.Event) -> None:
         stream_id = getattr(event, "stream_id", None)
         answer = self.answers.get(stream_id) if stream_id else None
-        if isinstance(event, h2.events.ConnectionTerminated):
+        if isinstance(event, h2.events.PingAckReceived):
+            self._pinged = True
+        elif isinstance(event, h2.events.ConnectionTerminated):
             self.closed_by_server = True
         elif answer is None:
             return

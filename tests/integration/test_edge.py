@@ -232,6 +232,7 @@ async def test_streams_that_never_send_hold_no_slot_of_max_streams() -> None:
         try:
             for _ in range(5):  # HEADERS only: no message, no END_STREAM, held open
                 await anyio.to_thread.run_sync(raw.grpc_headers, TOTAL)
+            await anyio.to_thread.run_sync(raw.ping)  # the server has taken them in
             async with BlazeClient(port=server.port, app=APP, timeout=WAIT_S) as client:
                 assert await client.send_stream("total", [1, 2, 3]) == 6
         finally:
