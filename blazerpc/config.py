@@ -119,7 +119,8 @@ HELP = {
     "grace": "Seconds running calls get to finish after SIGTERM before they are ended.",
     "max_request_bytes": "Largest request message; a larger one gets RESOURCE_EXHAUSTED unread.",
     "max_response_bytes": "Largest response message; a larger result fails its call the same way.",
-    "max_streams": "Streaming calls open at once, all connections together; more are refused.",
+    "max_streams": "Streaming calls open at once (from their first message), all connections; "
+    "more are refused.",
     "max_header_bytes": "Largest request metadata (gRPC) or head (HTTP): RESOURCE_EXHAUSTED, 431.",
     "max_connection_streams": "gRPC calls open at once on one connection (HTTP/2 SETTINGS).",
     "reflection": "Serve gRPC reflection, so grpcurl and Postman need no .proto file.",

@@ -128,8 +128,9 @@ class Boundary:
         try:
             if hooks is not None and call is not None:
                 await hooks.before(call, entered)
+            first = await port.receive()  # first: a call that sends nothing holds no slot
             task = admission.admit(model)
-            await self.call.run(port, injected, tally)
+            await self.call.run(port, injected, tally, first)
         except asyncio.CancelledError as error:
             failure = error
             if context is not None:

@@ -36,6 +36,8 @@ from blazerpc.schema.spec import ModelSpec, Shape
 __all__ = ("CallPort", "ModelCall", "Tally")
 
 _DONE = object()
+Fields = dict[str, Any] | None
+"""A request's fields, or None: the caller sent no (more) requests."""
 _TURN_S = 0.0005
 """How long a stream may keep the event loop before letting the others run (see bench/)."""
 T = TypeVar("T")
@@ -101,17 +103,22 @@ class ModelCall:
         self.batcher = batcher
         self._function: Callable[..., Any] = model.function
         self._streamed = model.streamed_parameter
-        self.run: Callable[[CallPort, dict[str, object], Tally], Awaitable[None]] = {
+        self.run: Callable[
+            [CallPort, dict[str, object], Tally, dict[str, Any] | None], Awaitable[None]
+        ] = {
             Shape.UNARY: self.unary,
             Shape.SERVER_STREAMING: self.server_streaming,
             Shape.CLIENT_STREAMING: self.client_streaming,
             Shape.BIDIRECTIONAL: self.server_streaming,
         }[model.shape]
-        """The body for the model's shape: `run(port, injected_arguments, tally)`."""
+        """The body for the model's shape: `run(port, injected_arguments, tally, first)`;
+        `first` is the call's first request, already received (None: the caller sent none)."""
 
-    async def unary(self, port: CallPort, injected: dict[str, object], tally: Tally) -> None:
+    async def unary(
+        self, port: CallPort, injected: dict[str, object], tally: Tally, first: Fields
+    ) -> None:
         """One request in, one response out."""
-        kwargs = await _first_request(port)
+        kwargs = _required(first)
         if injected:
             kwargs |= injected  # the codec's dict is this call's own
         if self.batcher is not None:
@@ -123,10 +130,10 @@ class ModelCall:
         await port.send(result)
 
     async def client_streaming(
-        self, port: CallPort, injected: dict[str, object], tally: Tally
+        self, port: CallPort, injected: dict[str, object], tally: Tally, first: Fields
     ) -> None:
         """The client's stream in, one response out."""
-        requests = _items(port, self._streamed or "")
+        requests = _items(port, self._streamed or "", first)
         if self.model.is_async:
             try:
                 result = await self._function(**{self._streamed or "": requests}, **injected)
@@ -142,17 +149,17 @@ class ModelCall:
         await port.send(result)
 
     async def server_streaming(
-        self, port: CallPort, injected: dict[str, object], tally: Tally
+        self, port: CallPort, injected: dict[str, object], tally: Tally, first: Fields
     ) -> None:
         """Server and bidirectional streaming: the generator's items, one message each."""
         if self._streamed is None:
-            arguments = await _first_request(port) | injected
+            arguments = _required(first) | injected
             if self.model.is_async:
                 await _stream_async(port, self._function(**arguments), tally)
             else:
                 await _stream_sync(port, self._function(**arguments), tally, _no_feed)
             return
-        requests = _items(port, self._streamed)
+        requests = _items(port, self._streamed, first)
         if self.model.is_async:
             try:
                 arguments = {self._streamed: requests} | injected
@@ -198,17 +205,18 @@ async def _stream_sync(
             await _in_thread(close, interrupt=interrupt)
 
 
-async def _first_request(port: CallPort) -> dict[str, Any]:
-    fields = await port.receive()
-    if fields is None:
+def _required(first: Fields) -> dict[str, Any]:
+    if first is None:
         raise WireError("the call ended before its request message arrived.")
-    return fields
+    return first
 
 
-async def _items(port: CallPort, field: str) -> AsyncGenerator[Any]:
+async def _items(port: CallPort, field: str, first: Fields) -> AsyncGenerator[Any]:
     """The client's stream, decoded lazily: item 1 is handed over before item 2 arrives."""
-    while (fields := await port.receive()) is not None:
+    fields = first
+    while fields is not None:
         yield fields[field]
+        fields = await port.receive()
 
 
 async def _in_thread(

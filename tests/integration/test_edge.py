@@ -225,7 +225,6 @@ async def test_frames_in_flight_after_a_call_ended_are_ignored() -> None:
     assert normal.status == "0"
 
 
-@pytest.mark.xfail(strict=True, reason="hardened edge #3: silent streams fill max_streams")
 async def test_streams_that_never_send_hold_no_slot_of_max_streams() -> None:
     async with BlazeServer(APP, port=0, max_streams=5) as server:
         raw = await anyio.to_thread.run_sync(RawH2, server.port)
