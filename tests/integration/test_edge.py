@@ -236,3 +236,35 @@ async def test_streams_that_never_send_hold_no_slot_of_max_streams() -> None:
                 assert await client.send_stream("total", [1, 2, 3]) == 6
         finally:
             raw.close()
+
+
+def _rapid_reset(port: int, streams: int) -> tuple[bool, int | None]:
+    """Open and reset `streams` calls at once, as fast as the socket takes them: whether the
+    server closed the connection, and the GOAWAY error code it sent, if any."""
+    with RawH2(port) as raw:
+        for _ in range(streams):
+            stream = raw.grpc_headers(TOTAL)
+            raw.conn.reset_stream(stream)
+            raw.flush()
+            if raw.closed_by_server:
+                break
+        frames = raw.raw_frames_for(1.0)
+        goaway = [f for f in frames if isinstance(f, hyperframe.frame.GoAwayFrame)]
+        return bool(goaway) or raw.closed_by_server, goaway[0].error_code if goaway else None
+
+
+@pytest.mark.xfail(strict=True, reason="hardened edge: Rapid Reset is not bounded")
+async def test_a_rapid_reset_flood_gets_goaway_and_other_clients_are_served() -> None:
+    async with BlazeServer(APP, port=0) as server:
+        async with anyio.create_task_group() as group:
+            outcome: list[tuple[bool, int | None]] = []
+
+            async def attack() -> None:
+                outcome.append(await anyio.to_thread.run_sync(_rapid_reset, server.port, 5000))
+
+            group.start_soon(attack)
+            async with BlazeClient(port=server.port, app=APP, timeout=WAIT_S) as client:
+                for _ in range(20):  # a normal client, on its own connection, meanwhile
+                    assert await client.predict("add", a=1, b=2) == 3
+        closed, code = outcome[0]
+    assert closed and code == 0xB  # GOAWAY(ENHANCE_YOUR_CALM)
