@@ -30,6 +30,8 @@ Written for grpclib 0.4.9 and h2 4.2 to 4.4 (pyproject.toml pins `grpclib>=0.4.9
 from __future__ import annotations
 
 import inspect
+import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -47,6 +49,8 @@ from h2.stream import StreamClosedBy
 from hyperframe.frame import HeadersFrame, RstStreamFrame
 
 from blazerpc.errors import LimitError, to_status
+
+log = logging.getLogger(__name__)
 
 __all__ = (
     "GRPCLIB_RANGE",
@@ -92,6 +96,11 @@ def request_reader(stream: _server.Stream[Any, Any]) -> RequestReader:
 OVERSIZED_PATH = "/blazerpc.edge.Refused/OversizedMetadata"
 """Where a call whose metadata is over the limit is sent instead of its own method."""
 _OVERSIZED_SIZE = "x-blazerpc-metadata-bytes"
+RESETS_PER_SECOND = 200
+"""Stream resets a client may send on one connection in a second. A client that cancels
+calls resets them, but not hundreds a second on one connection; an attacker opening and
+resetting streams (HTTP/2 Rapid Reset, CVE-2023-44487) makes the server start work it never
+finishes. Past the budget: GOAWAY(ENHANCE_YOUR_CALM), and the connection closes."""
 HEADER_LIST_HARD_CAP = 1024 * 1024
 """Header blocks up to this size are decoded whole, so HPACK stays in step and a call over
 `max_header_bytes` fails alone; past it, the connection is closed (RFC 9113 allows no less)."""
@@ -189,6 +198,9 @@ def missing_internals() -> list[str]:
         "h2.connection.H2Connection._handle_data_on_closed_stream": callable(
             getattr(H2Connection, "_handle_data_on_closed_stream", None)
         ),
+        "h2.connection.H2Connection._receive_rst_stream_frame": callable(
+            getattr(H2Connection, "_receive_rst_stream_frame", None)
+        ),
         "h2.connection.H2Connection._stream_closed_by": callable(
             getattr(H2Connection, "_stream_closed_by", None)
         ),
@@ -224,10 +236,25 @@ class _Oversized:
 
 
 class _EdgeProtocol(_protocol.H2Protocol):
-    """grpclib's protocol, whose HTTP/2 connection refuses excess streams one by one."""
+    """grpclib's protocol, whose HTTP/2 connection refuses excess streams one by one and
+    says GOAWAY(ENHANCE_YOUR_CALM) to a client that resets streams faster than the budget."""
 
     max_header_bytes = 64 * 1024
     max_connection_streams = 100
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            super().data_received(data)
+        except _TooManyResets:
+            h2_conn = self.connection._connection
+            h2_conn.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
+            self.connection.flush()
+            log.warning(
+                "closed a connection from %s: over %d stream resets a second (Rapid Reset?)",
+                self.connection.get_peer().addr(),
+                RESETS_PER_SECOND,
+            )
+            self.processor.close("too many stream resets")
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -235,6 +262,7 @@ class _EdgeProtocol(_protocol.H2Protocol):
         h2_conn.__class__ = _EdgeH2Connection  # same state, two methods changed
         table = h2_conn._frame_dispatch_table  # bound methods of the old class: rebind ours
         table[HeadersFrame] = h2_conn._receive_headers_frame
+        table[RstStreamFrame] = h2_conn._receive_rst_stream_frame
         h2_conn.decoder.max_header_list_size = HEADER_LIST_HARD_CAP
         h2_conn.update_settings(
             {
@@ -245,8 +273,25 @@ class _EdgeProtocol(_protocol.H2Protocol):
         self.connection.flush()
 
 
+class _TooManyResets(Exception):
+    """A client reset more streams in a second than RESETS_PER_SECOND."""
+
+
 class _EdgeH2Connection(H2Connection):
-    """h2's connection: a stream past the limit is refused alone, its headers still decoded."""
+    """h2's connection: a stream past the limit is refused alone, its headers still decoded;
+    resets are counted against a budget per second."""
+
+    _resets = 0
+    _resets_since = 0.0
+
+    def _receive_rst_stream_frame(self, frame: Any) -> Any:
+        now = time.monotonic()
+        if now - self._resets_since > 1.0:
+            self._resets, self._resets_since = 0, now
+        self._resets += 1
+        if self._resets > RESETS_PER_SECOND:
+            raise _TooManyResets
+        return super()._receive_rst_stream_frame(frame)
 
     def _receive_headers_frame(self, frame: Any) -> Any:
         is_new = frame.stream_id not in self.streams

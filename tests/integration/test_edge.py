@@ -253,7 +253,6 @@ def _rapid_reset(port: int, streams: int) -> tuple[bool, int | None]:
         return bool(goaway) or raw.closed_by_server, goaway[0].error_code if goaway else None
 
 
-@pytest.mark.xfail(strict=True, reason="hardened edge: Rapid Reset is not bounded")
 async def test_a_rapid_reset_flood_gets_goaway_and_other_clients_are_served() -> None:
     async with BlazeServer(APP, port=0) as server:
         async with anyio.create_task_group() as group:

@@ -55,6 +55,7 @@ _GRPCLIB_PRIVATES = {
     "_closed_streams",
     "_handle_data_on_closed_stream",
     "_stream_closed_by",
+    "_receive_rst_stream_frame",
 }
 """The private names of grpclib and h2 objects the door wraps."""
 
