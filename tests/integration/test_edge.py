@@ -267,3 +267,28 @@ async def test_a_rapid_reset_flood_gets_goaway_and_other_clients_are_served() ->
                     assert await client.predict("add", a=1, b=2) == 3
         closed, code = outcome[0]
     assert closed and code == 0xB  # GOAWAY(ENHANCE_YOUR_CALM)
+
+
+def _continuation_flood(port: int) -> tuple[bool, int | None]:
+    """A HEADERS frame without END_HEADERS, then CONTINUATION frames that never end the block."""
+    with RawH2(port) as raw:
+        stream = raw.conn.get_next_available_stream_id()
+        raw.sock.sendall(hyperframe.frame.HeadersFrame(stream, data=b"\x82").serialize())
+        block = hyperframe.frame.ContinuationFrame(stream, data=b"\x00" * 16000).serialize()
+        try:
+            for _ in range(200):
+                raw.sock.sendall(block)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        frames = raw.raw_frames_for(1.0)
+        goaway = [f for f in frames if isinstance(f, hyperframe.frame.GoAwayFrame)]
+        return bool(goaway), goaway[0].error_code if goaway else None
+
+
+@pytest.mark.xfail(strict=True, reason="hardened edge: a CONTINUATION flood gets no GOAWAY")
+async def test_a_continuation_flood_gets_goaway_and_other_clients_are_served() -> None:
+    async with BlazeServer(APP, port=0) as server:
+        outcome = await anyio.to_thread.run_sync(_continuation_flood, server.port)
+        async with BlazeClient(port=server.port, app=APP, timeout=WAIT_S) as client:
+            assert await client.predict("add", a=1, b=2) == 3
+    assert outcome == (True, 0xB)  # GOAWAY(ENHANCE_YOUR_CALM)
