@@ -21,7 +21,10 @@ Written for grpclib 0.4.9 and h2 4.2 to 4.4 (pyproject.toml pins `grpclib>=0.4.9
   connection as `Connection._connection`. That connection becomes an `_EdgeH2Connection`,
   overriding `H2Connection._receive_headers_frame` (re-registered in `_frame_dispatch_table`),
   `_handle_data_on_closed_stream` and `_local_settings_acked`, and reading and marking how
-  streams closed (`_stream_closed_by`, `_closed_streams`). The
+  streams closed (`_stream_closed_by`, `_closed_streams`); resets are counted in
+  `_receive_rst_stream_frame`, and its `incoming_buffer` (a `FrameBuffer`) becomes an
+  `_EdgeFrameBuffer` whose `_update_header_buffer` reads `_headers_buffer` to spot a
+  CONTINUATION flood. Past a budget the protocol says GOAWAY(ENHANCE_YOUR_CALM). The
   grpclib `Handler.accept` of each connection is wrapped to send an oversized call elsewhere.
 
 `missing_internals()` lists what an upgrade removed; a unit test fails on it with the list.
@@ -44,6 +47,7 @@ from grpclib.exceptions import GRPCError
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
+from h2.frame_buffer import CONTINUATION_BACKLOG, FrameBuffer
 from h2.settings import SettingCodes
 from h2.stream import StreamClosedBy
 from hyperframe.frame import HeadersFrame, RstStreamFrame
@@ -198,6 +202,13 @@ def missing_internals() -> list[str]:
         "h2.connection.H2Connection._handle_data_on_closed_stream": callable(
             getattr(H2Connection, "_handle_data_on_closed_stream", None)
         ),
+        "h2.frame_buffer.FrameBuffer._update_header_buffer": callable(
+            getattr(FrameBuffer, "_update_header_buffer", None)
+        ),
+        "h2.frame_buffer.FrameBuffer._headers_buffer": hasattr(FrameBuffer(), "_headers_buffer"),
+        "h2.connection.H2Connection.incoming_buffer": isinstance(
+            getattr(h2_connection, "incoming_buffer", None), FrameBuffer
+        ),
         "h2.connection.H2Connection._receive_rst_stream_frame": callable(
             getattr(H2Connection, "_receive_rst_stream_frame", None)
         ),
@@ -245,16 +256,13 @@ class _EdgeProtocol(_protocol.H2Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             super().data_received(data)
-        except _TooManyResets:
+        except _OverBudget as budget:
             h2_conn = self.connection._connection
             h2_conn.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
             self.connection.flush()
-            log.warning(
-                "closed a connection from %s: over %d stream resets a second (Rapid Reset?)",
-                self.connection.get_peer().addr(),
-                RESETS_PER_SECOND,
-            )
-            self.processor.close("too many stream resets")
+            peer = self.connection.get_peer().addr()
+            log.warning("closed a connection from %s: %s", peer, budget)
+            self.processor.close(str(budget))
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -263,6 +271,7 @@ class _EdgeProtocol(_protocol.H2Protocol):
         table = h2_conn._frame_dispatch_table  # bound methods of the old class: rebind ours
         table[HeadersFrame] = h2_conn._receive_headers_frame
         table[RstStreamFrame] = h2_conn._receive_rst_stream_frame
+        h2_conn.incoming_buffer.__class__ = _EdgeFrameBuffer
         h2_conn.decoder.max_header_list_size = HEADER_LIST_HARD_CAP
         h2_conn.update_settings(
             {
@@ -273,8 +282,18 @@ class _EdgeProtocol(_protocol.H2Protocol):
         self.connection.flush()
 
 
-class _TooManyResets(Exception):
-    """A client reset more streams in a second than RESETS_PER_SECOND."""
+class _OverBudget(Exception):
+    """A client went past a budget of its connection: GOAWAY(ENHANCE_YOUR_CALM)."""
+
+
+class _EdgeFrameBuffer(FrameBuffer):
+    """h2's frame buffer: a header block of more CONTINUATION frames than h2 allows is a
+    flood, answered GOAWAY(ENHANCE_YOUR_CALM) rather than a connection dropped unexplained."""
+
+    def _update_header_buffer(self, f: Any) -> Any:
+        if self._headers_buffer and len(self._headers_buffer) >= CONTINUATION_BACKLOG:
+            raise _OverBudget(f"a header block of over {CONTINUATION_BACKLOG} CONTINUATION frames")
+        return super()._update_header_buffer(f)
 
 
 class _EdgeH2Connection(H2Connection):
@@ -290,7 +309,7 @@ class _EdgeH2Connection(H2Connection):
             self._resets, self._resets_since = 0, now
         self._resets += 1
         if self._resets > RESETS_PER_SECOND:
-            raise _TooManyResets
+            raise _OverBudget(f"over {RESETS_PER_SECOND} stream resets a second (Rapid Reset?)")
         return super()._receive_rst_stream_frame(frame)
 
     def _receive_headers_frame(self, frame: Any) -> Any:

@@ -56,6 +56,8 @@ _GRPCLIB_PRIVATES = {
     "_handle_data_on_closed_stream",
     "_stream_closed_by",
     "_receive_rst_stream_frame",
+    "_update_header_buffer",
+    "_headers_buffer",
 }
 """The private names of grpclib and h2 objects the door wraps."""
 
