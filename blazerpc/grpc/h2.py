@@ -47,6 +47,7 @@ from grpclib.exceptions import GRPCError
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
+from h2.exceptions import TooManyStreamsError
 from h2.frame_buffer import CONTINUATION_BACKLOG, FrameBuffer
 from h2.settings import SettingCodes
 from h2.stream import StreamClosedBy
@@ -313,15 +314,15 @@ class _EdgeH2Connection(H2Connection):
         return super()._receive_rst_stream_frame(frame)
 
     def _receive_headers_frame(self, frame: Any) -> Any:
-        is_new = frame.stream_id not in self.streams
-        if is_new and self.open_inbound_streams + 1 > self.local_settings.max_concurrent_streams:
+        try:  # h2 counts the open streams itself (a walk of them all): not twice
+            return super()._receive_headers_frame(frame)
+        except TooManyStreamsError:  # raised before h2 decoded the block: decode it now
             self.decoder.decode(frame.data)  # keep HPACK in step with the client
             self.highest_inbound_stream_id = max(self.highest_inbound_stream_id, frame.stream_id)
             self._closed_streams[frame.stream_id] = StreamClosedBy.SEND_RST_STREAM
             refusal = RstStreamFrame(frame.stream_id)
             refusal.error_code = ErrorCodes.REFUSED_STREAM
             return [refusal], []
-        return super()._receive_headers_frame(frame)
 
     def _handle_data_on_closed_stream(self, events: Any, exc: Any, frame: Any) -> Any:
         """DATA on a stream we reset: already in flight when we did, so ignored (RFC 9113
