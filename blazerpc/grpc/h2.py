@@ -32,6 +32,7 @@ Written for grpclib 0.4.9 and h2 4.2 to 4.4 (pyproject.toml pins `grpclib>=0.4.9
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
@@ -106,6 +107,10 @@ RESETS_PER_SECOND = 200
 calls resets them, but not hundreds a second on one connection; an attacker opening and
 resetting streams (HTTP/2 Rapid Reset, CVE-2023-44487) makes the server start work it never
 finishes. Past the budget: GOAWAY(ENHANCE_YOUR_CALM), and the connection closes."""
+_LINGER_S = 1.0
+"""How long a connection told GOAWAY still reads (and drops) what its client sends: closed at
+once, the socket would answer those bytes with a TCP reset, which can destroy the GOAWAY
+before the client reads it."""
 HEADER_LIST_HARD_CAP = 1024 * 1024
 """Header blocks up to this size are decoded whole, so HPACK stays in step and a call over
 `max_header_bytes` fails alone; past it, the connection is closed (RFC 9113 allows no less)."""
@@ -254,7 +259,11 @@ class _EdgeProtocol(_protocol.H2Protocol):
     max_header_bytes = 64 * 1024
     max_connection_streams = 100
 
+    _is_closing = False
+
     def data_received(self, data: bytes) -> None:
+        if self._is_closing:
+            return  # lingering after GOAWAY: what the client still sends is read and dropped
         try:
             super().data_received(data)
         except _OverBudget as budget:
@@ -263,7 +272,9 @@ class _EdgeProtocol(_protocol.H2Protocol):
             self.connection.flush()
             peer = self.connection.get_peer().addr()
             log.warning("closed a connection from %s: %s", peer, budget)
-            self.processor.close(str(budget))
+            self._is_closing = True
+            self.handler.close()  # its calls end now; the socket closes after a moment
+            asyncio.get_running_loop().call_later(_LINGER_S, self.processor.close, str(budget))
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)

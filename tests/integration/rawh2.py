@@ -116,7 +116,7 @@ class RawH2:
         try:
             while chunk := self.sock.recv(65536):
                 received += chunk
-        except TimeoutError:
+        except (TimeoutError, ConnectionResetError):
             pass
         finally:
             self.sock.settimeout(WAIT_S)
