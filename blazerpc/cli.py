@@ -296,7 +296,7 @@ def _serve_workers(target: str, config: ServerConfig, model_count: int) -> None:
         supervisor = Supervisor(target, config, metrics_dir=metrics_dir)
         if metrics_dir is not None and config.metrics_port is not None:
             try:
-                keys, tls = scrape_guard(config)
+                keys, tls = scrape_guard(config, ApiKeys.of(config))
                 _, stop, forget = serve_multiprocess_metrics(
                     config.host, config.metrics_port, metrics_dir, keys=keys, tls=tls
                 )

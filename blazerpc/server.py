@@ -213,7 +213,7 @@ class BlazeServer:
     async def _load(self) -> None:
         """Serve /metrics if asked, run the lifespan hooks to their `yield`, then serve calls."""
         if self._serves_metrics and self.metrics is not None:
-            keys, tls = scrape_guard(self.config)
+            keys, tls = scrape_guard(self.config, self._keys)
             port = self.config.metrics_port or 0
             self._metrics_port = self.metrics.serve(self.host, port, keys=keys, tls=tls)
         await self._lifespan.enter_async_context(run_hooks(self.app.lifespan_hooks))

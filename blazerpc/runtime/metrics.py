@@ -243,9 +243,11 @@ def serve_multiprocess_metrics(
     return int(server.server_port), stop, forget
 
 
-def scrape_guard(config: ServerConfig) -> tuple[ApiKeys | None, ssl.SSLContext | None]:
-    """What a scrape of /metrics needs: the server's keys (unless public_metrics) and TLS."""
-    keys = None if config.public_metrics else ApiKeys.of(config)
+def scrape_guard(
+    config: ServerConfig, keys: ApiKeys | None
+) -> tuple[ApiKeys | None, ssl.SSLContext | None]:
+    """What a scrape of /metrics needs: the server's `keys` (unless public_metrics) and TLS."""
+    keys = None if config.public_metrics else keys
     tls = ServerTls.of(config)
     return keys, None if tls is None else tls.context(alpn=["http/1.1"])
 
