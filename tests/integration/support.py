@@ -6,6 +6,8 @@
   output, and the client scripts in stock/ run in their own process.
 - `serve_http`: `blazerpc.testing.serve_app`'s twin that serves the HTTP gateway too.
 - `blaze_serve`: the `blaze serve` executable as a subprocess, on a free port.
+- `FOUR_SHAPES` and `stock_every_shape`: an app with one model of each shape, and a stock
+  grpcio caller of all four (the TLS and API-key tests call every shape).
 
 It lives in tests/integration/ because only integration tests start servers; tests/unit/ needs
 none of it. The `probe` fixture is in tests/integration/conftest.py.
@@ -25,7 +27,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -38,6 +40,7 @@ from google.protobuf.message import Message
 from grpc_tools import protoc
 
 from blazerpc import BlazeApp, BlazeClient, BlazeServer
+from blazerpc.wire.protobuf import SchemaCodec
 
 ROOT = Path(__file__).resolve().parents[2]
 BLAZE = shutil.which("blaze", path=str(Path(sys.executable).parent)) or "blaze"
@@ -291,3 +294,62 @@ async def read_line(stream: IO[str], containing: str) -> str:
             assert line, f"the output ended before a line containing {containing!r}"
             if containing in line:
                 return line
+
+
+def _four_shapes_app() -> BlazeApp:
+    app = BlazeApp()
+
+    @app.model("add")
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    @app.model("count", streaming=True)
+    async def count(n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            yield i
+
+    @app.model("total")
+    async def total(numbers: AsyncIterator[int]) -> int:
+        return sum([n async for n in numbers])
+
+    @app.model("echo", streaming=True)
+    async def echo(words: AsyncIterator[str]) -> AsyncIterator[str]:
+        async for word in words:
+            yield word.upper()
+
+    return app
+
+
+FOUR_SHAPES = _four_shapes_app()
+"""add (unary), count (server stream), total (client stream), echo (bidirectional)."""
+EVERY_SHAPE = {"add": 5, "count": [0, 1, 2], "total": 6, "echo": ["A", "B"]}
+"""What `stock_every_shape` sees when every call succeeds."""
+
+
+def stock_every_shape(
+    channel: grpc.Channel, metadata: Sequence[tuple[str, str]] = ()
+) -> dict[str, object]:
+    """All four shapes of FOUR_SHAPES through stock grpcio on `channel`: what each returned."""
+    classes = SchemaCodec(FOUR_SHAPES.schema).classes
+
+    def method(kind: str, name: str) -> Any:
+        request, response = classes[f"{name}Request"], classes[f"{name}Response"]
+        return getattr(channel, kind)(
+            f"/blazerpc.InferenceService/Predict{name}",
+            request_serializer=request.SerializeToString,
+            response_deserializer=response.FromString,
+        )
+
+    options: dict[str, Any] = {"timeout": WAIT_S, "metadata": list(metadata)}
+    add = method("unary_unary", "Add")(classes["AddRequest"](a=2, b=3), **options)
+    count = method("unary_stream", "Count")(classes["CountRequest"](n=3), **options)
+    numbers = [classes["TotalRequest"](numbers=n) for n in (1, 2, 3)]
+    total = method("stream_unary", "Total")(iter(numbers), **options)
+    words = [classes["EchoRequest"](words=w) for w in ("a", "b")]
+    echo = method("stream_stream", "Echo")(iter(words), **options)
+    return {
+        "add": add.result,
+        "count": [r.result for r in count],
+        "total": total.result,
+        "echo": [r.result for r in echo],
+    }

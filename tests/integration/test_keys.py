@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,14 @@ from blazerpc.security.keys import ApiKeys
 from blazerpc.testing import serve_app
 from blazerpc.wire.protobuf import SchemaCodec
 
-from .support import BLAZE, WAIT_S, blaze_serve
+from .support import (
+    BLAZE,
+    EVERY_SHAPE,
+    FOUR_SHAPES,
+    WAIT_S,
+    blaze_serve,
+    stock_every_shape,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -37,31 +43,7 @@ SERVICE = "/blazerpc.InferenceService"
 OI = "/inference.GRPCInferenceService"
 
 
-def _app() -> BlazeApp:
-    app = BlazeApp()
-
-    @app.model("add")
-    async def add(a: int, b: int) -> int:
-        return a + b
-
-    @app.model("count", streaming=True)
-    async def count(n: int) -> AsyncIterator[int]:
-        for i in range(n):
-            yield i
-
-    @app.model("total")
-    async def total(numbers: AsyncIterator[int]) -> int:
-        return sum([n async for n in numbers])
-
-    @app.model("echo", streaming=True)
-    async def echo(words: AsyncIterator[str]) -> AsyncIterator[str]:
-        async for word in words:
-            yield word.upper()
-
-    return app
-
-
-APP = _app()
+APP = FOUR_SHAPES
 CLASSES = SchemaCodec(APP.schema).classes
 
 
@@ -74,30 +56,6 @@ def key_file(tmp_path: Path) -> str:
 
 def _bearer(key: str = KEY) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {key}")]
-
-
-def _every_shape(channel: grpc.Channel, metadata: list[tuple[str, str]]) -> dict[str, object]:
-    def method(kind: str, name: str) -> Any:
-        request, response = CLASSES[f"{name}Request"], CLASSES[f"{name}Response"]
-        return getattr(channel, kind)(
-            f"{SERVICE}/Predict{name}",
-            request_serializer=request.SerializeToString,
-            response_deserializer=response.FromString,
-        )
-
-    options: dict[str, Any] = {"timeout": WAIT_S, "metadata": metadata}
-    add = method("unary_unary", "Add")(CLASSES["AddRequest"](a=2, b=3), **options)
-    count = method("unary_stream", "Count")(CLASSES["CountRequest"](n=3), **options)
-    numbers = [CLASSES["TotalRequest"](numbers=n) for n in (1, 2, 3)]
-    total = method("stream_unary", "Total")(iter(numbers), **options)
-    words = [CLASSES["EchoRequest"](words=w) for w in ("a", "b")]
-    echo = method("stream_stream", "Echo")(iter(words), **options)
-    return {
-        "add": add.result,
-        "count": [r.result for r in count],
-        "total": total.result,
-        "echo": [r.result for r in echo],
-    }
 
 
 def _refusal(call: Any) -> tuple[grpc.StatusCode, str]:
@@ -117,18 +75,17 @@ async def test_every_grpc_shape_needs_a_key_and_a_valid_key_passes(
         def calls() -> dict[str, Any]:
             with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
                 return {
-                    "with key": _every_shape(channel, _bearer()),
-                    "second key": _every_shape(channel, _bearer(OTHER_KEY)),
-                    "no key": _refusal(lambda: _every_shape(channel, [])),
-                    "wrong key": _refusal(lambda: _every_shape(channel, _bearer("k-guess"))),
+                    "with key": stock_every_shape(channel, _bearer()),
+                    "second key": stock_every_shape(channel, _bearer(OTHER_KEY)),
+                    "no key": _refusal(lambda: stock_every_shape(channel, [])),
+                    "wrong key": _refusal(lambda: stock_every_shape(channel, _bearer("k-guess"))),
                     "basic": _refusal(
-                        lambda: _every_shape(channel, [("authorization", f"Basic {KEY}")])
+                        lambda: stock_every_shape(channel, [("authorization", f"Basic {KEY}")])
                     ),
                 }
 
         seen = await anyio.to_thread.run_sync(calls)
-    shapes = {"add": 5, "count": [0, 1, 2], "total": 6, "echo": ["A", "B"]}
-    assert seen["with key"] == seen["second key"] == shapes
+    assert seen["with key"] == seen["second key"] == EVERY_SHAPE
     assert seen["no key"] == (
         grpc.StatusCode.UNAUTHENTICATED,
         "this server requires an API key: send the metadata `authorization: Bearer <key>`.",
@@ -206,7 +163,7 @@ async def test_public_reflection_lists_services_without_a_key(key_file: str) -> 
 
         def calls() -> tuple[list[str], grpc.StatusCode]:
             with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-                return _list_services(channel), _refusal(lambda: _every_shape(channel, []))[0]
+                return _list_services(channel), _refusal(lambda: stock_every_shape(channel, []))[0]
 
         services, model_call = await anyio.to_thread.run_sync(calls)
     assert "blazerpc.InferenceService" in services

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import ssl
 import subprocess
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import anyio
 import grpc
@@ -19,12 +17,12 @@ import httpx
 import pytest
 import trustme
 
-from blazerpc import BlazeApp, BlazeClient, BlazeServer, ConfigError, RpcError, ServerConfig
+from blazerpc import BlazeClient, BlazeServer, ConfigError, RpcError, ServerConfig
 from blazerpc.testing import serve_app
 from blazerpc.wire.protobuf import SchemaCodec
 from tests.apps import pids
 
-from .support import BLAZE, WAIT_S, blaze_serve
+from .support import BLAZE, EVERY_SHAPE, FOUR_SHAPES, WAIT_S, blaze_serve, stock_every_shape
 
 pytestmark = pytest.mark.anyio
 
@@ -62,63 +60,8 @@ def pems(tmp_path_factory: pytest.TempPathFactory) -> Pems:
     )
 
 
-def _app() -> BlazeApp:
-    app = BlazeApp()
-
-    @app.model("add")
-    async def add(a: int, b: int) -> int:
-        return a + b
-
-    @app.model("count", streaming=True)
-    async def count(n: int) -> AsyncIterator[int]:
-        for i in range(n):
-            yield i
-
-    @app.model("total")
-    async def total(numbers: AsyncIterator[int]) -> int:
-        return sum([n async for n in numbers])
-
-    @app.model("echo", streaming=True)
-    async def echo(words: AsyncIterator[str]) -> AsyncIterator[str]:
-        async for word in words:
-            yield word.upper()
-
-    return app
-
-
-APP = _app()
-CLASSES = SchemaCodec(APP.schema).classes
+APP = FOUR_SHAPES
 SERVICE = "/blazerpc.InferenceService"
-
-
-def _stock_every_shape(channel: grpc.Channel) -> dict[str, object]:
-    """All four shapes through stock grpcio on `channel`: what each returned."""
-
-    def method(kind: str, name: str) -> Any:
-        request, response = CLASSES[f"{name}Request"], CLASSES[f"{name}Response"]
-        return getattr(channel, kind)(
-            f"{SERVICE}/Predict{name}",
-            request_serializer=request.SerializeToString,
-            response_deserializer=response.FromString,
-        )
-
-    add = method("unary_unary", "Add")(CLASSES["AddRequest"](a=2, b=3), timeout=WAIT_S)
-    count = method("unary_stream", "Count")(CLASSES["CountRequest"](n=3), timeout=WAIT_S)
-    total = method("stream_unary", "Total")(
-        iter([CLASSES["TotalRequest"](numbers=n) for n in (1, 2, 3)]), timeout=WAIT_S
-    )
-    echo = method("stream_stream", "Echo")(
-        iter([CLASSES["EchoRequest"](words=w) for w in ("a", "b")]), timeout=WAIT_S
-    )
-    return {
-        "add": add.result,
-        "count": [r.result for r in count],
-        "total": total.result,
-        "echo": [r.result for r in echo],
-    }
-
-
-EVERY_SHAPE = {"add": 5, "count": [0, 1, 2], "total": 6, "echo": ["A", "B"]}
 
 
 def _credentials(pems: Pems, *, with_client_cert: bool = False) -> grpc.ChannelCredentials:
@@ -143,7 +86,7 @@ async def test_a_stock_grpcio_client_over_tls_calls_every_shape(pems: Pems) -> N
         def calls() -> dict[str, object]:
             target = f"127.0.0.1:{server.port}"
             with grpc.secure_channel(target, _credentials(pems)) as channel:
-                return _stock_every_shape(channel)
+                return stock_every_shape(channel)
 
         assert await anyio.to_thread.run_sync(calls) == EVERY_SHAPE
 
@@ -154,7 +97,7 @@ async def test_a_plaintext_client_is_refused_by_a_tls_server(pems: Pems) -> None
         def call() -> grpc.StatusCode:
             with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
                 with pytest.raises(grpc.RpcError) as refused:
-                    _stock_every_shape(channel)
+                    stock_every_shape(channel)
                 return refused.value.code()
 
         assert await anyio.to_thread.run_sync(call) == grpc.StatusCode.UNAVAILABLE
@@ -186,13 +129,13 @@ async def test_mutual_tls_requires_a_client_certificate_on_the_first_call(pems: 
         def without_certificate() -> grpc.StatusCode:
             with grpc.secure_channel(target, _credentials(pems)) as channel:
                 with pytest.raises(grpc.RpcError) as refused:
-                    _stock_every_shape(channel)
+                    stock_every_shape(channel)
                 return refused.value.code()
 
         def with_certificate() -> dict[str, object]:
             credentials = _credentials(pems, with_client_cert=True)
             with grpc.secure_channel(target, credentials) as channel:
-                return _stock_every_shape(channel)
+                return stock_every_shape(channel)
 
         assert await anyio.to_thread.run_sync(without_certificate) == grpc.StatusCode.UNAVAILABLE
         assert await anyio.to_thread.run_sync(with_certificate) == EVERY_SHAPE
@@ -319,10 +262,10 @@ async def test_a_stock_client_over_tls_with_a_bearer_key_calls_every_shape(
                 _credentials(pems), grpc.access_token_call_credentials("k-over-tls")
             )
             with grpc.secure_channel(target, keyed) as channel:
-                answers = _stock_every_shape(channel)
+                answers = stock_every_shape(channel)
             with grpc.secure_channel(target, _credentials(pems)) as channel:
                 with pytest.raises(grpc.RpcError) as refused:
-                    _stock_every_shape(channel)
+                    stock_every_shape(channel)
             return answers, refused.value.code()
 
         answers, refusal = await anyio.to_thread.run_sync(calls)
