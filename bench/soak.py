@@ -7,7 +7,7 @@ process sends, in rounds: fuzzed bodies (random and mutated, as tests/integratio
 does) on all four shapes, normal calls, and now and then an attack on a connection of its
 own: a Rapid Reset burst, 70 KiB of metadata, a CONTINUATION flood, 150 streams at once.
 Reported: calls by status, normal calls that failed (must be 0), the server's resident memory
-at the start and the end, and whether its log has an ERROR or a traceback (must not).
+at the start, each minute and the end (it must level off), and whether its log has an ERROR or a traceback (must not).
 """
 
 from __future__ import annotations
@@ -106,7 +106,9 @@ def main() -> None:
         codes: collections.Counter[str] = collections.Counter()
         attacks: collections.Counter[str] = collections.Counter()
         normal_failures = 0
-        ends = time.monotonic() + args.minutes * 60
+        started = time.monotonic()
+        ends = started + args.minutes * 60
+        rss_by_minute = [rss_start]
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             echo = channel.unary_unary(f"{SERVICE}/PredictEchoAll")
             total = channel.stream_unary(f"{SERVICE}/PredictTotal")
@@ -121,6 +123,8 @@ def main() -> None:
                     if _code(lambda: total(iter([TOTAL, TOTAL]), timeout=5)) != "OK":
                         normal_failures += 1
                 attacks[_attack(port, rng)] += 1
+                if time.monotonic() - started >= 60 * len(rss_by_minute):
+                    rss_by_minute.append(_rss_kib(server.pid))
         rss_end = _rss_kib(server.pid)
         server.terminate()
         _, log = server.communicate(timeout=30)
@@ -128,6 +132,7 @@ def main() -> None:
     print(f"attacks: {dict(attacks)}")
     print(f"normal calls that failed: {normal_failures}")
     print(f"server RSS: {rss_start} KiB at the start, {rss_end} KiB at the end")
+    print(f"server RSS each minute (KiB): {rss_by_minute}")
     print(f"errors in the server's log: {'ERROR' in log or 'Traceback' in log}")
 
 

@@ -26,12 +26,12 @@ from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 import h2.exceptions
-from grpclib.client import Channel
 from grpclib.client import Stream as ClientStream
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from blazerpc.app import BlazeApp, Registry
 from blazerpc.errors import RpcError, Status, UnknownModelError, WireError
+from blazerpc.grpc.h2 import GracefulChannel
 from blazerpc.grpc.service import CARDINALITIES, RawBytesCodec
 from blazerpc.remote.discovery import RemoteService, discover
 from blazerpc.schema.naming import RESULT_FIELD
@@ -95,7 +95,7 @@ class BlazeClient:
             if tls or tls_ca or tls_cert
             else None
         )
-        self._channel = Channel(host, port, codec=RawBytesCodec(), ssl=context)
+        self._channel = GracefulChannel(host, port, codec=RawBytesCodec(), ssl=context)
         self._owns_channel = True
         self.timeout = timeout
         self.metadata: dict[str, str] = checked

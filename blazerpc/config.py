@@ -29,6 +29,8 @@ ENV_PREFIX = "BLAZE_"
 _MIB = 1024 * 1024
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Seconds = Annotated[float, msgspec.Meta(ge=0)]
+"""A time limit; 0 turns it off."""
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 
@@ -48,6 +50,16 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     max_streams: Annotated[int, msgspec.Meta(ge=1)] = 1024
     max_header_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1024 * 1024)] = 64 * 1024
     max_connection_streams: Annotated[int, msgspec.Meta(ge=1)] = 100
+    max_calls: Annotated[int, msgspec.Meta(ge=1)] = 4096
+    handshake_timeout: Seconds = 10.0
+    header_timeout: Seconds = 10.0
+    message_timeout: Seconds = 30.0
+    idle_timeout: Seconds = 300.0
+    keepalive_interval: Seconds = 60.0
+    keepalive_timeout: Annotated[float, msgspec.Meta(gt=0)] = 20.0
+    max_connection_age: Seconds = 1800.0
+    max_connection_age_grace: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    response_compression: Literal["off", "gzip"] = "off"
     reflection: bool = True
     open_inference: bool = True
     metrics_port: Port | None = None
@@ -123,6 +135,24 @@ HELP = {
     "more are refused.",
     "max_header_bytes": "Largest request metadata (gRPC) or head (HTTP): RESOURCE_EXHAUSTED, 431.",
     "max_connection_streams": "gRPC calls open at once on one connection (HTTP/2 SETTINGS).",
+    "max_calls": "gRPC calls held at once, all connections, counted from their headers (unary "
+    "too): more get RESOURCE_EXHAUSTED.",
+    "handshake_timeout": "Seconds a new connection has for its TLS handshake and HTTP/2 preface "
+    "(0: no limit).",
+    "header_timeout": "Seconds a request's headers may take to arrive in full (0: no limit).",
+    "message_timeout": "Seconds a request message that has started may go without a byte "
+    "arriving: DEADLINE_EXCEEDED, 408 (0: no limit).",
+    "idle_timeout": "Seconds a gRPC connection with no call open is kept before GOAWAY "
+    "(0: forever).",
+    "keepalive_interval": "Seconds between HTTP/2 PINGs that check a gRPC connection's peer is "
+    "alive (0: no pings).",
+    "keepalive_timeout": "Seconds a PING may go unanswered before the connection is closed.",
+    "max_connection_age": "Seconds (+-10 %) after which a gRPC connection gets GOAWAY, so "
+    "clients reconnect and spread over replicas (0: forever).",
+    "max_connection_age_grace": "Seconds the calls of a connection past its age get to finish; "
+    "none: as long as they run.",
+    "response_compression": "gzip: compress responses for callers that accept it "
+    "(grpc-accept-encoding). Compressed requests are always accepted.",
     "reflection": "Serve gRPC reflection, so grpcurl and Postman need no .proto file.",
     "open_inference": "Serve the Open Inference Protocol (KServe v2) next to the typed service.",
     "metrics_port": "Serve Prometheus metrics on http://HOST:PORT/metrics (blazerpc[metrics]).",

@@ -18,6 +18,7 @@ __all__ = (
     "QueueFullError",
     "ResultError",
     "RpcError",
+    "StalledError",
     "Status",
     "StreamEndedError",
     "TargetError",
@@ -102,6 +103,10 @@ class UnsupportedCallError(BlazeError):
 
 class DeadlineExceededError(BlazeError):
     """The caller's deadline passed before the work started."""
+
+
+class StalledError(DeadlineExceededError):
+    """A request message started and then stopped arriving for longer than message_timeout."""
 
 
 class LimitError(BlazeError):

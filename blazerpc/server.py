@@ -20,8 +20,8 @@ import uvicorn
 from starlette.applications import Starlette
 
 from blazerpc.config import ServerConfig
-from blazerpc.grpc.h2 import GrpcServer, IServable
-from blazerpc.grpc.health import HealthService
+from blazerpc.grpc.h2 import EdgeOptions, GrpcServer, IServable
+from blazerpc.grpc.health import CHECK_PATH, HealthService
 from blazerpc.grpc.keys import require_keys
 from blazerpc.grpc.protocols import Protocol as GrpcProtocol
 from blazerpc.grpc.reflection import with_reflection
@@ -108,7 +108,10 @@ class BlazeServer:
             name: call.batcher for name, call in self._calls.items() if call.batcher is not None
         }
         self._limits = Limits.of(self.config)
-        handlers = ServiceHandlers(schema, SchemaCodec(schema), self._limits, self._calls)
+        compression = self.config.response_compression
+        handlers = ServiceHandlers(
+            schema, SchemaCodec(schema), self._limits, self._calls, compression=compression
+        )
         self._keys = ApiKeys.of(self.config)
         lists_names = self._keys is None  # probes answer anyone: with keys, they name nothing
         self.health = HealthService(
@@ -119,7 +122,12 @@ class BlazeServer:
         open_paths = set(self.health.__mapping__())  # probes never need a key
         if self.config.open_inference:
             inference = InferenceProtocol(
-                self._tensors, self._calls, self._admission, self._limits, lists_names=lists_names
+                self._tensors,
+                self._calls,
+                self._admission,
+                self._limits,
+                lists_names=lists_names,
+                compression=compression,
             )
             services.append(inference)
             protocols.append(INFERENCE)
@@ -195,8 +203,8 @@ class BlazeServer:
         self._server = GrpcServer(
             self._services,
             codec=RawBytesCodec(),
-            max_header_bytes=self.config.max_header_bytes,
-            max_connection_streams=self.config.max_connection_streams,
+            options=EdgeOptions.of(self.config),
+            uncounted_paths=[CHECK_PATH],  # a liveness probe answers even at max_calls
         )
         self._socket = bind_tcp(self.host, self.config.port, reuse_port=self.config.workers > 1)
         await self._server.start(sock=self._socket, ssl=grpc_tls)

@@ -25,7 +25,20 @@ Written for grpclib 0.4.9 and h2 4.2 to 4.4 (pyproject.toml pins `grpclib>=0.4.9
   `_receive_rst_stream_frame`, and its `incoming_buffer` (a `FrameBuffer`) becomes an
   `_EdgeFrameBuffer` whose `_update_header_buffer` reads `_headers_buffer` to spot a
   CONTINUATION flood. Past a budget the protocol says GOAWAY(ENHANCE_YOUR_CALM). The
-  grpclib `Handler.accept` of each connection is wrapped to send an oversized call elsewhere.
+  grpclib `Handler.accept` of each connection is wrapped to send an oversized call, or one
+  past `max_calls`, elsewhere, and to keep the request headers on grpclib's stream.
+- Time limits: `Server.start` is replaced to pass `ssl_handshake_timeout` (it sets
+  `Server._server` and `_server_closed_fut` as grpclib does); `_receive_settings_frame` notes
+  the preface and `_receive_ping_frame` the answer to the drain PING; a GOAWAY that lets
+  running calls finish is written to `Connection._transport` past h2's state machine (h2 moves
+  to CLOSED at any GOAWAY, and then sends nothing). grpclib's keepalive is configured through
+  `Configuration`'s underscored fields (`_keepalive_time`, ...).
+- Compression: `send_encoded` sends the response headers with `grpc-encoding` (grpclib drops
+  `grpc-*` metadata) through the stream's `_stream.send_headers`/`send_data`, and keeps the
+  grpclib Stream's `_send_initial_metadata_done`, `_send_message_done`, `_messages_sent`.
+- The client (`GracefulChannel`): `Channel._create_connection` makes each connection; its h2
+  connection's `_receive_goaway_frame` is overridden so a GOAWAY(NO_ERROR) lets the running
+  calls finish.
 
 `missing_internals()` lists what an upgrade removed; a unit test fails on it with the list.
 """
@@ -35,14 +48,19 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import random
+import struct
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Any
 
+from grpclib import client as _client
 from grpclib import protocol as _protocol
 from grpclib import server as _server
 from grpclib._typing import IServable
+from grpclib.config import Configuration
 from grpclib.const import Cardinality, Handler
 from grpclib.exceptions import GRPCError
 from h2.config import H2Configuration
@@ -52,8 +70,9 @@ from h2.exceptions import TooManyStreamsError
 from h2.frame_buffer import CONTINUATION_BACKLOG, FrameBuffer
 from h2.settings import SettingCodes
 from h2.stream import StreamClosedBy
-from hyperframe.frame import HeadersFrame, RstStreamFrame
+from hyperframe.frame import GoAwayFrame, HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame
 
+from blazerpc.config import ServerConfig
 from blazerpc.errors import LimitError, to_status
 
 log = logging.getLogger(__name__)
@@ -61,11 +80,15 @@ log = logging.getLogger(__name__)
 __all__ = (
     "GRPCLIB_RANGE",
     "H2_RANGE",
+    "EdgeOptions",
+    "GracefulChannel",
     "GrpcServer",
     "IServable",
+    "ReadStalled",
     "RequestReader",
     "missing_internals",
     "request_reader",
+    "send_encoded",
 )
 
 GRPCLIB_RANGE = ">=0.4.9,<0.5"
@@ -74,34 +97,130 @@ H2_RANGE = ">=4.2,<5"
 """The h2 releases the HTTP/2 overrides were written and tested for."""
 
 
-RequestReader = Callable[[int], Awaitable[bytes]]
-"""`await read(size)`: up to `size` bytes of the request; fewer when the caller ended its side,
-b"" when it sent nothing more."""
+class ReadStalled(Exception):
+    """A started message stopped arriving: `got` of the bytes asked for came, then nothing."""
+
+    def __init__(self, got: int) -> None:
+        super().__init__(got)
+        self.got = got
 
 
-def request_reader(stream: _server.Stream[Any, Any]) -> RequestReader:
-    """The reader of the HTTP/2 stream under a gRPC stream, taken once per call.
+class RequestReader:
+    """The HTTP/2 stream under a gRPC call, read by size, taken once per call.
 
-    grpclib's `Buffer.read` asserts when the caller ends its side with fewer bytes than asked
-    (a message cut short): the reader returns the bytes there are instead, so the caller of
-    the reader can say what was wrong (INVALID_ARGUMENT), not INTERNAL.
+    `read(size)` returns up to `size` bytes of the request: fewer when the caller ended its
+    side, b"" when it sent nothing more. grpclib's `Buffer.read` asserts when the caller ends
+    its side with fewer bytes than asked (a message cut short): the reader returns the bytes
+    there are instead, so the caller of the reader can say what was wrong (INVALID_ARGUMENT).
+
+    With `stall_s`, a read that has to wait is watched: once a message has started (`started`,
+    or some of its bytes came), `stall_s` seconds without a byte raise ReadStalled. A wait
+    before a message starts is a gap between messages, which only the call's deadline bounds.
     """
-    h2_stream = stream._stream
 
-    async def read(size: int) -> bytes:
+    __slots__ = ("_buffer", "_h2_stream", "_stall_s")
+
+    def __init__(self, stream: _server.Stream[Any, Any], stall_s: float = 0.0) -> None:
+        self._h2_stream = stream._stream
+        self._buffer = self._h2_stream.buffer
+        self._stall_s = stall_s
+
+    async def read(self, size: int, *, started: bool = True) -> bytes:
+        """Up to `size` bytes; see the class."""
+        if self._stall_s and self._buffer._acked_size < size:
+            return await self._read_watched(size, started)
         try:
-            data: bytes = await h2_stream.recv_data(size)
+            data: bytes = await self._h2_stream.recv_data(size)
         except AssertionError:  # "Received less data than expected": the rest is buffered
-            buffer = h2_stream.buffer
-            data = await buffer.read(buffer._acked_size)
+            data = await self._buffer.read(self._buffer._acked_size)
         return data
 
-    return read
+    async def _read_watched(self, size: int, started: bool) -> bytes:
+        buffer, loop = self._buffer, asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        watch = _Watch(buffer._acked_size)
+
+        def check() -> None:
+            now = buffer._acked_size
+            if now != watch.seen or (not started and now == 0):
+                watch.seen = now  # bytes came, or the message has not started: wait on
+                watch.handle = loop.call_later(self._stall_s, check)
+            else:
+                watch.stalled = True
+                task.cancel()
+
+        watch.handle = loop.call_later(self._stall_s, check)
+        try:
+            return await self.read_unwatched(size)
+        except asyncio.CancelledError:
+            if watch.stalled and task.uncancel() == 0:
+                raise ReadStalled(buffer._acked_size) from None
+            raise
+        finally:
+            watch.handle.cancel()
+
+    async def read_unwatched(self, size: int) -> bytes:
+        """`read` with no stall watch."""
+        try:
+            data: bytes = await self._h2_stream.recv_data(size)
+        except AssertionError:
+            data = await self._buffer.read(self._buffer._acked_size)
+        return data
+
+    def header(self, name: str) -> str | None:
+        """A request header grpclib keeps out of the metadata (`grpc-encoding`, ...)."""
+        for key, value in getattr(self._h2_stream, "request_headers", ()):
+            if key == name:
+                return str(value)
+        return None
+
+
+class _Watch:
+    """A watched read's state: bytes seen at the last check, its timer, and whether it stalled."""
+
+    __slots__ = ("handle", "seen", "stalled")
+
+    def __init__(self, seen: int) -> None:
+        self.seen = seen
+        self.stalled = False
+        self.handle: asyncio.TimerHandle | None = None
+
+
+def request_reader(stream: _server.Stream[Any, Any], stall_s: float = 0.0) -> RequestReader:
+    """The call's RequestReader."""
+    return RequestReader(stream, stall_s)
+
+
+async def send_encoded(
+    stream: _server.Stream[Any, Any], data: bytes, encoding: str, *, is_compressed: bool
+) -> None:
+    """Send a response message of a call whose responses use `encoding`, flagged compressed
+    or not; the call's first one sends the response headers with `grpc-encoding`, which
+    grpclib refuses to set from metadata."""
+    if not stream._send_initial_metadata_done:
+        await stream._stream.send_headers(
+            [
+                (":status", "200"),
+                ("content-type", stream._content_type),
+                ("grpc-encoding", encoding),
+            ]
+        )
+        stream._send_initial_metadata_done = True
+    await stream._stream.send_data(_ENCODED_PREFIX.pack(is_compressed, len(data)) + data)
+    stream._send_message_done = True
+    stream._messages_sent += 1
+
+
+_ENCODED_PREFIX = struct.Struct(">?I")
 
 
 OVERSIZED_PATH = "/blazerpc.edge.Refused/OversizedMetadata"
 """Where a call whose metadata is over the limit is sent instead of its own method."""
+OVER_MAX_CALLS_PATH = "/blazerpc.edge.Refused/OverMaxCalls"
+"""Where a call past `max_calls` is sent instead of its own method."""
 _OVERSIZED_SIZE = "x-blazerpc-metadata-bytes"
+_MAX_CALLS = "x-blazerpc-max-calls"
 RESETS_PER_SECOND = 200
 """Stream resets a client may send on one connection in a second. A client that cancels
 calls resets them, but not hundreds a second on one connection; an attacker opening and
@@ -111,16 +230,73 @@ _LINGER_S = 1.0
 """How long a connection told GOAWAY still reads (and drops) what its client sends: closed at
 once, the socket would answer those bytes with a TCP reset, which can destroy the GOAWAY
 before the client reads it."""
+_DRAIN_PING = b"blzdrain"
+_DRAIN_PING_WAIT_S = 1.0
+"""A GOAWAY for a connection's age comes in two steps (as grpc-core does): the first says no
+new calls, a PING follows; its answer (or this long) means the client has seen it, and the
+second GOAWAY names the last call served. A call the client sent before it saw the first is
+served, not lost."""
+_MAX_STREAM_ID = 2**31 - 1
 HEADER_LIST_HARD_CAP = 1024 * 1024
 """Header blocks up to this size are decoded whole, so HPACK stays in step and a call over
 `max_header_bytes` fails alone; past it, the connection is closed (RFC 9113 allows no less)."""
 
 
+@dataclass(frozen=True, slots=True)
+class EdgeOptions:
+    """The HTTP/2 edge's limits in size and time (ServerConfig's, in seconds; 0 is off)."""
+
+    max_header_bytes: int = 64 * 1024
+    max_connection_streams: int = 100
+    max_calls: int = 4096
+    handshake_timeout: float = 10.0
+    header_timeout: float = 10.0
+    idle_timeout: float = 300.0
+    keepalive_interval: float = 60.0
+    keepalive_timeout: float = 20.0
+    max_connection_age: float = 1800.0
+    max_connection_age_grace: float | None = None
+
+    @classmethod
+    def of(cls, config: ServerConfig) -> EdgeOptions:
+        """The options of a server's configuration."""
+        return cls(**{name: getattr(config, name) for name in cls.__slots__})
+
+    @property
+    def tick(self) -> float:
+        """How often a connection checks its timers: a quarter of the shortest, 50 ms to 5 s."""
+        limits = [
+            limit
+            for limit in (
+                self.handshake_timeout,
+                self.header_timeout,
+                self.idle_timeout,
+                self.max_connection_age,
+                self.max_connection_age_grace,
+            )
+            if limit
+        ]
+        return min(5.0, max(0.05, min(limits, default=20.0) / 4))
+
+    def grpclib_configuration(self) -> Configuration:
+        """grpclib's keepalive: a PING every interval, idle or not; no answer closes."""
+        interval = self.keepalive_interval or None
+        return Configuration(
+            _keepalive_time=interval,
+            _keepalive_timeout=self.keepalive_timeout,
+            _keepalive_permit_without_calls=True,
+            _http2_max_pings_without_data=0,
+            _http2_min_sent_ping_interval_without_data=(interval or 1.0) / 2,
+        )
+
+
 class GrpcServer(_server.Server):
     """grpclib's Server, able to stop listening and to close its connections, and with a
-    hardened HTTP/2 edge: per-connection stream limit set explicitly (`max_connection_streams`,
-    excess streams refused one by one with REFUSED_STREAM) and calls with more than
-    `max_header_bytes` of metadata failed alone with RESOURCE_EXHAUSTED.
+    hardened HTTP/2 edge (`EdgeOptions`): per-connection stream limit set explicitly, excess
+    streams refused one by one with REFUSED_STREAM; calls over `max_header_bytes` of metadata
+    or past `max_calls` held failed alone with RESOURCE_EXHAUSTED; connections closed when
+    their handshake, a header block or idleness outlasts its timeout; GOAWAY at a maximum
+    age, the running calls let finish; keepalive PINGs.
 
     grpclib's own close() stops listening but leaves the open connections running.
     """
@@ -129,32 +305,59 @@ class GrpcServer(_server.Server):
         self,
         services: Any,
         *args: Any,
-        max_header_bytes: int = 64 * 1024,
-        max_connection_streams: int = 100,
+        options: EdgeOptions | None = None,
+        uncounted_paths: Collection[str] = (),
         **kwargs: Any,
     ) -> None:
-        super().__init__([*services, _Oversized()], *args, **kwargs)
+        self.options = options = options or EdgeOptions()
+        kwargs.setdefault("config", options.grpclib_configuration())
+        super().__init__([*services, _Refused()], *args, **kwargs)
         self._protocols: weakref.WeakSet[_protocol.H2Protocol] = weakref.WeakSet()
-        self._max_header_bytes = max_header_bytes
-        self._max_connection_streams = max_connection_streams
+        self._uncounted_paths = frozenset(uncounted_paths)
+        self.held_calls = 0
+        """gRPC calls whose headers came and whose handler has not finished, all connections."""
+
+    async def start(self, *, sock: Any, ssl: Any = None) -> None:  # type: ignore[override]
+        """Serve on a bound socket; a TLS handshake gets `handshake_timeout` seconds."""
+        if self._server is not None:
+            raise RuntimeError("the server is already started")
+        handshake = self.options.handshake_timeout or None
+        self._server = await self._loop.create_server(
+            self._protocol_factory,
+            sock=sock,
+            ssl=ssl,
+            ssl_handshake_timeout=handshake if ssl is not None else None,
+        )
+        self._server_closed_fut = self._loop.create_future()
 
     def _protocol_factory(self) -> _protocol.H2Protocol:
         protocol = super()._protocol_factory()
         protocol.__class__ = _EdgeProtocol  # grpclib makes it; we add to connection_made
         edge: _EdgeProtocol = protocol  # type: ignore[assignment]
-        edge.max_header_bytes = self._max_header_bytes
-        edge.max_connection_streams = self._max_connection_streams
+        edge.options = self.options
         accept = protocol.handler.accept
-        limit = self._max_header_bytes
+        limit = self.options.max_header_bytes
+        max_calls = self.options.max_calls
+        uncounted = self._uncounted_paths
 
-        def accept_within_limit(stream: Any, headers: Any, release_stream: Any) -> None:
+        def accept_within_limits(stream: Any, headers: Any, release_stream: Any) -> None:
             size = sum(len(name) + len(value) + 32 for name, value in headers)  # RFC 9113 6.5.2
             if size > limit:  # the call goes to a handler that refuses it, and only it
                 kept = [(n, v) for n, v in headers if n.startswith(":") or n in _KEPT]
-                headers = [*_rerouted(kept), (_OVERSIZED_SIZE, str(size))]
-            accept(stream, headers, release_stream)
+                headers = [*_rerouted(kept, OVERSIZED_PATH), (_OVERSIZED_SIZE, str(size))]
+            elif self.held_calls >= max_calls and _path(headers) not in uncounted:
+                kept = [(n, v) for n, v in headers if n.startswith(":") or n in _KEPT]
+                headers = [*_rerouted(kept, OVER_MAX_CALLS_PATH), (_MAX_CALLS, str(max_calls))]
+            stream.request_headers = headers  # compression reads grpc-encoding from them
+            self.held_calls += 1
 
-        protocol.handler.accept = accept_within_limit  # type: ignore[method-assign]
+            def release() -> None:
+                self.held_calls -= 1
+                release_stream()
+
+            accept(stream, headers, release)
+
+        protocol.handler.accept = accept_within_limits  # type: ignore[method-assign]
         self._protocols.add(protocol)
         return protocol
 
@@ -169,6 +372,13 @@ class GrpcServer(_server.Server):
             processor = getattr(protocol, "processor", None)
             if processor is not None:
                 processor.close("the server closed")
+
+
+def _path(headers: Any) -> str:
+    for name, value in headers:
+        if name == ":path":
+            return str(value)
+    return ""
 
 
 def missing_internals() -> list[str]:
@@ -221,6 +431,30 @@ def missing_internals() -> list[str]:
         "h2.connection.H2Connection._stream_closed_by": callable(
             getattr(H2Connection, "_stream_closed_by", None)
         ),
+        "h2.connection.H2Connection._receive_settings_frame": callable(
+            getattr(H2Connection, "_receive_settings_frame", None)
+        ),
+        "h2.connection.H2Connection._receive_ping_frame": callable(
+            getattr(H2Connection, "_receive_ping_frame", None)
+        ),
+        "h2.connection.H2Connection._receive_goaway_frame": callable(
+            getattr(H2Connection, "_receive_goaway_frame", None)
+        ),
+        "grpclib.server.Server._server_closed_fut": "self._server_closed_fut"
+        in inspect.getsource(_server.Server.start),
+        "grpclib.protocol.Connection._transport": "self._transport = transport"
+        in inspect.getsource(_protocol.Connection.__init__),
+        "grpclib.config.Configuration._keepalive_time": "_keepalive_time"
+        in Configuration.__dataclass_fields__,
+        "grpclib.server.Stream._send_initial_metadata_done": hasattr(
+            _server.Stream, "_send_initial_metadata_done"
+        ),
+        "grpclib.server.Stream._send_message_done": hasattr(_server.Stream, "_send_message_done"),
+        "grpclib.server.Stream._messages_sent": hasattr(_server.Stream, "_messages_sent"),
+        "grpclib.server.Stream._content_type": hasattr(_server.Stream, "_content_type"),
+        "grpclib.client.Channel._create_connection": callable(
+            getattr(_client.Channel, "_create_connection", None)
+        ),
     }
     return [name for name, is_present in wanted.items() if not is_present]
 
@@ -228,22 +462,23 @@ def missing_internals() -> list[str]:
 _KEPT = {"content-type", "te", "grpc-timeout"}
 
 
-def _rerouted(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [(n, OVERSIZED_PATH if n == ":path" else v) for n, v in headers]
+def _rerouted(headers: list[tuple[str, str]], path: str) -> list[tuple[str, str]]:
+    return [(n, path if n == ":path" else v) for n, v in headers]
 
 
-class _Oversized:
-    """The handler of calls whose metadata is over the limit: RESOURCE_EXHAUSTED, alone."""
+class _Refused:
+    """The handler of calls refused at the edge, alone: RESOURCE_EXHAUSTED, saying why."""
 
     def __init__(self) -> None:
         self._mapping = {
-            OVERSIZED_PATH: Handler(self._refuse, Cardinality.STREAM_STREAM, bytes, bytes)
+            OVERSIZED_PATH: Handler(self._oversized, Cardinality.STREAM_STREAM, bytes, bytes),
+            OVER_MAX_CALLS_PATH: Handler(self._over_max, Cardinality.STREAM_STREAM, bytes, bytes),
         }
 
     def __mapping__(self) -> dict[str, Any]:
         return self._mapping
 
-    async def _refuse(self, stream: Any) -> None:
+    async def _oversized(self, stream: Any) -> None:
         size = (stream.metadata or {}).get(_OVERSIZED_SIZE, "?")
         error = LimitError(
             f"the call's metadata is {size} bytes, over the server's limit (max_header_bytes); "
@@ -251,15 +486,23 @@ class _Oversized:
         )
         raise GRPCError(*to_status(error, "", service="metadata limit"))
 
+    async def _over_max(self, stream: Any) -> None:
+        limit = (stream.metadata or {}).get(_MAX_CALLS, "?")
+        error = LimitError(
+            f"the server holds {limit} calls, its limit (max_calls); try again shortly."
+        )
+        raise GRPCError(*to_status(error, "", service="call limit"))
+
 
 class _EdgeProtocol(_protocol.H2Protocol):
-    """grpclib's protocol, whose HTTP/2 connection refuses excess streams one by one and
-    says GOAWAY(ENHANCE_YOUR_CALM) to a client that resets streams faster than the budget."""
+    """grpclib's protocol, whose HTTP/2 connection refuses excess streams one by one, says
+    GOAWAY(ENHANCE_YOUR_CALM) to a client that resets streams faster than the budget, and
+    watches its timers (`_check`, every `EdgeOptions.tick` seconds)."""
 
-    max_header_bytes = 64 * 1024
-    max_connection_streams = 100
+    options = EdgeOptions()
 
     _is_closing = False
+    _watch: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
         if self._is_closing:
@@ -270,28 +513,110 @@ class _EdgeProtocol(_protocol.H2Protocol):
             h2_conn = self.connection._connection
             h2_conn.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
             self.connection.flush()
-            peer = self.connection.get_peer().addr()
-            log.warning("closed a connection from %s: %s", peer, budget)
-            self._is_closing = True
-            self.handler.close()  # its calls end now; the socket closes after a moment
-            asyncio.get_running_loop().call_later(_LINGER_S, self.processor.close, str(budget))
+            self._close_soon(str(budget), level=logging.WARNING)
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         h2_conn = self.connection._connection
-        h2_conn.__class__ = _EdgeH2Connection  # same state, two methods changed
+        h2_conn.__class__ = _EdgeH2Connection  # same state, some methods changed
         table = h2_conn._frame_dispatch_table  # bound methods of the old class: rebind ours
         table[HeadersFrame] = h2_conn._receive_headers_frame
         table[RstStreamFrame] = h2_conn._receive_rst_stream_frame
+        table[SettingsFrame] = h2_conn._receive_settings_frame
+        table[PingFrame] = h2_conn._receive_ping_frame
         h2_conn.incoming_buffer.__class__ = _EdgeFrameBuffer
         h2_conn.decoder.max_header_list_size = HEADER_LIST_HARD_CAP
         h2_conn.update_settings(
             {
-                SettingCodes.MAX_CONCURRENT_STREAMS: self.max_connection_streams,
-                SettingCodes.MAX_HEADER_LIST_SIZE: self.max_header_bytes,
+                SettingCodes.MAX_CONCURRENT_STREAMS: self.options.max_connection_streams,
+                SettingCodes.MAX_HEADER_LIST_SIZE: self.options.max_header_bytes,
             }
         )
         self.connection.flush()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        age = self.options.max_connection_age
+        self._made_at = now
+        self._age_limit = age * random.uniform(0.9, 1.1) if age else None  # gRFC A9's jitter
+        self._idle_since = now
+        self._streams_seen = 0
+        self._pending_block: tuple[object, float] | None = None
+        self._goaway_at: float | None = None
+        self._watch = loop.call_later(self.options.tick, self._check)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        super().connection_lost(exc)
+
+    def _check(self) -> None:
+        """The connection's timers: handshake, header block, idleness, age and its grace."""
+        if self._is_closing or self.connection.is_closing():
+            return
+        options, now = self.options, asyncio.get_running_loop().time()
+        h2_conn: _EdgeH2Connection = self.connection._connection  # type: ignore[assignment]
+        has_calls = bool(self.processor.streams)
+        handshake = options.handshake_timeout
+        if handshake and not h2_conn.has_preface and now - self._made_at >= handshake:
+            self._close_soon(f"no HTTP/2 preface in {handshake} s", linger=False)
+            return
+        pending = h2_conn.incoming_buffer._headers_buffer
+        if not pending:
+            self._pending_block = None
+        elif self._pending_block is None or self._pending_block[0] is not pending[0]:
+            self._pending_block = (pending[0], now)
+        elif options.header_timeout and now - self._pending_block[1] >= options.header_timeout:
+            self._say_goaway(h2_conn, final=True, error=ErrorCodes.PROTOCOL_ERROR)
+            self._close_soon(f"a header block unfinished after {options.header_timeout} s")
+            return
+        if has_calls or h2_conn.highest_inbound_stream_id != self._streams_seen:
+            self._idle_since, self._streams_seen = now, h2_conn.highest_inbound_stream_id
+        elif options.idle_timeout and now - self._idle_since >= options.idle_timeout:
+            self._say_goaway(h2_conn, final=True)
+            self._close_soon(f"idle for {options.idle_timeout} s", level=logging.DEBUG)
+            return
+        if self._goaway_at is None:
+            if self._age_limit is not None and now - self._made_at >= self._age_limit:
+                self._goaway_at = now  # first GOAWAY: no new calls, those in flight still come
+                self._say_goaway(h2_conn, final=False)
+                h2_conn.ping(_DRAIN_PING)
+                self.connection.flush()
+        else:
+            if h2_conn.drain_acked or now - self._goaway_at >= _DRAIN_PING_WAIT_S:
+                if h2_conn.refuses_after is None:
+                    self._say_goaway(h2_conn, final=True)
+            grace = options.max_connection_age_grace
+            if h2_conn.refuses_after is not None and not has_calls:
+                self.processor.close("the connection reached its maximum age")
+                return
+            if grace is not None and now - self._goaway_at >= grace:
+                self.processor.close("the connection's calls outlasted max_connection_age_grace")
+                return
+        self._watch = asyncio.get_running_loop().call_later(options.tick, self._check)
+
+    def _say_goaway(
+        self, h2_conn: _EdgeH2Connection, *, final: bool, error: ErrorCodes = ErrorCodes.NO_ERROR
+    ) -> None:
+        """GOAWAY, written past h2's state machine (which would refuse to send anything more,
+        even on the calls still running). Final: streams after the last one opened are refused."""
+        last = h2_conn.highest_inbound_stream_id if final else _MAX_STREAM_ID
+        if final:
+            h2_conn.refuses_after = last
+        self.connection.flush()  # what h2 has queued goes first
+        frame = GoAwayFrame(stream_id=0, last_stream_id=last, error_code=error)
+        self.connection._transport.write(frame.serialize())
+
+    def _close_soon(self, reason: str, *, level: int = logging.INFO, linger: bool = True) -> None:
+        """Stop the connection's calls, read and drop for a moment (see _LINGER_S) when a
+        GOAWAY went out, then close."""
+        peer = self.connection.get_peer().addr()
+        log.log(level, "closed a connection from %s: %s", peer, reason)
+        self._is_closing = True
+        self.handler.close()  # its calls end now; the socket closes after a moment
+        if linger:
+            asyncio.get_running_loop().call_later(_LINGER_S, self.processor.close, reason)
+        else:
+            self.processor.close(reason)
 
 
 class _OverBudget(Exception):
@@ -309,11 +634,25 @@ class _EdgeFrameBuffer(FrameBuffer):
 
 
 class _EdgeH2Connection(H2Connection):
-    """h2's connection: a stream past the limit is refused alone, its headers still decoded;
-    resets are counted against a budget per second."""
+    """h2's connection: a stream past the limit, or opened after a final GOAWAY, is refused
+    alone, its headers still decoded; resets are counted against a budget per second; the
+    preface (the client's first SETTINGS) and the answer to the drain PING are noted."""
 
     _resets = 0
     _resets_since = 0.0
+    has_preface = False
+    drain_acked = False
+    refuses_after: int | None = None
+    """The last stream id of a final GOAWAY: later streams are refused."""
+
+    def _receive_settings_frame(self, frame: Any) -> Any:
+        self.has_preface = True
+        return super()._receive_settings_frame(frame)
+
+    def _receive_ping_frame(self, frame: Any) -> Any:
+        if "ACK" in frame.flags and frame.opaque_data == _DRAIN_PING:
+            self.drain_acked = True
+        return super()._receive_ping_frame(frame)
 
     def _receive_rst_stream_frame(self, frame: Any) -> Any:
         now = time.monotonic()
@@ -325,15 +664,23 @@ class _EdgeH2Connection(H2Connection):
         return super()._receive_rst_stream_frame(frame)
 
     def _receive_headers_frame(self, frame: Any) -> Any:
+        if self.refuses_after is not None and frame.stream_id > self.refuses_after:
+            if frame.stream_id not in self.streams:
+                return self._refuse(frame)
         try:  # h2 counts the open streams itself (a walk of them all): not twice
             return super()._receive_headers_frame(frame)
         except TooManyStreamsError:  # raised before h2 decoded the block: decode it now
-            self.decoder.decode(frame.data)  # keep HPACK in step with the client
-            self.highest_inbound_stream_id = max(self.highest_inbound_stream_id, frame.stream_id)
-            self._closed_streams[frame.stream_id] = StreamClosedBy.SEND_RST_STREAM
-            refusal = RstStreamFrame(frame.stream_id)
-            refusal.error_code = ErrorCodes.REFUSED_STREAM
-            return [refusal], []
+            return self._refuse(frame)
+
+    def _refuse(self, frame: Any) -> Any:
+        """REFUSED_STREAM for a new stream (safe for the client to retry), its headers decoded
+        so HPACK stays in step with the client."""
+        self.decoder.decode(frame.data)
+        self.highest_inbound_stream_id = max(self.highest_inbound_stream_id, frame.stream_id)
+        self._closed_streams[frame.stream_id] = StreamClosedBy.SEND_RST_STREAM
+        refusal = RstStreamFrame(frame.stream_id)
+        refusal.error_code = ErrorCodes.REFUSED_STREAM
+        return [refusal], []
 
     def _handle_data_on_closed_stream(self, events: Any, exc: Any, frame: Any) -> Any:
         """DATA on a stream we reset: already in flight when we did, so ignored (RFC 9113
@@ -348,3 +695,49 @@ class _EdgeH2Connection(H2Connection):
         changes = super()._local_settings_acked()
         self.decoder.max_header_list_size = HEADER_LIST_HARD_CAP  # the advertised limit is per call
         return changes
+
+
+class GracefulChannel(_client.Channel):
+    """grpclib's client Channel, which takes a server's GOAWAY(NO_ERROR) as gRPC means it: no
+    new calls on that connection (the next call opens a new one), and the calls running on it
+    finish there. grpclib and h2 would end them all at once, and those calls would fail.
+
+    A connection told GOAWAY is closed when the server closes it, or with the channel.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._going_away: weakref.WeakSet[_protocol.H2Protocol] = weakref.WeakSet()
+
+    async def _create_connection(self) -> _protocol.H2Protocol:
+        protocol = await super()._create_connection()
+        h2_conn = protocol.connection._connection
+        h2_conn.__class__ = _GracefulClientH2Connection
+        graceful: _GracefulClientH2Connection = h2_conn  # type: ignore[assignment]
+        graceful._frame_dispatch_table[GoAwayFrame] = graceful._receive_goaway_frame
+
+        def going_away() -> None:
+            protocol.handler.close()  # connection_lost: the channel connects anew for new calls
+            self._going_away.add(protocol)
+
+        graceful.going_away = going_away
+        return protocol
+
+    def close(self) -> None:
+        """Close the connection, and any told GOAWAY whose calls still run."""
+        for protocol in list(self._going_away):
+            protocol.processor.close()
+        super().close()
+
+
+class _GracefulClientH2Connection(H2Connection):
+    """h2's client connection: a GOAWAY(NO_ERROR) leaves the connection open for the calls
+    already sent, instead of closing it to all sending (h2 moves to CLOSED at any GOAWAY)."""
+
+    going_away: Callable[[], None] | None = None
+
+    def _receive_goaway_frame(self, frame: Any) -> Any:
+        if frame.error_code != ErrorCodes.NO_ERROR or self.going_away is None:
+            return super()._receive_goaway_frame(frame)
+        self.going_away()
+        return [], []

@@ -19,12 +19,14 @@ from blazerpc.errors import UnknownNameError, to_status
 from blazerpc.grpc.protocols import HEALTH
 from blazerpc.schema.naming import rpc_path
 
-__all__ = ("HealthService",)
+__all__ = ("CHECK_PATH", "HealthService")
 
 _Request = HEALTH.classes["HealthCheckRequest"]
 _Response = HEALTH.classes["HealthCheckResponse"]
 _SERVING, _NOT_SERVING, _SERVICE_UNKNOWN = 1, 2, 3
 HealthStream = Stream[Any, Any]
+CHECK_PATH = rpc_path(HEALTH.service, "Check")
+WATCH_PATH = rpc_path(HEALTH.service, "Watch")
 
 
 class HealthService:
@@ -44,10 +46,9 @@ class HealthService:
             self._changed = asyncio.Event()
 
     def __mapping__(self) -> dict[str, Handler]:
-        check, watch = rpc_path(HEALTH.service, "Check"), rpc_path(HEALTH.service, "Watch")
         return {
-            check: Handler(self.Check, Cardinality.UNARY_UNARY, _Request, _Response),
-            watch: Handler(self.Watch, Cardinality.UNARY_STREAM, _Request, _Response),
+            CHECK_PATH: Handler(self.Check, Cardinality.UNARY_UNARY, _Request, _Response),
+            WATCH_PATH: Handler(self.Watch, Cardinality.UNARY_STREAM, _Request, _Response),
         }
 
     def _status(self) -> int:

@@ -8,7 +8,6 @@ bad message becomes INVALID_ARGUMENT like any other failure.
 from __future__ import annotations
 
 import asyncio
-import struct
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,7 +19,8 @@ from grpclib.server import Stream
 
 from blazerpc.context import Context
 from blazerpc.errors import ResultError, WireError, cancelled_status
-from blazerpc.grpc.h2 import RequestReader, request_reader
+from blazerpc.grpc.h2 import request_reader
+from blazerpc.grpc.messages import ResponseEncoder, receive_message
 from blazerpc.runtime.boundary import Boundary, Limits
 from blazerpc.schema.naming import RESULT_FIELD
 from blazerpc.schema.spec import ServiceSpec, Shape
@@ -33,12 +33,10 @@ __all__ = (
     "RawBytesCodec",
     "RawStream",
     "ServiceHandlers",
-    "receive_message",
     "send_failure",
     "with_request_id",
 )
 
-_PREFIX = struct.Struct(">?I")
 RawStream = Stream[bytes, bytes]
 
 
@@ -80,10 +78,12 @@ class ServiceHandlers:
         codecs: SchemaCodec,
         limits: Limits,
         calls: dict[str, Boundary],
+        *,
+        compression: str = "off",
     ) -> None:
         self._mapping = {
             schema.rpc_path(model): Handler(
-                _adapter(calls[model.name], codecs.models[model.name], limits),
+                _adapter(calls[model.name], codecs.models[model.name], limits, compression),
                 CARDINALITIES[model.shape],
                 bytes,
                 bytes,
@@ -96,12 +96,13 @@ class ServiceHandlers:
 
 
 def _adapter(
-    boundary: Boundary, codec: ModelCodec, limits: Limits
+    boundary: Boundary, codec: ModelCodec, limits: Limits, compression: str
 ) -> Callable[[RawStream], Awaitable[None]]:
     name = boundary.model.name
+    is_single = boundary.model.shape in (Shape.UNARY, Shape.SERVER_STREAMING)
 
     async def handle(stream: RawStream) -> None:
-        port = _GrpcPort(stream, codec, limits, name)
+        port = _GrpcPort(stream, codec, limits, name, is_single, compression)
         try:  # with_request_id(), inlined: one coroutine less on every call
             await boundary.run(port)
         except GRPCError as error:
@@ -200,20 +201,35 @@ class GrpcCall:
 
 
 class _GrpcPort(GrpcCall):
-    """A gRPC call's messages: length-prefixed protobuf, within the server's size limits."""
+    """A gRPC call's messages: length-prefixed protobuf, within the server's size limits.
 
-    __slots__ = ("_codec", "_limits", "_model", "_read")
+    `is_single`: the call has one request message, due with its headers, so a wait for it is
+    a stalled message (message_timeout), not a gap between messages.
+    """
+
+    __slots__ = ("_codec", "_encoder", "_is_due", "_limits", "_model", "_reader")
     transport = "grpc"
 
-    def __init__(self, stream: RawStream, codec: ModelCodec, limits: Limits, model: str) -> None:
+    def __init__(
+        self,
+        stream: RawStream,
+        codec: ModelCodec,
+        limits: Limits,
+        model: str,
+        is_single: bool,
+        compression: str,
+    ) -> None:
         super().__init__(stream)
-        self._read = request_reader(stream)
+        self._reader = request_reader(stream, limits.message_timeout)
+        self._encoder = ResponseEncoder(stream, self._reader, compression)
         self._codec = codec
         self._limits = limits
         self._model = model
+        self._is_due = is_single
 
     async def receive(self) -> dict[str, Any] | None:
-        data = await receive_message(self._read, self._limits)
+        is_due, self._is_due = self._is_due, False
+        data = await receive_message(self._reader, self._limits, started=is_due)
         return None if data is None else self._codec.request.decode(data)
 
     async def send(self, result: object) -> None:
@@ -222,26 +238,4 @@ class _GrpcPort(GrpcCall):
         except WireError as err:
             raise ResultError(str(err)) from None
         self._limits.check_response(len(data), self._model)
-        await self._stream.send_message(data)
-
-
-async def receive_message(read: RequestReader, limits: Limits) -> bytes | None:
-    """The next message, or None at the end; one declared over the limit is never read.
-
-    grpclib's own recv_message() buffers whatever length the peer declares, so this reads the
-    5-byte gRPC prefix itself, from grpclib's HTTP/2 stream (through the door, h2.py).
-    """
-    prefix = await read(5)
-    if not prefix:
-        return None
-    if len(prefix) != 5:
-        raise WireError("the request ended inside a message's 5-byte length prefix.")
-    is_compressed, length = _PREFIX.unpack(prefix)
-    if is_compressed:
-        raise WireError("the request is compressed; send it uncompressed (grpc-encoding identity).")
-    if length > limits.max_request_bytes:
-        raise limits.request_too_large(length)
-    data = await read(length)
-    if len(data) != length:
-        raise WireError(f"the request ended after {len(data)} of its {length} declared bytes.")
-    return data
+        await self._encoder.send(data)

@@ -39,12 +39,8 @@ from blazerpc.errors import (
     to_status,
 )
 from blazerpc.grpc.h2 import request_reader
-from blazerpc.grpc.service import (
-    GrpcCall,
-    RawStream,
-    receive_message,
-    with_request_id,
-)
+from blazerpc.grpc.messages import ResponseEncoder, receive_message
+from blazerpc.grpc.service import GrpcCall, RawStream, with_request_id
 from blazerpc.openinference.protos import INFERENCE
 from blazerpc.openinference.tensors import ModelTensors
 from blazerpc.runtime.admission import Admission
@@ -87,11 +83,13 @@ class InferenceProtocol:
         limits: Limits,
         *,
         lists_names: bool = True,
+        compression: str = "off",
     ) -> None:
         self._models = {name: _Served(tensors[name], calls[name]) for name in tensors}
         self._lists_names = lists_names  # off when calls need a key: ModelReady answers anyone
         self._admission = admission
         self._limits = limits
+        self._compression = compression
 
     @property
     def probe_paths(self) -> list[str]:
@@ -152,7 +150,7 @@ class InferenceProtocol:
         await stream.send_message(response)
 
     async def _model_infer(self, stream: RawStream) -> None:
-        session = _Session(stream, self._limits, is_stream=False)
+        session = _Session(stream, self._limits, self._compression, is_stream=False)
         await with_request_id(stream, session.call, self._infer(session))
 
     async def _infer(self, session: _Session) -> None:
@@ -170,7 +168,7 @@ class InferenceProtocol:
         await served.boundary.run(_InferPort(session, served, request, reads_stream=False))
 
     async def _model_stream_infer(self, stream: RawStream) -> None:
-        session = _Session(stream, self._limits, is_stream=True)
+        session = _Session(stream, self._limits, self._compression, is_stream=True)
         await with_request_id(stream, session.call, self._stream_infer(session))
 
     async def _stream_infer(self, session: _Session) -> None:
@@ -244,17 +242,22 @@ async def _first(session: _Session) -> Any:
 class _Session:
     """One ModelInfer or ModelStreamInfer call: its requests in, its responses out."""
 
-    def __init__(self, stream: RawStream, limits: Limits, *, is_stream: bool) -> None:
+    def __init__(
+        self, stream: RawStream, limits: Limits, compression: str, *, is_stream: bool
+    ) -> None:
         self.stream = stream
         self.call = GrpcCall(stream)
-        self.read = request_reader(stream)
+        self.reader = request_reader(stream, limits.message_timeout)
+        self.encoder = ResponseEncoder(stream, self.reader, compression)
         self.limits = limits
         self.is_stream = is_stream
+        self._is_due = not is_stream  # ModelInfer's one request comes with its headers
         self._next_timestamp = 0
 
     async def next_request(self) -> Any:
         """The next request, parsed, or None at the end; WireError if it is not one."""
-        data = await receive_message(self.read, self.limits)
+        is_due, self._is_due = self._is_due, False
+        data = await receive_message(self.reader, self.limits, started=is_due)
         if data is None:
             return None
         try:
@@ -299,7 +302,7 @@ class _Session:
         """Send a message from new_response(), within the response size limit."""
         data = message.SerializeToString()
         self.limits.check_response(len(data), model)
-        await self.stream.send_message(data)
+        await self.encoder.send(data)
 
     async def respond_error(self, error: GRPCError, infer_id: str) -> None:
         """A per-request error on a stream: `error_message`, and the stream goes on."""
@@ -308,7 +311,7 @@ class _Session:
         message = f"{error.status.name}: {error.message}"
         response: Any = _StreamResponse(error_message=message)
         response.infer_response.id = infer_id
-        await self.stream.send_message(response.SerializeToString())
+        await self.encoder.send(response.SerializeToString())
 
 
 class _InferPort(GrpcCall):

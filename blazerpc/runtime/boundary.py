@@ -176,14 +176,16 @@ class Boundary:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Message size limits, the same over every transport."""
+    """Message size limits, and how long a started request message may stall, the same over
+    every transport."""
 
     max_request_bytes: int
     max_response_bytes: int
+    message_timeout: float = 0.0
 
     @classmethod
     def of(cls, config: ServerConfig) -> Limits:
-        return cls(config.max_request_bytes, config.max_response_bytes)
+        return cls(config.max_request_bytes, config.max_response_bytes, config.message_timeout)
 
     def check_response(self, size: int, model: str) -> None:
         """A response over the limit fails its call with RESOURCE_EXHAUSTED."""
@@ -193,10 +195,12 @@ class Limits:
                 f"server's limit of {self.max_response_bytes} bytes (max_response_bytes)."
             )
 
-    def request_too_large(self, size: int) -> LimitError:
-        """The error for a request message of `size` bytes, over the limit."""
+    def request_too_large(self, size: int, *, inflated: bool = False) -> LimitError:
+        """The error for a request message of `size` bytes, over the limit; `inflated`: it
+        was compressed, and inflating it passed the limit (so `size` is a lower bound)."""
+        what = f"inflates to over {size - 1} bytes" if inflated else f"is {size} bytes"
         return LimitError(
-            f"the request message is {size} bytes, over the server's limit of "
+            f"the request message {what}, over the server's limit of "
             f"{self.max_request_bytes} bytes (max_request_bytes). Send less per message, "
             "or stream it in parts."
         )

@@ -58,6 +58,17 @@ _GRPCLIB_PRIVATES = {
     "_receive_rst_stream_frame",
     "_update_header_buffer",
     "_headers_buffer",
+    "_receive_settings_frame",
+    "_receive_ping_frame",
+    "_receive_goaway_frame",
+    "_server_closed_fut",
+    "_transport",
+    "_send_initial_metadata_done",
+    "_send_message_done",
+    "_messages_sent",
+    "_content_type",
+    "_create_connection",
+    "request_headers",
 }
 """The private names of grpclib and h2 objects the door wraps."""
 

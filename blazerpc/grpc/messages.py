@@ -1,0 +1,119 @@
+"""A gRPC call's messages on the wire: the 5-byte prefix, the size limit, compression, and how
+long a started message may stall.
+
+Compressed requests (`grpc-encoding` gzip or deflate) are always accepted; the size limit is
+the inflated size, checked while inflating, so a small message that would inflate past it is
+refused without being inflated whole. Responses are compressed when the server is configured
+to (`response_compression`) and the caller accepts it (`grpc-accept-encoding`), message by
+message, and only when gzip makes the message smaller (as grpc-core does).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import Any
+
+from blazerpc.errors import StalledError, UnsupportedCallError, WireError
+from blazerpc.grpc.h2 import ReadStalled, RequestReader, send_encoded
+from blazerpc.runtime.boundary import Limits
+
+__all__ = ("ACCEPTED_ENCODINGS", "ResponseEncoder", "receive_message")
+
+_PREFIX = struct.Struct(">?I")
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+"""zlib's window bits for each gRPC encoding: gzip's header, or zlib's (gRPC's "deflate")."""
+ACCEPTED_ENCODINGS = ("gzip", "deflate", "identity")
+"""The request encodings the server inflates."""
+
+
+async def receive_message(
+    reader: RequestReader, limits: Limits, *, started: bool = False
+) -> bytes | None:
+    """The next message, inflated, or None at the end; one over the limit is never read whole.
+
+    grpclib's own recv_message() buffers whatever length the peer declares, so this reads the
+    5-byte gRPC prefix itself, from grpclib's HTTP/2 stream (through the door, h2.py).
+    `started`: the message is due now (a unary call's only one), not after a gap.
+    """
+    prefix = b""
+    try:
+        prefix = await reader.read(5, started=started)
+        if not prefix:
+            return None
+        if len(prefix) != 5:
+            raise WireError("the request ended inside a message's 5-byte length prefix.")
+        is_compressed, length = _PREFIX.unpack(prefix)
+        if length > limits.max_request_bytes:
+            raise limits.request_too_large(length)
+        data = await reader.read(length)
+    except ReadStalled as stall:
+        timeout = f"{limits.message_timeout:g} s (message_timeout)"
+        if not prefix and not stall.got:
+            raise StalledError(
+                f"the call's request message did not come within {timeout} of its headers."
+            ) from None
+        raise StalledError(
+            f"the request message stopped arriving: nothing came for {timeout} in the middle "
+            "of it. Send each message whole, without pauses."
+        ) from None
+    if len(data) != length:
+        raise WireError(f"the request ended after {len(data)} of its {length} declared bytes.")
+    if is_compressed:
+        return _inflated(data, reader.header("grpc-encoding"), limits)
+    return data
+
+
+def _inflated(data: bytes, encoding: str | None, limits: Limits) -> bytes:
+    if encoding is None or encoding == "identity":
+        raise WireError(
+            "a request message is flagged compressed, but the call names no grpc-encoding: "
+            "send grpc-encoding: gzip (or deflate) with it, or send it uncompressed."
+        )
+    wbits = _WBITS.get(encoding)
+    if wbits is None:
+        raise UnsupportedCallError(
+            f"the request is compressed with {encoding!r}, which this server does not inflate; "
+            f"it accepts {', '.join(ACCEPTED_ENCODINGS)}."
+        )
+    inflater = zlib.decompressobj(wbits)
+    limit = limits.max_request_bytes
+    try:
+        inflated = inflater.decompress(data, limit + 1)  # never more than one byte past it
+    except zlib.error as err:
+        raise WireError(
+            f"a request message could not be inflated with {encoding} ({err})."
+        ) from None
+    if len(inflated) > limit:
+        raise limits.request_too_large(len(inflated), inflated=True)
+    if not inflater.eof:
+        raise WireError(f"a request message is cut short: its {encoding} stream does not end.")
+    return inflated
+
+
+class ResponseEncoder:
+    """How one call's responses go out: gzip when the server and the caller both want it."""
+
+    __slots__ = ("_encoding", "_stream")
+
+    def __init__(self, stream: Any, reader: RequestReader, compression: str) -> None:
+        self._stream = stream
+        accepted = reader.header("grpc-accept-encoding") if compression != "off" else None
+        wanted = accepted is not None and compression in _tokens(accepted)
+        self._encoding = compression if wanted else None
+
+    async def send(self, data: bytes) -> None:
+        """Send one response message, compressed when that makes it smaller."""
+        if self._encoding is None:
+            await self._stream.send_message(data)
+            return
+        deflater = zlib.compressobj(6, zlib.DEFLATED, _WBITS[self._encoding])
+        packed = deflater.compress(data) + deflater.flush()
+        if len(packed) < len(data):
+            await send_encoded(self._stream, packed, self._encoding, is_compressed=True)
+        else:  # the flag says "not compressed"; the headers name the encoding all the same
+            await send_encoded(self._stream, data, self._encoding, is_compressed=False)
+
+
+def _tokens(header: str) -> set[str]:
+    return {token.strip() for token in header.split(",")}
