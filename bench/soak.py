@@ -7,7 +7,8 @@ process sends, in rounds: fuzzed bodies (random and mutated, as tests/integratio
 does) on all four shapes, normal calls, and now and then an attack on a connection of its
 own: a Rapid Reset burst, 70 KiB of metadata, a CONTINUATION flood, 150 streams at once.
 Reported: calls by status, normal calls that failed (must be 0), the server's resident memory
-at the start, each minute and the end (it must level off), and whether its log has an ERROR or a traceback (must not).
+at the start, each minute and the end (it must level off), and whether its log has an ERROR
+or a traceback (must not).
 """
 
 from __future__ import annotations

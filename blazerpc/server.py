@@ -397,7 +397,7 @@ class _HttpServer:
             log_config=None,  # the library never configures logging
             access_log=False,  # blazerpc.access logs every call, whatever the transport
             server_header=False,
-            http=bounded_http_protocol(config.max_header_bytes),
+            http=bounded_http_protocol(config.max_header_bytes, config.header_timeout),
             timeout_graceful_shutdown=1,  # the calls were drained before uvicorn stops
         )
         uvicorn_config.load()

@@ -51,6 +51,7 @@ HTTP_STATUS = {
 _OFF_ROUTE = {
     404: Status.NOT_FOUND,
     405: Status.UNIMPLEMENTED,
+    408: Status.DEADLINE_EXCEEDED,
     413: Status.RESOURCE_EXHAUSTED,
     426: Status.FAILED_PRECONDITION,
     431: Status.RESOURCE_EXHAUSTED,
@@ -95,8 +96,9 @@ class Answer(Protocol):
         """The call succeeded: complete the response."""
         ...
 
-    async def fail(self, status: Status, message: str) -> None:
-        """The call failed: an HTTP error if nothing was sent yet, else an error event."""
+    async def fail(self, status: Status, message: str, *, http_status: int | None = None) -> None:
+        """The call failed: an HTTP error if nothing was sent yet (`http_status`, or the
+        status's own), else an error event."""
         ...
 
 
@@ -116,8 +118,8 @@ class JsonAnswer:
     async def finish(self) -> None:
         await send_json(self._send, 200, self._result, compress=self._gzip)
 
-    async def fail(self, status: Status, message: str) -> None:
-        await send_error(self._send, status, message)
+    async def fail(self, status: Status, message: str, *, http_status: int | None = None) -> None:
+        await send_error(self._send, status, message, http_status=http_status)
 
 
 class EventAnswer:
@@ -138,9 +140,9 @@ class EventAnswer:
             await self.events.named(b"end", b'{"items":%d}' % self._items)
         await self.events.end()
 
-    async def fail(self, status: Status, message: str) -> None:
+    async def fail(self, status: Status, message: str, *, http_status: int | None = None) -> None:
         if not self.events.is_started:
-            await send_error(self._send, status, message)
+            await send_error(self._send, status, message, http_status=http_status)
             return
         await self.events.named(b"error", error_body(status, message))
         await self.events.end()
@@ -151,16 +153,31 @@ async def send_failure(send: Send, error: Exception, model: str) -> None:
     await send_error(send, *to_status(error, model))
 
 
-async def send_error(send: Send, status: Status, message: str) -> None:
-    """A whole error response: the status's HTTP status and `{"code", "message"}`."""
-    await send_json(send, HTTP_STATUS.get(status, 500), error_body(status, message), retry=True)
+async def send_error(
+    send: Send, status: Status, message: str, *, http_status: int | None = None
+) -> None:
+    """A whole error response: `http_status` (else the status's own) and `{"code", "message"}`.
+
+    408 (the request stopped arriving) closes the connection: the rest of a body that did
+    not come may still, and must not be read as the next request.
+    """
+    code = http_status or HTTP_STATUS.get(status, 500)
+    await send_json(send, code, error_body(status, message), retry=True, close=code == 408)
 
 
 async def send_json(
-    send: Send, status: int, body: bytes, *, compress: bool = False, retry: bool = False
+    send: Send,
+    status: int,
+    body: bytes,
+    *,
+    compress: bool = False,
+    retry: bool = False,
+    close: bool = False,
 ) -> None:
     """A whole JSON response; gzipped when asked and large, with Retry-After on 429 and 503."""
     headers = [(b"content-type", b"application/json")]
+    if close:
+        headers.append((b"connection", b"close"))
     if compress and len(body) >= _GZIP_MIN_BYTES:
         body = gzip.compress(body, compresslevel=6)
         headers += [(b"content-encoding", b"gzip"), (b"vary", b"accept-encoding")]

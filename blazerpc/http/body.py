@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from blazerpc.errors import WireError
+from blazerpc.errors import StalledError, WireError
 from blazerpc.runtime.boundary import Limits
 
 __all__ = ("Decode", "NdjsonLines", "OneDocument", "Receive", "RequestBody", "Requests")
@@ -32,6 +32,8 @@ class RequestBody:
         self.is_complete = False
         """The last chunk has arrived: from now on, ASGI only tells that the caller left."""
         self.is_disconnected = False
+        self.has_stalled = False
+        """A started message stopped arriving for message_timeout: the call answers 408."""
 
     async def read_all(self) -> bytes:
         """The whole body, once it has all arrived."""
@@ -39,13 +41,26 @@ class RequestBody:
         if declared.isdigit() and int(declared) > self._limits.max_request_bytes:
             raise self._limits.request_too_large(int(declared))
         while not self.is_complete:
-            await self.read_chunk()
+            await self.read_chunk(is_started=True)
             self.check_size()
         return bytes(self.buffer)
 
-    async def read_chunk(self) -> None:
-        """Wait for the next chunk; a disconnect cancels the call."""
-        message = await self._receive()
+    async def read_chunk(self, *, is_started: bool) -> None:
+        """Wait for the next chunk; a disconnect cancels the call. In a started message (a
+        document, a line begun), `message_timeout` seconds without a chunk fail the call."""
+        stall_s = self._limits.message_timeout
+        if is_started and stall_s:
+            try:
+                async with asyncio.timeout(stall_s):
+                    message = await self._receive()
+            except TimeoutError:
+                self.has_stalled = True
+                raise StalledError(
+                    f"the request body stopped arriving: nothing came for {stall_s:g} s "
+                    "(message_timeout). Send the body without pauses."
+                ) from None
+        else:
+            message = await self._receive()
         if message["type"] == "http.disconnect":
             self.is_disconnected = True
             raise asyncio.CancelledError
@@ -124,4 +139,4 @@ class NdjsonLines:
                 line = bytes(buffer)
                 buffer.clear()
                 return line if line.strip() else None
-            await body.read_chunk()
+            await body.read_chunk(is_started=bool(buffer))

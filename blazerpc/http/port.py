@@ -163,9 +163,11 @@ class HttpPort:
         await self._answer.finish()
 
     async def fail(self, status: Status, message: str) -> None:
-        """The call failed: an HTTP error if nothing was sent yet, else an error event."""
+        """The call failed: an HTTP error if nothing was sent yet, else an error event; 408
+        when the request body stopped arriving."""
         self.stop()
-        await self._answer.fail(status, message)
+        http_status = 408 if self._body.has_stalled else None
+        await self._answer.fail(status, message, http_status=http_status)
 
     def stop(self) -> None:
         """Stop watching the connection and the clock: the response is about to complete."""
