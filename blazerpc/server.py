@@ -23,6 +23,7 @@ from blazerpc.config import ServerConfig
 from blazerpc.grpc.h2 import EdgeOptions, GrpcServer, IServable
 from blazerpc.grpc.health import CHECK_PATH, HealthService
 from blazerpc.grpc.keys import require_keys
+from blazerpc.grpc.messages import inflating
 from blazerpc.grpc.protocols import Protocol as GrpcProtocol
 from blazerpc.grpc.reflection import with_reflection
 from blazerpc.grpc.service import RawBytesCodec, ServiceHandlers
@@ -138,6 +139,8 @@ class BlazeServer:
             if self.config.public_reflection:
                 for reflection in self._services[len(services) :]:
                     open_paths.update(reflection.__mapping__())
+        # the models' own handlers read compressed requests themselves; the others through this
+        self._services = [handlers, *inflating(self._services[1:], self._limits)]
         if self._keys is not None:
             self._services = require_keys(self._services, self._keys, open_paths)
         self._server: GrpcServer | None = None

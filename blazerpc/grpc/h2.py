@@ -33,9 +33,11 @@ Written for grpclib 0.4.9 and h2 4.2 to 4.4 (pyproject.toml pins `grpclib>=0.4.9
   running calls finish is written to `Connection._transport` past h2's state machine (h2 moves
   to CLOSED at any GOAWAY, and then sends nothing). grpclib's keepalive is configured through
   `Configuration`'s underscored fields (`_keepalive_time`, ...).
-- Compression: `send_encoded` sends the response headers with `grpc-encoding` (grpclib drops
-  `grpc-*` metadata) through the stream's `_stream.send_headers`/`send_data`, and keeps the
-  grpclib Stream's `_send_initial_metadata_done`, `_send_message_done`, `_messages_sent`.
+- Compression: `decode_request` decodes an inflated request with the grpclib Stream's
+  `_codec` and `_recv_type`; `send_encoded` sends the response headers with `grpc-encoding`
+  (grpclib drops `grpc-*` metadata) through the stream's `_stream.send_headers`/`send_data`,
+  and keeps the grpclib Stream's `_send_initial_metadata_done`, `_send_message_done` and
+  `_messages_sent`.
 - The client (`GracefulChannel`): `Channel._create_connection` makes each connection; its h2
   connection's `_receive_goaway_frame` is overridden so a GOAWAY(NO_ERROR) lets the running
   calls finish.
@@ -86,6 +88,7 @@ __all__ = (
     "IServable",
     "ReadStalled",
     "RequestReader",
+    "decode_request",
     "missing_internals",
     "request_reader",
     "send_encoded",
@@ -213,6 +216,11 @@ async def send_encoded(
 
 
 _ENCODED_PREFIX = struct.Struct(">?I")
+
+
+def decode_request(stream: _server.Stream[Any, Any], data: bytes) -> Any:
+    """A request message's bytes as the handler's request type, by the server's codec."""
+    return stream._codec.decode(data, stream._recv_type)
 
 
 OVERSIZED_PATH = "/blazerpc.edge.Refused/OversizedMetadata"
@@ -452,6 +460,10 @@ def missing_internals() -> list[str]:
         "grpclib.server.Stream._send_message_done": hasattr(_server.Stream, "_send_message_done"),
         "grpclib.server.Stream._messages_sent": hasattr(_server.Stream, "_messages_sent"),
         "grpclib.server.Stream._content_type": hasattr(_server.Stream, "_content_type"),
+        "grpclib.server.Stream._codec": "self._codec = codec"
+        in inspect.getsource(_server.Stream.__init__),
+        "grpclib.server.Stream._recv_type": "self._recv_type = recv_type"
+        in inspect.getsource(_server.Stream.__init__),
         "grpclib.client.Channel._create_connection": callable(
             getattr(_client.Channel, "_create_connection", None)
         ),

@@ -12,13 +12,24 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from blazerpc.errors import StalledError, UnsupportedCallError, WireError
-from blazerpc.grpc.h2 import ReadStalled, RequestReader, send_encoded
+from grpclib.const import Handler
+from grpclib.exceptions import GRPCError
+
+from blazerpc.errors import BlazeError, StalledError, UnsupportedCallError, WireError, to_status
+from blazerpc.grpc.h2 import (
+    IServable,
+    ReadStalled,
+    RequestReader,
+    decode_request,
+    request_reader,
+    send_encoded,
+)
 from blazerpc.runtime.boundary import Limits
 
-__all__ = ("ACCEPTED_ENCODINGS", "ResponseEncoder", "receive_message")
+__all__ = ("ACCEPTED_ENCODINGS", "ResponseEncoder", "inflating", "receive_message")
 
 _PREFIX = struct.Struct(">?I")
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
@@ -117,3 +128,45 @@ class ResponseEncoder:
 
 def _tokens(header: str) -> set[str]:
     return {token.strip() for token in header.split(",")}
+
+
+def inflating(services: Sequence[IServable], limits: Limits) -> list[IServable]:
+    """`services` whose handlers read requests with grpclib's `recv_message` (health,
+    reflection, the Open Inference probes), reading them as the models' calls do: compressed
+    or not, within the size limit and message_timeout. grpclib's own fails a compressed one
+    with UNKNOWN."""
+    return [_Inflating(service, limits) for service in services]
+
+
+class _Inflating:
+    def __init__(self, service: IServable, limits: Limits) -> None:
+        self._mapping = {
+            path: _inflating(path, handler, limits)
+            for path, handler in service.__mapping__().items()
+        }
+
+    def __mapping__(self) -> dict[str, Handler]:
+        return self._mapping
+
+
+def _inflating(path: str, handler: Handler, limits: Limits) -> Handler:
+    function: Callable[[Any], Awaitable[None]] = handler.func
+    is_single = not handler.cardinality.client_streaming
+
+    async def inflating(stream: Any) -> None:
+        reader = request_reader(stream, limits.message_timeout)
+        is_due = is_single
+
+        async def recv_message() -> Any:
+            nonlocal is_due
+            started, is_due = is_due, False
+            try:
+                data = await receive_message(reader, limits, started=started)
+            except BlazeError as error:
+                raise GRPCError(*to_status(error, "", service=path)) from None
+            return None if data is None else decode_request(stream, data)
+
+        stream.recv_message = recv_message
+        await function(stream)
+
+    return Handler(inflating, handler.cardinality, handler.request_type, handler.reply_type)

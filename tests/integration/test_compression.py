@@ -397,7 +397,6 @@ def _compressed_health_and_reflection(channel: grpc.Channel) -> tuple[str, str]:
     return health, answer.error_response.error_message
 
 
-@pytest.mark.xfail(strict=True, reason="grpclib fails a compressed request with UNKNOWN")
 async def test_compressed_health_and_reflection_requests_are_inflated() -> None:
     async with BlazeServer(APP, port=0) as server:
         health, reflection_error = await anyio.to_thread.run_sync(

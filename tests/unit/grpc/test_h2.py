@@ -69,6 +69,8 @@ _GRPCLIB_PRIVATES = {
     "_content_type",
     "_create_connection",
     "request_headers",
+    "_codec",
+    "_recv_type",
 }
 """The private names of grpclib and h2 objects the door wraps."""
 
