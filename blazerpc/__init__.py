@@ -17,6 +17,7 @@ from blazerpc.errors import (
     Status,
     WireError,
 )
+from blazerpc.grpc.h2 import GracefulChannel
 from blazerpc.schema.markers import Batching, Field, Tensor
 from blazerpc.server import BlazeServer
 
@@ -31,6 +32,7 @@ __all__ = (
     "Context",
     "DefinitionError",
     "Field",
+    "GracefulChannel",
     "LifespanError",
     "ModelError",
     "Registry",

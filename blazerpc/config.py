@@ -57,7 +57,7 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     idle_timeout: Seconds = 300.0
     keepalive_interval: Seconds = 60.0
     keepalive_timeout: Annotated[float, msgspec.Meta(gt=0)] = 20.0
-    max_connection_age: Seconds = 1800.0
+    max_connection_age: Seconds = 0.0
     max_connection_age_grace: Annotated[float, msgspec.Meta(ge=0)] | None = None
     response_compression: Literal["off", "gzip"] = "off"
     reflection: bool = True
@@ -148,7 +148,7 @@ HELP = {
     "alive (0: no pings).",
     "keepalive_timeout": "Seconds a PING may go unanswered before the connection is closed.",
     "max_connection_age": "Seconds (+-10 %) after which a gRPC connection gets GOAWAY, so "
-    "clients reconnect and spread over replicas (0: forever).",
+    "clients reconnect and spread over replicas behind an L4 balancer (0: never).",
     "max_connection_age_grace": "Seconds the calls of a connection past its age get to finish; "
     "none: as long as they run.",
     "response_compression": "gzip: compress responses for callers that accept it "

@@ -56,7 +56,7 @@ import time
 import weakref
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from grpclib import client as _client
 from grpclib import protocol as _protocol
@@ -68,6 +68,7 @@ from grpclib.exceptions import GRPCError
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
+from h2.events import StreamReset
 from h2.exceptions import TooManyStreamsError
 from h2.frame_buffer import CONTINUATION_BACKLOG, FrameBuffer
 from h2.settings import SettingCodes
@@ -116,60 +117,69 @@ class RequestReader:
     its side with fewer bytes than asked (a message cut short): the reader returns the bytes
     there are instead, so the caller of the reader can say what was wrong (INVALID_ARGUMENT).
 
-    With `stall_s`, a read that has to wait is watched: once a message has started (`started`,
-    or some of its bytes came), `stall_s` seconds without a byte raise ReadStalled. A wait
-    before a message starts is a gap between messages, which only the call's deadline bounds.
+    With `is_watched`, a waiting read is watched by its connection's timer (`_EdgeProtocol`):
+    once a message has started (`started`, or some of its bytes came), `message_timeout`
+    seconds with no byte arriving on the stream raise ReadStalled. A wait before a message
+    starts is a gap between messages, which only the call's deadline bounds. The watch costs a
+    read a few attribute writes; the timer that checks is the connection's own.
     """
 
-    __slots__ = ("_buffer", "_h2_stream", "_stall_s")
+    __slots__ = (
+        "_buffer",
+        "_h2_stream",
+        "_is_watched",
+        "has_stalled",
+        "quiet_since",
+        "seen",
+        "started",
+        "waiter",
+    )
 
-    def __init__(self, stream: _server.Stream[Any, Any], stall_s: float = 0.0) -> None:
+    def __init__(self, stream: _server.Stream[Any, Any], is_watched: bool = False) -> None:
         self._h2_stream = stream._stream
         self._buffer = self._h2_stream.buffer
-        self._stall_s = stall_s
+        self._is_watched = is_watched
+        self.started = False
+        """The message being read has started: a wait is a stall, not a gap."""
+        self.seen = -1
+        """The stream's bytes received when the connection's timer last looked; -1: not yet."""
+        self.quiet_since = 0.0
+        self.waiter: asyncio.Task[Any] | None = None
+        self.has_stalled = False
 
     async def read(self, size: int, *, started: bool = True) -> bytes:
         """Up to `size` bytes; see the class."""
-        if self._stall_s and self._buffer._acked_size < size:
-            return await self._read_watched(size, started)
+        h2_stream = self._h2_stream
+        if not self._is_watched:
+            try:
+                data: bytes = await h2_stream.recv_data(size)
+            except AssertionError:  # "Received less data than expected": the rest is buffered
+                data = await self._buffer.read(self._buffer._acked_size)
+            return data
+        self.started, self.seen, self.waiter = started, -1, asyncio.current_task()
+        h2_stream.reader = self  # type: ignore[attr-defined]
         try:
-            data: bytes = await self._h2_stream.recv_data(size)
-        except AssertionError:  # "Received less data than expected": the rest is buffered
-            data = await self._buffer.read(self._buffer._acked_size)
-        return data
-
-    async def _read_watched(self, size: int, started: bool) -> bytes:
-        buffer, loop = self._buffer, asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        watch = _Watch(buffer._acked_size)
-
-        def check() -> None:
-            now = buffer._acked_size
-            if now != watch.seen or (not started and now == 0):
-                watch.seen = now  # bytes came, or the message has not started: wait on
-                watch.handle = loop.call_later(self._stall_s, check)
-            else:
-                watch.stalled = True
-                task.cancel()
-
-        watch.handle = loop.call_later(self._stall_s, check)
-        try:
-            return await self.read_unwatched(size)
-        except asyncio.CancelledError:
-            if watch.stalled and task.uncancel() == 0:
-                raise ReadStalled(buffer._acked_size) from None
-            raise
-        finally:
-            watch.handle.cancel()
-
-    async def read_unwatched(self, size: int) -> bytes:
-        """`read` with no stall watch."""
-        try:
-            data: bytes = await self._h2_stream.recv_data(size)
+            data = await h2_stream.recv_data(size)
         except AssertionError:
             data = await self._buffer.read(self._buffer._acked_size)
+        except asyncio.CancelledError:
+            waiter = self.waiter
+            if self.has_stalled and waiter is not None and waiter.uncancel() == 0:
+                raise ReadStalled(self._buffer._acked_size) from None  # cancelled for that alone
+            raise
+        finally:
+            h2_stream.reader = None  # type: ignore[attr-defined]
         return data
+
+    def has_bytes(self) -> bool:
+        """Some bytes of the message being read have come."""
+        return bool(self._buffer._acked_size) or not self._buffer._unacked.empty()
+
+    def stall(self) -> None:
+        """End the waiting read with ReadStalled (the connection's timer calls it)."""
+        if self.waiter is not None and not self.has_stalled:
+            self.has_stalled = True
+            self.waiter.cancel()
 
     def header(self, name: str) -> str | None:
         """A request header grpclib keeps out of the metadata (`grpc-encoding`, ...)."""
@@ -179,20 +189,9 @@ class RequestReader:
         return None
 
 
-class _Watch:
-    """A watched read's state: bytes seen at the last check, its timer, and whether it stalled."""
-
-    __slots__ = ("handle", "seen", "stalled")
-
-    def __init__(self, seen: int) -> None:
-        self.seen = seen
-        self.stalled = False
-        self.handle: asyncio.TimerHandle | None = None
-
-
-def request_reader(stream: _server.Stream[Any, Any], stall_s: float = 0.0) -> RequestReader:
-    """The call's RequestReader."""
-    return RequestReader(stream, stall_s)
+def request_reader(stream: _server.Stream[Any, Any], is_watched: bool = False) -> RequestReader:
+    """The call's RequestReader; `is_watched`: the server has a message_timeout."""
+    return RequestReader(stream, is_watched)
 
 
 async def send_encoded(
@@ -245,6 +244,8 @@ new calls, a PING follows; its answer (or this long) means the client has seen i
 second GOAWAY names the last call served. A call the client sent before it saw the first is
 served, not lost."""
 _MAX_STREAM_ID = 2**31 - 1
+_OPEN_WINDOW = 65_535
+"""A connection receive window below this may be what keeps a client from sending."""
 HEADER_LIST_HARD_CAP = 1024 * 1024
 """Header blocks up to this size are decoded whole, so HPACK stays in step and a call over
 `max_header_bytes` fails alone; past it, the connection is closed (RFC 9113 allows no less)."""
@@ -259,10 +260,11 @@ class EdgeOptions:
     max_calls: int = 4096
     handshake_timeout: float = 10.0
     header_timeout: float = 10.0
+    message_timeout: float = 30.0
     idle_timeout: float = 300.0
     keepalive_interval: float = 60.0
     keepalive_timeout: float = 20.0
-    max_connection_age: float = 1800.0
+    max_connection_age: float = 0.0
     max_connection_age_grace: float | None = None
 
     @classmethod
@@ -278,6 +280,7 @@ class EdgeOptions:
             for limit in (
                 self.handshake_timeout,
                 self.header_timeout,
+                self.message_timeout,
                 self.idle_timeout,
                 self.max_connection_age,
                 self.max_connection_age_grace,
@@ -344,6 +347,7 @@ class GrpcServer(_server.Server):
         edge: _EdgeProtocol = protocol  # type: ignore[assignment]
         edge.options = self.options
         accept = protocol.handler.accept
+        handler: Any = protocol.handler
         limit = self.options.max_header_bytes
         max_calls = self.options.max_calls
         uncounted = self._uncounted_paths
@@ -358,12 +362,19 @@ class GrpcServer(_server.Server):
                 headers = [*_rerouted(kept, OVER_MAX_CALLS_PATH), (_MAX_CALLS, str(max_calls))]
             stream.request_headers = headers  # compression reads grpc-encoding from them
             self.held_calls += 1
+            is_released = False
 
-            def release() -> None:
-                self.held_calls -= 1
-                release_stream()
+            def release(*_: object) -> None:
+                nonlocal is_released
+                if not is_released:
+                    is_released = True
+                    self.held_calls -= 1
+                    release_stream()
 
             accept(stream, headers, release)
+            # grpclib releases in the handler's `finally`, which a task cancelled before its
+            # first step (HEADERS and RST_STREAM in one read) never runs: its end releases too
+            handler._tasks[stream].add_done_callback(release)  # (a dict grpclib remakes)
 
         protocol.handler.accept = accept_within_limits  # type: ignore[method-assign]
         self._protocols.add(protocol)
@@ -430,6 +441,14 @@ def missing_internals() -> list[str]:
             getattr(FrameBuffer, "_update_header_buffer", None)
         ),
         "h2.frame_buffer.FrameBuffer._headers_buffer": hasattr(FrameBuffer(), "_headers_buffer"),
+        "h2.frame_buffer.FrameBuffer._data": hasattr(FrameBuffer(), "_data")
+        or hasattr(FrameBuffer(), "data"),
+        "grpclib.protocol.Stream.data_received": "stream.data_received +="
+        in inspect.getsource(_protocol.EventsProcessor.process_data_received),
+        "grpclib.protocol.Buffer._unacked": "self._unacked"
+        in inspect.getsource(_protocol.Buffer.__init__),
+        "grpclib.server.Handler._tasks": "self._tasks[stream] ="
+        in inspect.getsource(_server.Handler.accept),
         "h2.connection.H2Connection.incoming_buffer": isinstance(
             getattr(h2_connection, "incoming_buffer", None), FrameBuffer
         ),
@@ -562,7 +581,7 @@ class _EdgeProtocol(_protocol.H2Protocol):
         super().connection_lost(exc)
 
     def _check(self) -> None:
-        """The connection's timers: handshake, header block, idleness, age and its grace."""
+        """The connection's timers: handshake, header block, stalled reads, idleness, age."""
         if self._is_closing or self.connection.is_closing():
             return
         options, now = self.options, asyncio.get_running_loop().time()
@@ -572,15 +591,17 @@ class _EdgeProtocol(_protocol.H2Protocol):
         if handshake and not h2_conn.has_preface and now - self._made_at >= handshake:
             self._close_soon(f"no HTTP/2 preface in {handshake} s", linger=False)
             return
-        pending = h2_conn.incoming_buffer._headers_buffer
-        if not pending:
+        block = _pending_header_block(h2_conn)
+        if block is None:
             self._pending_block = None
-        elif self._pending_block is None or self._pending_block[0] is not pending[0]:
-            self._pending_block = (pending[0], now)
+        elif self._pending_block is None or self._pending_block[0] != block:
+            self._pending_block = (block, now)
         elif options.header_timeout and now - self._pending_block[1] >= options.header_timeout:
             self._say_goaway(h2_conn, final=True, error=ErrorCodes.PROTOCOL_ERROR)
             self._close_soon(f"a header block unfinished after {options.header_timeout} s")
             return
+        if has_calls and options.message_timeout:
+            self._check_reads(h2_conn, now)
         if has_calls or h2_conn.highest_inbound_stream_id != self._streams_seen:
             self._idle_since, self._streams_seen = now, h2_conn.highest_inbound_stream_id
         elif options.idle_timeout and now - self._idle_since >= options.idle_timeout:
@@ -599,12 +620,28 @@ class _EdgeProtocol(_protocol.H2Protocol):
                     self._say_goaway(h2_conn, final=True)
             grace = options.max_connection_age_grace
             if h2_conn.refuses_after is not None and not has_calls:
-                self.processor.close("the connection reached its maximum age")
+                self._close_soon("it reached its maximum age", level=logging.DEBUG)
                 return
             if grace is not None and now - self._goaway_at >= grace:
-                self.processor.close("the connection's calls outlasted max_connection_age_grace")
+                self._close_soon("its calls outlasted max_connection_age_grace")
                 return
         self._watch = asyncio.get_running_loop().call_later(options.tick, self._check)
+
+    def _check_reads(self, h2_conn: _EdgeH2Connection, now: float) -> None:
+        """Stall the reads of a started message with no byte for message_timeout. Time when
+        the server's own connection window is too small for the client to send (another call
+        has not read its data yet) is not the client's stall, and does not count."""
+        is_window_open = h2_conn.inbound_flow_control_window >= _OPEN_WINDOW
+        for stream in self.processor.streams.values():
+            reader: RequestReader | None = getattr(stream, "reader", None)
+            if reader is None:
+                continue
+            received = stream.data_received
+            is_quiet = received == reader.seen and is_window_open
+            if not is_quiet or not (reader.started or reader.has_bytes()):
+                reader.seen, reader.quiet_since = received, now
+            elif now - reader.quiet_since >= self.options.message_timeout:
+                reader.stall()
 
     def _say_goaway(
         self, h2_conn: _EdgeH2Connection, *, final: bool, error: ErrorCodes = ErrorCodes.NO_ERROR
@@ -612,6 +649,8 @@ class _EdgeProtocol(_protocol.H2Protocol):
         """GOAWAY, written past h2's state machine (which would refuse to send anything more,
         even on the calls still running). Final: streams after the last one opened are refused."""
         last = h2_conn.highest_inbound_stream_id if final else _MAX_STREAM_ID
+        if h2_conn.refuses_after is not None:
+            last = min(last, h2_conn.refuses_after)  # a later GOAWAY never raises it (RFC 9113)
         if final:
             h2_conn.refuses_after = last
         self.connection.flush()  # what h2 has queued goes first
@@ -629,6 +668,23 @@ class _EdgeProtocol(_protocol.H2Protocol):
             asyncio.get_running_loop().call_later(_LINGER_S, self.processor.close, reason)
         else:
             self.processor.close(reason)
+
+
+def _pending_header_block(h2_conn: H2Connection) -> object | None:
+    """What marks a header block still arriving: its first frame, when CONTINUATION frames are
+    awaited, or the 9-byte head of a HEADERS or CONTINUATION frame itself still arriving."""
+    buffer = h2_conn.incoming_buffer
+    if buffer._headers_buffer:
+        return buffer._headers_buffer[0]
+    partial = cast(
+        bytes, getattr(buffer, "_data", None) or getattr(buffer, "data", b"")
+    )  # 4.4, 4.2
+    if len(partial) >= 4 and partial[3] in (_HEADERS_TYPE, _CONTINUATION_TYPE):
+        return bytes(partial[:9])
+    return None
+
+
+_HEADERS_TYPE, _CONTINUATION_TYPE = 0x1, 0x9
 
 
 class _OverBudget(Exception):
@@ -752,4 +808,20 @@ class _GracefulClientH2Connection(H2Connection):
         if frame.error_code != ErrorCodes.NO_ERROR or self.going_away is None:
             return super()._receive_goaway_frame(frame)
         self.going_away()
-        return [], []
+        unserved = [stream_id for stream_id in self.streams if stream_id > frame.last_stream_id]
+        for stream_id in unserved:  # never processed by the server: refused, safe to retry
+            del self.streams[stream_id]
+            self._closed_streams[stream_id] = StreamClosedBy.RECV_RST_STREAM
+        return [], [_refused(stream_id) for stream_id in unserved]
+
+
+def _refused(stream_id: int) -> Any:
+    """h2's StreamReset event for a stream the server refused (REFUSED_STREAM)."""
+    try:
+        event: Any = StreamReset(stream_id=stream_id)  # type: ignore[call-arg,unused-ignore]
+    except TypeError:  # h2 4.2: no arguments
+        event = StreamReset()  # type: ignore[call-arg,unused-ignore]
+        event.stream_id = stream_id
+    event.error_code = ErrorCodes.REFUSED_STREAM
+    event.remote_reset = True
+    return event

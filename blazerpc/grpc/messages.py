@@ -10,6 +10,7 @@ message, and only when gzip makes the message smaller (as grpc-core does).
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
@@ -36,6 +37,10 @@ _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 """zlib's window bits for each gRPC encoding: gzip's header, or zlib's (gRPC's "deflate")."""
 ACCEPTED_ENCODINGS = ("gzip", "deflate", "identity")
 """The request encodings the server inflates."""
+_INFLATE_STEP = 256 * 1024
+"""Bytes inflated between two turns of the event loop (about half a millisecond)."""
+_DEFLATE_IN_THREAD = 256 * 1024
+"""Responses this large are compressed in a worker thread."""
 
 
 async def receive_message(
@@ -71,11 +76,11 @@ async def receive_message(
     if len(data) != length:
         raise WireError(f"the request ended after {len(data)} of its {length} declared bytes.")
     if is_compressed:
-        return _inflated(data, reader.header("grpc-encoding"), limits)
+        return await _inflated(data, reader.header("grpc-encoding"), limits)
     return data
 
 
-def _inflated(data: bytes, encoding: str | None, limits: Limits) -> bytes:
+async def _inflated(data: bytes, encoding: str | None, limits: Limits) -> bytes:
     if encoding is None or encoding == "identity":
         raise WireError(
             "a request message is flagged compressed, but the call names no grpc-encoding: "
@@ -89,17 +94,30 @@ def _inflated(data: bytes, encoding: str | None, limits: Limits) -> bytes:
         )
     inflater = zlib.decompressobj(wbits)
     limit = limits.max_request_bytes
+    inflated = bytearray()
+    pending = data
     try:
-        inflated = inflater.decompress(data, limit + 1)  # never more than one byte past it
+        while True:  # in steps, never more than one byte past the limit, the loop free between
+            room = min(_INFLATE_STEP, limit + 1 - len(inflated))
+            inflated += inflater.decompress(pending, room)
+            if len(inflated) > limit:
+                raise limits.request_too_large(len(inflated), inflated=True)
+            pending = inflater.unconsumed_tail
+            if not pending or inflater.eof:
+                break
+            await asyncio.sleep(0)
     except zlib.error as err:
         raise WireError(
             f"a request message could not be inflated with {encoding} ({err})."
         ) from None
-    if len(inflated) > limit:
-        raise limits.request_too_large(len(inflated), inflated=True)
     if not inflater.eof:
         raise WireError(f"a request message is cut short: its {encoding} stream does not end.")
-    return inflated
+    if inflater.unused_data:
+        raise WireError(
+            f"a request message has bytes after its {encoding} stream (a second gzip member?); "
+            "compress each message as one stream."
+        )
+    return bytes(inflated)
 
 
 class ResponseEncoder:
@@ -118,12 +136,20 @@ class ResponseEncoder:
         if self._encoding is None:
             await self._stream.send_message(data)
             return
-        deflater = zlib.compressobj(6, zlib.DEFLATED, _WBITS[self._encoding])
-        packed = deflater.compress(data) + deflater.flush()
+        wbits = _WBITS[self._encoding]
+        if len(data) < _DEFLATE_IN_THREAD:
+            packed = _deflated(data, wbits)
+        else:  # zlib lets go of the GIL: a large message does not stall the other calls
+            packed = await asyncio.to_thread(_deflated, data, wbits)
         if len(packed) < len(data):
             await send_encoded(self._stream, packed, self._encoding, is_compressed=True)
         else:  # the flag says "not compressed"; the headers name the encoding all the same
             await send_encoded(self._stream, data, self._encoding, is_compressed=False)
+
+
+def _deflated(data: bytes, wbits: int) -> bytes:
+    deflater = zlib.compressobj(6, zlib.DEFLATED, wbits)
+    return deflater.compress(data) + deflater.flush()
 
 
 def _tokens(header: str) -> set[str]:
@@ -154,7 +180,7 @@ def _inflating(path: str, handler: Handler, limits: Limits) -> Handler:
     is_single = not handler.cardinality.client_streaming
 
     async def inflating(stream: Any) -> None:
-        reader = request_reader(stream, limits.message_timeout)
+        reader = request_reader(stream, limits.message_timeout > 0)
         is_due = is_single
 
         async def recv_message() -> Any:

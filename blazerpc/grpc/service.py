@@ -220,7 +220,7 @@ class _GrpcPort(GrpcCall):
         compression: str,
     ) -> None:
         super().__init__(stream)
-        self._reader = request_reader(stream, limits.message_timeout)
+        self._reader = request_reader(stream, limits.message_timeout > 0)
         self._encoder = ResponseEncoder(stream, self._reader, compression)
         self._codec = codec
         self._limits = limits

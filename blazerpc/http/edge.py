@@ -70,9 +70,18 @@ class _BoundedHead(HttpToolsProtocol):
             self._head_timer.cancel()
             self._head_timer = None
 
+    def _is_answering(self) -> bool:
+        """A response is still going out: a pipelined head waits for it, untimed."""
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._in_head and self._start and self._head_timer is None:
+            self._time_head()  # a pipelined head began while the response went out
+
     def _head_too_slow(self) -> None:
         self._head_timer = None
-        if self._is_refused or self.transport.is_closing():
+        if self._is_refused or self.transport.is_closing() or self._is_answering():
             return
         if not self._start:  # not a byte: nothing to answer
             self._is_refused = True
@@ -89,7 +98,7 @@ class _BoundedHead(HttpToolsProtocol):
         if self._is_refused:
             return
         if self._in_head:
-            if not self._start and self._head_timer is None:
+            if not self._start and self._head_timer is None and not self._is_answering():
                 self._time_head()  # the next request on a kept-alive connection begins
             if len(self._start) < _REQUEST_LINE_BYTES:
                 self._start += data[: _REQUEST_LINE_BYTES - len(self._start)]

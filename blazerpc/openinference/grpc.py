@@ -247,7 +247,7 @@ class _Session:
     ) -> None:
         self.stream = stream
         self.call = GrpcCall(stream)
-        self.reader = request_reader(stream, limits.message_timeout)
+        self.reader = request_reader(stream, limits.message_timeout > 0)
         self.encoder = ResponseEncoder(stream, self.reader, compression)
         self.limits = limits
         self.is_stream = is_stream

@@ -19,6 +19,7 @@ PUBLIC = (
     "Context",
     "DefinitionError",
     "Field",
+    "GracefulChannel",
     "LifespanError",
     "ModelError",
     "Registry",

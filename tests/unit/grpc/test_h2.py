@@ -71,6 +71,9 @@ _GRPCLIB_PRIVATES = {
     "request_headers",
     "_codec",
     "_recv_type",
+    "_data",
+    "_unacked",
+    "_tasks",
 }
 """The private names of grpclib and h2 objects the door wraps."""
 
