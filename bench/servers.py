@@ -8,6 +8,8 @@
 - grpcio: a grpcio aio servicer with the same messages, for reference.
 - blazerpc+tls, blazerpc+tls+key, blazerpc+middleware: bench/security.py's (TLS; TLS and an
   API key; one middleware that does nothing).
+- blazerpc+no-timers: blazerpc with every time limit and keepalive off, for the cost of the
+  edge's timers (`bench/compare.py --kind`).
 """
 
 from __future__ import annotations
@@ -134,6 +136,10 @@ if __name__ == "__main__":
         if kind == "blazerpc+middleware":
             with_middleware()
         asyncio.run(serve_blazerpc(port, **secured(kind)))
+    elif kind == "blazerpc+no-timers":
+        off = ("handshake", "header", "message", "idle")
+        timers = {f"{name}_timeout": 0 for name in off} | {"keepalive_interval": 0}
+        asyncio.run(serve_blazerpc(port, **timers))
     elif kind == "blazerpc+uvloop":
         import uvloop
 

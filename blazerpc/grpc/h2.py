@@ -29,8 +29,10 @@ Written for grpclib 0.4.9 and h2 4.2 to 4.4 (pyproject.toml pins `grpclib>=0.4.9
   past `max_calls`, elsewhere, and to keep the request headers on grpclib's stream.
 - Time limits: `Server.start` is replaced to pass `ssl_handshake_timeout` (it sets
   `Server._server` and `_server_closed_fut` as grpclib does); `_receive_settings_frame` notes
-  the preface and `_receive_ping_frame` the answer to the drain PING; a GOAWAY that lets
-  running calls finish is written to `Connection._transport` past h2's state machine (h2 moves
+  the preface and `_receive_ping_frame` the answer to the drain PING; a read that waits is
+  seen in the `_getters` of its grpclib `Buffer._unacked` queue (and failed through them when
+  it stalls), its progress in the stream's `data_received`; a GOAWAY that lets running calls
+  finish is written to `Connection._transport` past h2's state machine (h2 moves
   to CLOSED at any GOAWAY, and then sends nothing). grpclib's keepalive is configured through
   `Configuration`'s underscored fields (`_keepalive_time`, ...).
 - Compression: `decode_request` decodes an inflated request with the grpclib Stream's
@@ -117,69 +119,34 @@ class RequestReader:
     its side with fewer bytes than asked (a message cut short): the reader returns the bytes
     there are instead, so the caller of the reader can say what was wrong (INVALID_ARGUMENT).
 
-    With `is_watched`, a waiting read is watched by its connection's timer (`_EdgeProtocol`):
-    once a message has started (`started`, or some of its bytes came), `message_timeout`
-    seconds with no byte arriving on the stream raise ReadStalled. A wait before a message
-    starts is a gap between messages, which only the call's deadline bounds. The watch costs a
-    read a few attribute writes; the timer that checks is the connection's own.
+    A read that waits inside a message (`in_message`, or some of its bytes read) is watched by
+    the connection's timer (`_EdgeProtocol._check_reads`): `message_timeout` seconds with no
+    byte arriving fail the wait with ReadStalled. A wait between messages is not a stall: only
+    the call's deadline bounds it. Reads pay nothing for the watch.
     """
 
-    __slots__ = (
-        "_buffer",
-        "_h2_stream",
-        "_is_watched",
-        "has_stalled",
-        "quiet_since",
-        "seen",
-        "started",
-        "waiter",
-    )
+    __slots__ = ("_buffer", "_h2_stream")
 
-    def __init__(self, stream: _server.Stream[Any, Any], is_watched: bool = False) -> None:
+    def __init__(self, stream: _server.Stream[Any, Any]) -> None:
         self._h2_stream = stream._stream
         self._buffer = self._h2_stream.buffer
-        self._is_watched = is_watched
-        self.started = False
-        """The message being read has started: a wait is a stall, not a gap."""
-        self.seen = -1
-        """The stream's bytes received when the connection's timer last looked; -1: not yet."""
-        self.quiet_since = 0.0
-        self.waiter: asyncio.Task[Any] | None = None
-        self.has_stalled = False
 
-    async def read(self, size: int, *, started: bool = True) -> bytes:
+    @property
+    def in_message(self) -> bool:
+        """A wait now is inside a message (or for a message due now): a stall, not a gap."""
+        return getattr(self._h2_stream, "in_message", False)
+
+    @in_message.setter
+    def in_message(self, value: bool) -> None:
+        self._h2_stream.in_message = value  # type: ignore[attr-defined]
+
+    async def read(self, size: int) -> bytes:
         """Up to `size` bytes; see the class."""
-        h2_stream = self._h2_stream
-        if not self._is_watched:
-            try:
-                data: bytes = await h2_stream.recv_data(size)
-            except AssertionError:  # "Received less data than expected": the rest is buffered
-                data = await self._buffer.read(self._buffer._acked_size)
-            return data
-        self.started, self.seen, self.waiter = started, -1, asyncio.current_task()
-        h2_stream.reader = self  # type: ignore[attr-defined]
         try:
-            data = await h2_stream.recv_data(size)
-        except AssertionError:
+            data: bytes = await self._h2_stream.recv_data(size)
+        except AssertionError:  # "Received less data than expected": the rest is buffered
             data = await self._buffer.read(self._buffer._acked_size)
-        except asyncio.CancelledError:
-            waiter = self.waiter
-            if self.has_stalled and waiter is not None and waiter.uncancel() == 0:
-                raise ReadStalled(self._buffer._acked_size) from None  # cancelled for that alone
-            raise
-        finally:
-            h2_stream.reader = None  # type: ignore[attr-defined]
         return data
-
-    def has_bytes(self) -> bool:
-        """Some bytes of the message being read have come."""
-        return bool(self._buffer._acked_size) or not self._buffer._unacked.empty()
-
-    def stall(self) -> None:
-        """End the waiting read with ReadStalled (the connection's timer calls it)."""
-        if self.waiter is not None and not self.has_stalled:
-            self.has_stalled = True
-            self.waiter.cancel()
 
     def header(self, name: str) -> str | None:
         """A request header grpclib keeps out of the metadata (`grpc-encoding`, ...)."""
@@ -189,9 +156,9 @@ class RequestReader:
         return None
 
 
-def request_reader(stream: _server.Stream[Any, Any], is_watched: bool = False) -> RequestReader:
-    """The call's RequestReader; `is_watched`: the server has a message_timeout."""
-    return RequestReader(stream, is_watched)
+def request_reader(stream: _server.Stream[Any, Any]) -> RequestReader:
+    """The call's RequestReader."""
+    return RequestReader(stream)
 
 
 async def send_encoded(
@@ -362,20 +329,30 @@ class GrpcServer(_server.Server):
                 headers = [*_rerouted(kept, OVER_MAX_CALLS_PATH), (_MAX_CALLS, str(max_calls))]
             stream.request_headers = headers  # compression reads grpc-encoding from them
             self.held_calls += 1
-            is_released = False
 
-            def release(*_: object) -> None:
-                nonlocal is_released
-                if not is_released:
-                    is_released = True
-                    self.held_calls -= 1
-                    release_stream()
+            def release() -> None:
+                self.held_calls -= 1
+                del releases[stream]
+                release_stream()
 
+            releases[stream] = release  # not on the stream: that would make a reference cycle
             accept(stream, headers, release)
-            # grpclib releases in the handler's `finally`, which a task cancelled before its
-            # first step (HEADERS and RST_STREAM in one read) never runs: its end releases too
-            handler._tasks[stream].add_done_callback(release)  # (a dict grpclib remakes)
 
+        cancel, close = handler.cancel, handler.close
+        releases: dict[Any, Callable[[], None]] = {}
+
+        def cancel_releasing(stream: Any) -> None:
+            task = handler._tasks.get(stream)
+            cancel(stream)
+            _release_if_never_started(task, releases.get(stream))
+
+        def close_releasing() -> None:
+            started = list(handler._tasks.items())  # (a dict grpclib remakes now and then)
+            close()
+            for stream, task in started:
+                _release_if_never_started(task, releases.get(stream))
+
+        handler.cancel, handler.close = cancel_releasing, close_releasing
         protocol.handler.accept = accept_within_limits  # type: ignore[method-assign]
         self._protocols.add(protocol)
         return protocol
@@ -391,6 +368,16 @@ class GrpcServer(_server.Server):
             processor = getattr(protocol, "processor", None)
             if processor is not None:
                 processor.close("the server closed")
+
+
+def _release_if_never_started(
+    task: asyncio.Task[None] | None, release: Callable[[], None] | None
+) -> None:
+    """grpclib releases a call's stream in its handler's `finally`, which a task cancelled
+    before its first step (HEADERS and RST_STREAM in one read) never runs: release it here."""
+    coroutine: Any = task.get_coro() if task is not None else None
+    if release is not None and inspect.getcoroutinestate(coroutine) == "CORO_CREATED":
+        release()
 
 
 def _path(headers: Any) -> str:
@@ -447,6 +434,7 @@ def missing_internals() -> list[str]:
         in inspect.getsource(_protocol.EventsProcessor.process_data_received),
         "grpclib.protocol.Buffer._unacked": "self._unacked"
         in inspect.getsource(_protocol.Buffer.__init__),
+        "asyncio.Queue._getters": hasattr(asyncio.Queue(), "_getters"),
         "grpclib.server.Handler._tasks": "self._tasks[stream] ="
         in inspect.getsource(_server.Handler.accept),
         "h2.connection.H2Connection.incoming_buffer": isinstance(
@@ -628,20 +616,27 @@ class _EdgeProtocol(_protocol.H2Protocol):
         self._watch = asyncio.get_running_loop().call_later(options.tick, self._check)
 
     def _check_reads(self, h2_conn: _EdgeH2Connection, now: float) -> None:
-        """Stall the reads of a started message with no byte for message_timeout. Time when
-        the server's own connection window is too small for the client to send (another call
-        has not read its data yet) is not the client's stall, and does not count."""
+        """Fail with ReadStalled the reads that wait inside a message with no byte arriving
+        for message_timeout. A read waits when grpclib's buffer has a getter; time when the
+        server's own connection window is too small for the client to send (another call has
+        not read its data yet) is not the client's stall, and does not count."""
         is_window_open = h2_conn.inbound_flow_control_window >= _OPEN_WINDOW
-        for stream in self.processor.streams.values():
-            reader: RequestReader | None = getattr(stream, "reader", None)
-            if reader is None:
-                continue
+        streams: dict[int, Any] = self.processor.streams
+        for stream in streams.values():
+            buffer = stream.buffer
+            waiting = buffer._unacked._getters
             received = stream.data_received
-            is_quiet = received == reader.seen and is_window_open
-            if not is_quiet or not (reader.started or reader.has_bytes()):
-                reader.seen, reader.quiet_since = received, now
-            elif now - reader.quiet_since >= self.options.message_timeout:
-                reader.stall()
+            is_inside = getattr(stream, "in_message", False) or buffer._acked_size > 0
+            quiet: tuple[int, float] | None = getattr(stream, "quiet", None)
+            if not waiting or not is_inside or not is_window_open:
+                stream.quiet = None
+            elif quiet is None or quiet[0] != received:
+                stream.quiet = (received, now)
+            elif now - quiet[1] >= self.options.message_timeout:
+                stream.quiet = None
+                for getter in waiting:
+                    if not getter.done():
+                        getter.set_exception(ReadStalled(buffer._acked_size))
 
     def _say_goaway(
         self, h2_conn: _EdgeH2Connection, *, final: bool, error: ErrorCodes = ErrorCodes.NO_ERROR

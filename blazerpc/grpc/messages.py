@@ -30,7 +30,13 @@ from blazerpc.grpc.h2 import (
 )
 from blazerpc.runtime.boundary import Limits
 
-__all__ = ("ACCEPTED_ENCODINGS", "ResponseEncoder", "inflating", "receive_message")
+__all__ = (
+    "ACCEPTED_ENCODINGS",
+    "inflating",
+    "receive_message",
+    "response_encoding",
+    "send_compressed",
+)
 
 _PREFIX = struct.Struct(">?I")
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
@@ -54,7 +60,8 @@ async def receive_message(
     """
     prefix = b""
     try:
-        prefix = await reader.read(5, started=started)
+        reader.in_message = started
+        prefix = await reader.read(5)
         if not prefix:
             return None
         if len(prefix) != 5:
@@ -62,7 +69,9 @@ async def receive_message(
         is_compressed, length = _PREFIX.unpack(prefix)
         if length > limits.max_request_bytes:
             raise limits.request_too_large(length)
+        reader.in_message = True
         data = await reader.read(length)
+        reader.in_message = False
     except ReadStalled as stall:
         timeout = f"{limits.message_timeout:g} s (message_timeout)"
         if not prefix and not stall.got:
@@ -120,31 +129,27 @@ async def _inflated(data: bytes, encoding: str | None, limits: Limits) -> bytes:
     return bytes(inflated)
 
 
-class ResponseEncoder:
-    """How one call's responses go out: gzip when the server and the caller both want it."""
+def response_encoding(reader: RequestReader, compression: str) -> str | None:
+    """The encoding of a call's responses: the server's `response_compression` when the caller
+    accepts it (`grpc-accept-encoding`), else None (sent as they are)."""
+    if compression == "off":
+        return None
+    accepted = reader.header("grpc-accept-encoding")
+    return compression if accepted is not None and compression in _tokens(accepted) else None
 
-    __slots__ = ("_encoding", "_stream")
 
-    def __init__(self, stream: Any, reader: RequestReader, compression: str) -> None:
-        self._stream = stream
-        accepted = reader.header("grpc-accept-encoding") if compression != "off" else None
-        wanted = accepted is not None and compression in _tokens(accepted)
-        self._encoding = compression if wanted else None
-
-    async def send(self, data: bytes) -> None:
-        """Send one response message, compressed when that makes it smaller."""
-        if self._encoding is None:
-            await self._stream.send_message(data)
-            return
-        wbits = _WBITS[self._encoding]
-        if len(data) < _DEFLATE_IN_THREAD:
-            packed = _deflated(data, wbits)
-        else:  # zlib lets go of the GIL: a large message does not stall the other calls
-            packed = await asyncio.to_thread(_deflated, data, wbits)
-        if len(packed) < len(data):
-            await send_encoded(self._stream, packed, self._encoding, is_compressed=True)
-        else:  # the flag says "not compressed"; the headers name the encoding all the same
-            await send_encoded(self._stream, data, self._encoding, is_compressed=False)
+async def send_compressed(stream: Any, data: bytes, encoding: str) -> None:
+    """Send one response message of a call whose responses use `encoding`, compressed when
+    that makes it smaller."""
+    wbits = _WBITS[encoding]
+    if len(data) < _DEFLATE_IN_THREAD:
+        packed = _deflated(data, wbits)
+    else:  # zlib lets go of the GIL: a large message does not stall the other calls
+        packed = await asyncio.to_thread(_deflated, data, wbits)
+    if len(packed) < len(data):
+        await send_encoded(stream, packed, encoding, is_compressed=True)
+    else:  # the flag says "not compressed"; the headers name the encoding all the same
+        await send_encoded(stream, data, encoding, is_compressed=False)
 
 
 def _deflated(data: bytes, wbits: int) -> bytes:
@@ -180,7 +185,7 @@ def _inflating(path: str, handler: Handler, limits: Limits) -> Handler:
     is_single = not handler.cardinality.client_streaming
 
     async def inflating(stream: Any) -> None:
-        reader = request_reader(stream, limits.message_timeout > 0)
+        reader = request_reader(stream)
         is_due = is_single
 
         async def recv_message() -> Any:

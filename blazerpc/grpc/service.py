@@ -20,7 +20,7 @@ from grpclib.server import Stream
 from blazerpc.context import Context
 from blazerpc.errors import ResultError, WireError, cancelled_status
 from blazerpc.grpc.h2 import request_reader
-from blazerpc.grpc.messages import ResponseEncoder, receive_message
+from blazerpc.grpc.messages import receive_message, response_encoding, send_compressed
 from blazerpc.runtime.boundary import Boundary, Limits
 from blazerpc.schema.naming import RESULT_FIELD
 from blazerpc.schema.spec import ServiceSpec, Shape
@@ -207,7 +207,7 @@ class _GrpcPort(GrpcCall):
     a stalled message (message_timeout), not a gap between messages.
     """
 
-    __slots__ = ("_codec", "_encoder", "_is_due", "_limits", "_model", "_reader")
+    __slots__ = ("_codec", "_encoding", "_is_due", "_limits", "_model", "_reader")
     transport = "grpc"
 
     def __init__(
@@ -220,8 +220,8 @@ class _GrpcPort(GrpcCall):
         compression: str,
     ) -> None:
         super().__init__(stream)
-        self._reader = request_reader(stream, limits.message_timeout > 0)
-        self._encoder = ResponseEncoder(stream, self._reader, compression)
+        self._reader = request_reader(stream)
+        self._encoding = response_encoding(self._reader, compression)
         self._codec = codec
         self._limits = limits
         self._model = model
@@ -238,4 +238,7 @@ class _GrpcPort(GrpcCall):
         except WireError as err:
             raise ResultError(str(err)) from None
         self._limits.check_response(len(data), self._model)
-        await self._encoder.send(data)
+        if self._encoding is None:
+            await self._stream.send_message(data)
+        else:
+            await send_compressed(self._stream, data, self._encoding)

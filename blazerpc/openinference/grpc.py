@@ -39,7 +39,7 @@ from blazerpc.errors import (
     to_status,
 )
 from blazerpc.grpc.h2 import request_reader
-from blazerpc.grpc.messages import ResponseEncoder, receive_message
+from blazerpc.grpc.messages import receive_message, response_encoding, send_compressed
 from blazerpc.grpc.service import GrpcCall, RawStream, with_request_id
 from blazerpc.openinference.protos import INFERENCE
 from blazerpc.openinference.tensors import ModelTensors
@@ -247,8 +247,8 @@ class _Session:
     ) -> None:
         self.stream = stream
         self.call = GrpcCall(stream)
-        self.reader = request_reader(stream, limits.message_timeout > 0)
-        self.encoder = ResponseEncoder(stream, self.reader, compression)
+        self.reader = request_reader(stream)
+        self.encoding = response_encoding(self.reader, compression)
         self.limits = limits
         self.is_stream = is_stream
         self._is_due = not is_stream  # ModelInfer's one request comes with its headers
@@ -302,7 +302,7 @@ class _Session:
         """Send a message from new_response(), within the response size limit."""
         data = message.SerializeToString()
         self.limits.check_response(len(data), model)
-        await self.encoder.send(data)
+        await self.send(data)
 
     async def respond_error(self, error: GRPCError, infer_id: str) -> None:
         """A per-request error on a stream: `error_message`, and the stream goes on."""
@@ -311,7 +311,14 @@ class _Session:
         message = f"{error.status.name}: {error.message}"
         response: Any = _StreamResponse(error_message=message)
         response.infer_response.id = infer_id
-        await self.encoder.send(response.SerializeToString())
+        await self.send(response.SerializeToString())
+
+    async def send(self, data: bytes) -> None:
+        """Send one response message, compressed if the call's responses are."""
+        if self.encoding is None:
+            await self.stream.send_message(data)
+        else:
+            await send_compressed(self.stream, data, self.encoding)
 
 
 class _InferPort(GrpcCall):

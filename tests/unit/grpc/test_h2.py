@@ -74,6 +74,7 @@ _GRPCLIB_PRIVATES = {
     "_data",
     "_unacked",
     "_tasks",
+    "_getters",
 }
 """The private names of grpclib and h2 objects the door wraps."""
 
