@@ -50,10 +50,12 @@ def _fuzzed(rng: random.Random, valid: bytes) -> bytes:
     return bytes(body[: rng.randrange(len(body) + 1)]) + rng.randbytes(rng.randrange(0, 8))
 
 
-def _code(call: object) -> str:
+def _code(call: object, failures: list[str] | None = None) -> str:
     try:
         call()  # type: ignore[operator]
     except grpc.RpcError as err:
+        if failures is not None and len(failures) < 5:
+            failures.append(f"{err.code().name}: {err.details()}")
         return str(err.code().name)
     return "OK"
 
@@ -107,6 +109,7 @@ def main() -> None:
         codes: collections.Counter[str] = collections.Counter()
         attacks: collections.Counter[str] = collections.Counter()
         normal_failures = 0
+        first_failures: list[str] = []
         started = time.monotonic()
         ends = started + args.minutes * 60
         rss_by_minute = [rss_start]
@@ -121,7 +124,8 @@ def main() -> None:
                     codes[_code(lambda b=bodies: total(iter(b), timeout=5))] += 1
                     items = [_fuzzed(rng, b"") for _ in range(3)]
                     codes[_code(lambda i=items: list(boxes(iter(i), timeout=5)))] += 1
-                    if _code(lambda: total(iter([TOTAL, TOTAL]), timeout=5)) != "OK":
+                    normal = _code(lambda: total(iter([TOTAL, TOTAL]), timeout=5), first_failures)
+                    if normal != "OK":
                         normal_failures += 1
                 attacks[_attack(port, rng)] += 1
                 if time.monotonic() - started >= 60 * len(rss_by_minute):
@@ -131,7 +135,7 @@ def main() -> None:
         _, log = server.communicate(timeout=30)
     print(f"calls by status: {dict(codes)}")
     print(f"attacks: {dict(attacks)}")
-    print(f"normal calls that failed: {normal_failures}")
+    print(f"normal calls that failed: {normal_failures} {first_failures}")
     print(f"server RSS: {rss_start} KiB at the start, {rss_end} KiB at the end")
     print(f"server RSS each minute (KiB): {rss_by_minute}")
     print(f"errors in the server's log: {'ERROR' in log or 'Traceback' in log}")
