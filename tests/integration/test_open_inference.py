@@ -422,3 +422,53 @@ async def test_generate_reads_a_flat_body_as_the_gateway_does_int_keys_included(
         generated = await served.http.post("/v2/models/labels/generate", json=body)
     assert gateway.json() == {"result": "1=a,2=b"}
     assert generated.status_code == 200 and generated.json()["result"] == "1=a,2=b"
+
+
+@pytest.mark.xfail(strict=True, reason='"outputs": null was refused with 400')
+async def test_rest_nulls_mean_what_was_left_out() -> None:
+    """What MLServer's `InferenceRequest.dict()` sends when nothing is asked: nulls."""
+    request = {
+        "id": None,
+        "parameters": None,
+        "inputs": [
+            {"name": "a", "datatype": "INT64", "shape": [1], "data": [2], "parameters": None},
+            {"name": "b", "datatype": "INT64", "shape": [1], "data": [40], "parameters": None},
+        ],
+        "outputs": None,
+    }
+    async with serve_http(make_app()) as served:
+        answer = await served.http.post("/v2/models/add/infer", json=request)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"] == [
+        {"name": "result", "datatype": "INT64", "shape": [1], "data": [42]}
+    ]
+
+
+@pytest.mark.xfail(strict=True, reason='/v2 errors were {"code", "message"}')
+async def test_rest_errors_are_the_protocols_error_object() -> None:
+    async with serve_http(make_app(), max_request_bytes=200) as served:
+        http = served.http
+        missing = await http.get("/v2/models/nope")
+        bad = await http.post(
+            "/v2/models/add/infer",
+            json={"inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "data": [1.0]}]},
+        )
+        big = await http.post(
+            "/v2/models/greet/infer",
+            json={
+                "inputs": [{"name": "name", "datatype": "BYTES", "shape": [1], "data": ["x" * 300]}]
+            },
+        )
+        client = triton_http.InferenceServerClient(f"127.0.0.1:{served.server.http_port}")
+        try:
+            with pytest.raises(InferenceServerException) as error:
+                await in_thread(lambda: client.infer("add", [triton_http_fp32("a")]))
+        finally:
+            client.close()
+    assert missing.status_code == 404
+    assert set(missing.json()) == {"error"} and "no model named 'nope'" in missing.json()["error"]
+    assert bad.status_code == 400
+    assert bad.json() == {"error": "input 'a' has datatype FP32; it takes INT64."}
+    assert big.status_code == 413 and "retry-after" not in big.headers
+    assert set(big.json()) == {"error"} and "max_request_bytes" in big.json()["error"]
+    assert error.value.message() == "input 'a' has datatype FP32; it takes INT64."
