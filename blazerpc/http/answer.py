@@ -7,6 +7,7 @@ A status that ends a call becomes an HTTP status (`HTTP_STATUS`) with a JSON bod
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable
 from typing import Protocol
 
 import msgspec
@@ -20,7 +21,10 @@ __all__ = (
     "Answer",
     "EventAnswer",
     "JsonAnswer",
+    "ErrorBody",
     "error_body",
+    "open_inference_error_body",
+    "open_inference_error_event",
     "route_error_body",
     "send_failure",
     "send_json",
@@ -67,16 +71,31 @@ _GZIP_MIN_BYTES = 1024
 _OPEN_INFERENCE = "/v2"
 
 
+ErrorBody = Callable[[Status, str], bytes]
+"""How a route family words an error: `error_body`, or `open_inference_error_body`."""
+
+
 def error_body(status: Status, message: str) -> bytes:
     """`{"code": "INVALID_ARGUMENT", "message": "..."}`, in the body or an error event."""
     return msgspec.json.encode({"code": status.name, "message": message})
+
+
+def open_inference_error_body(status: Status, message: str) -> bytes:
+    """The Open Inference Protocol's `{"error": "..."}`: what its clients read."""
+    return msgspec.json.encode({"error": message})
+
+
+def open_inference_error_event(status: Status, message: str) -> bytes:
+    """An `event: error` of an Open Inference stream: the protocol's `error`, and the status
+    (a stream's failure has no HTTP status to carry it)."""
+    return msgspec.json.encode({"error": message, "code": status.name})
 
 
 def route_error_body(path: str, status: Status, message: str) -> bytes:
     """An error in the shape of its route family: the Open Inference Protocol's
     `{"error": "..."}` under `/v2`, `{"code", "message"}` everywhere else."""
     if path == _OPEN_INFERENCE or path.startswith(f"{_OPEN_INFERENCE}/"):
-        return msgspec.json.encode({"error": message})
+        return open_inference_error_body(status, message)
     return error_body(status, message)
 
 
@@ -107,9 +126,10 @@ class JsonAnswer:
 
     events = None
 
-    def __init__(self, send: Send, *, gzip: bool) -> None:
+    def __init__(self, send: Send, *, gzip: bool, errors: ErrorBody = error_body) -> None:
         self._send = send
         self._gzip = gzip
+        self._errors = errors
         self._result = b"{}"
 
     async def result(self, data: bytes) -> None:
@@ -119,14 +139,24 @@ class JsonAnswer:
         await send_json(self._send, 200, self._result, compress=self._gzip)
 
     async def fail(self, status: Status, message: str, *, http_status: int | None = None) -> None:
-        await send_error(self._send, status, message, http_status=http_status)
+        await send_error(self._send, status, message, http_status=http_status, body=self._errors)
 
 
 class EventAnswer:
     """Server-Sent Events: one `data:` event per item, then `event: end` if `ends_with_event`."""
 
-    def __init__(self, send: Send, *, gzip: bool, ends_with_event: bool = True) -> None:
+    def __init__(
+        self,
+        send: Send,
+        *,
+        gzip: bool,
+        ends_with_event: bool = True,
+        errors: ErrorBody = error_body,
+        event_errors: ErrorBody = error_body,
+    ) -> None:
         self._send = send
+        self._errors = errors
+        self._event_errors = event_errors
         self.events = EventStream(send, gzip=gzip)
         self._ends_with_event = ends_with_event
         self._items = 0
@@ -142,19 +172,28 @@ class EventAnswer:
 
     async def fail(self, status: Status, message: str, *, http_status: int | None = None) -> None:
         if not self.events.is_started:
-            await send_error(self._send, status, message, http_status=http_status)
+            await send_error(
+                self._send, status, message, http_status=http_status, body=self._errors
+            )
             return
-        await self.events.named(b"error", error_body(status, message))
+        await self.events.named(b"error", self._event_errors(status, message))
         await self.events.end()
 
 
-async def send_failure(send: Send, error: Exception, model: str) -> None:
+async def send_failure(
+    send: Send, error: Exception, model: str, *, body: ErrorBody = error_body
+) -> None:
     """A call refused before it reached a model: the status errors.to_status picks, as JSON."""
-    await send_error(send, *to_status(error, model))
+    await send_error(send, *to_status(error, model), body=body)
 
 
 async def send_error(
-    send: Send, status: Status, message: str, *, http_status: int | None = None
+    send: Send,
+    status: Status,
+    message: str,
+    *,
+    http_status: int | None = None,
+    body: ErrorBody = error_body,
 ) -> None:
     """A whole error response: `http_status` (else the status's own) and `{"code", "message"}`.
 
@@ -162,7 +201,7 @@ async def send_error(
     not come may still, and must not be read as the next request.
     """
     code = http_status or HTTP_STATUS.get(status, 500)
-    await send_json(send, code, error_body(status, message), retry=True, close=code == 408)
+    await send_json(send, code, body(status, message), retry=True, close=code == 408)
 
 
 async def send_json(

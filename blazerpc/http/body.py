@@ -34,11 +34,15 @@ class RequestBody:
         self.is_disconnected = False
         self.has_stalled = False
         """A started message stopped arriving for message_timeout: the call answers 408."""
+        self.is_too_large = False
+        """The body went past max_request_bytes: the call answers 413 (not 429: retrying
+        the same body cannot help)."""
 
     async def read_all(self) -> bytes:
         """The whole body, once it has all arrived."""
         declared = self._declared_length
         if declared.isdigit() and int(declared) > self._limits.max_request_bytes:
+            self.is_too_large = True
             raise self._limits.request_too_large(int(declared))
         while not self.is_complete:
             await self.read_chunk(is_started=True)
@@ -70,6 +74,7 @@ class RequestBody:
     def check_size(self) -> None:
         """Refuse a body, or a pending line, over the limit."""
         if len(self.buffer) > self._limits.max_request_bytes:
+            self.is_too_large = True
             raise self._limits.request_too_large(len(self.buffer))
 
 

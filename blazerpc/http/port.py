@@ -164,9 +164,10 @@ class HttpPort:
 
     async def fail(self, status: Status, message: str) -> None:
         """The call failed: an HTTP error if nothing was sent yet, else an error event; 408
-        when the request body stopped arriving."""
+        when the request body stopped arriving, 413 when it was too large."""
         self.stop()
-        http_status = 408 if self._body.has_stalled else None
+        body = self._body
+        http_status = 408 if body.has_stalled else 413 if body.is_too_large else None
         await self._answer.fail(status, message, http_status=http_status)
 
     def stop(self) -> None:

@@ -32,7 +32,14 @@ from blazerpc.errors import (
     WireError,
     to_status,
 )
-from blazerpc.http.answer import HTTP_STATUS, EventAnswer, JsonAnswer, error_body, send_failure
+from blazerpc.http.answer import (
+    HTTP_STATUS,
+    EventAnswer,
+    JsonAnswer,
+    open_inference_error_body,
+    open_inference_error_event,
+    send_failure,
+)
 from blazerpc.http.body import OneDocument, Receive
 from blazerpc.http.port import AnswerKind, HttpPort, Scope, run_http_call
 from blazerpc.http.sse import Send
@@ -180,7 +187,14 @@ class _Infer:
         }
         # each event must parse as an inference response: clients loop over them all
         self._answer: AnswerKind = (
-            functools.partial(EventAnswer, ends_with_event=False) if self._streams else JsonAnswer
+            functools.partial(
+                EventAnswer,
+                ends_with_event=False,
+                errors=open_inference_error_body,
+                event_errors=open_inference_error_event,
+            )
+            if self._streams
+            else functools.partial(JsonAnswer, errors=open_inference_error_body)
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -188,7 +202,9 @@ class _Infer:
         tensors, problem = models.find(scope["path_params"])
         name = scope["path_params"]["model"]
         if tensors is None:
-            await send_failure(send, UnknownModelError(problem), name)
+            await send_failure(
+                send, UnknownModelError(problem), name, body=open_inference_error_body
+            )
             return
         model = tensors.model
         if model.shape.is_server_streaming and not self._streams:
@@ -196,7 +212,9 @@ class _Infer:
                 f"model {model.name!r} streams its results; POST to "
                 f".../{self._action}_stream instead."
             )
-            await send_failure(send, UnsupportedCallError(message), name)
+            await send_failure(
+                send, UnsupportedCallError(message), name, body=open_inference_error_body
+            )
             return
         header_size = dict(scope["headers"]).get(_HEADER_SIZE)
         port = HttpPort(
@@ -245,7 +263,7 @@ class _InferenceJson:
             raise WireError(f"the request is not valid JSON ({err}).") from None
         if not isinstance(document, dict):
             raise WireError("the request must be a JSON object.")
-        identifier = document.pop("id", "")
+        identifier = document.pop("id", "")  # null, as MLServer's clients send: none
         identifier = identifier if isinstance(identifier, str) else ""
         document.pop("parameters", None)
         if "inputs" not in document:
@@ -258,7 +276,7 @@ class _InferenceJson:
         inputs = document["inputs"]
         if not isinstance(inputs, list) or not all(isinstance(item, dict) for item in inputs):
             raise WireError("`inputs` must be a list of tensor objects.")
-        outputs = document.get("outputs", [])
+        outputs = document.get("outputs") or []  # null: every output, as when left out
         if not isinstance(outputs, list):
             raise WireError('`outputs` must be a list of {"name": ...} objects.')
         asked = _Asked(
@@ -349,7 +367,7 @@ def _json(document: object, status: int = 200) -> Response:
 def _not_found(message: str) -> Response:
     status, message = to_status(UnknownModelError(message), "-")
     return Response(
-        error_body(status, message),
+        open_inference_error_body(status, message),
         status_code=HTTP_STATUS[status],
         media_type="application/json",
     )

@@ -421,7 +421,7 @@ async def test_probes_open_to_anyone_do_not_list_the_models(key_file: str) -> No
                 )
 
         health_message, ready_message = await anyio.to_thread.run_sync(calls)
-    assert ready.status_code == 404 and ready.json()["message"] == "there is no model named 'nope'."
+    assert ready.status_code == 404 and ready.json()["error"] == "there is no model named 'nope'."
     assert ready_message == "there is no model named 'nope'."
     assert "add" not in health_message and "echo" not in health_message
 
