@@ -62,6 +62,7 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     response_compression: Literal["off", "gzip"] = "off"
     reflection: bool = True
     open_inference: bool = True
+    open_inference_stream: Literal["triton", "mlserver"] = "triton"
     metrics_port: Port | None = None
     http_port: Port | None = None
     sse_keepalive: Annotated[float, msgspec.Meta(gt=0)] = 15.0
@@ -155,6 +156,8 @@ HELP = {
     "(grpc-accept-encoding). Compressed requests are always accepted.",
     "reflection": "Serve gRPC reflection, so grpcurl and Postman need no .proto file.",
     "open_inference": "Serve the Open Inference Protocol (KServe v2) next to the typed service.",
+    "open_inference_stream": "The messages of ModelStreamInfer: triton (ModelStreamInferResponse, "
+    "as Triton and OpenVINO send) or mlserver (ModelInferResponse, as MLServer's clients read).",
     "metrics_port": "Serve Prometheus metrics on http://HOST:PORT/metrics (blazerpc[metrics]).",
     "http_port": "Also serve the models over HTTP/JSON and Server-Sent Events on this port.",
     "sse_keepalive": "Seconds of silence after which an event stream sends a keep-alive comment.",

@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
@@ -21,7 +22,7 @@ from tritonclient.utils import InferenceServerException
 from blazerpc import BlazeApp, BlazeServer, Context
 from examples import chat, tracker
 
-from .support import serve_http, stock_unary
+from .support import WAIT_S, serve_http, stock_unary
 
 pytestmark = pytest.mark.anyio
 Results = queue.Queue[tuple[Any, Any]]
@@ -475,3 +476,43 @@ async def test_rest_errors_are_the_protocols_error_object() -> None:
     assert big.status_code == 413 and "retry-after" not in big.headers
     assert set(big.json()) == {"error"} and "max_request_bytes" in big.json()["error"]
     assert error.value.message() == "input 'a' has datatype FP32; it takes INT64."
+
+
+def _mlserver_stream(port: int, model: str, prompt: str) -> tuple[list[str], str, str]:
+    """ModelStreamInfer as MLServer's dataplane.proto declares it: ModelInferRequest in,
+    ModelInferResponse out (no wrapper). The words streamed, the status and its message."""
+    request = service_pb2.ModelInferRequest(model_name=model, id="m1")
+    tensor = request.inputs.add(name="prompt", datatype="BYTES", shape=[1])
+    tensor.contents.bytes_contents.append(prompt.encode())
+    words: list[str] = []
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        infer = channel.stream_stream(
+            "/inference.GRPCInferenceService/ModelStreamInfer",
+            request_serializer=service_pb2.ModelInferRequest.SerializeToString,
+            response_deserializer=service_pb2.ModelInferResponse.FromString,
+        )
+        try:
+            for response in infer(iter([request]), timeout=WAIT_S):
+                assert response.model_name == model and response.id == "m1"
+                [output] = response.outputs
+                assert output.name == "result"
+                raw = response.raw_output_contents[0]
+                words.append(raw[4 : 4 + struct.unpack("<I", raw[:4])[0]].decode())
+        except grpc.RpcError as err:
+            return words, err.code().name, err.details() or ""
+    return words, "OK", ""
+
+
+@pytest.mark.xfail(strict=True, reason="ModelStreamInfer always sent Triton's wrapper")
+async def test_mlserver_stream_shape_sends_plain_responses_and_ends_on_an_error() -> None:
+    async with BlazeServer(chat.app, port=0, open_inference_stream="mlserver") as server:
+        streamed = await in_thread(lambda: _mlserver_stream(server.port, "generate", "a b c"))
+        filtered = await in_thread(
+            lambda: _mlserver_stream(server.port, "generate-filtered", "oh darn it")
+        )
+    assert streamed == (["a", "b", "c"], "OK", "")
+    assert filtered == (
+        ["oh"],
+        "FAILED_PRECONDITION",
+        "the content filter stopped the answer at word 2; rephrase the prompt.",
+    )
