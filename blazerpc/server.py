@@ -129,6 +129,7 @@ class BlazeServer:
                 self._limits,
                 lists_names=lists_names,
                 compression=compression,
+                stream_shape=self.config.open_inference_stream,
             )
             services.append(inference)
             protocols.append(INFERENCE)

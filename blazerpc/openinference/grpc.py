@@ -84,12 +84,14 @@ class InferenceProtocol:
         *,
         lists_names: bool = True,
         compression: str = "off",
+        stream_shape: str = "triton",
     ) -> None:
         self._models = {name: _Served(tensors[name], calls[name]) for name in tensors}
         self._lists_names = lists_names  # off when calls need a key: ModelReady answers anyone
         self._admission = admission
         self._limits = limits
         self._compression = compression
+        self._wraps_stream = stream_shape == "triton"
 
     @property
     def probe_paths(self) -> list[str]:
@@ -168,7 +170,9 @@ class InferenceProtocol:
         await served.boundary.run(_InferPort(session, served, request, reads_stream=False))
 
     async def _model_stream_infer(self, stream: RawStream) -> None:
-        session = _Session(stream, self._limits, self._compression, is_stream=True)
+        session = _Session(
+            stream, self._limits, self._compression, is_stream=True, wraps=self._wraps_stream
+        )
         await with_request_id(stream, session.call, self._stream_infer(session))
 
     async def _stream_infer(self, session: _Session) -> None:
@@ -176,7 +180,11 @@ class InferenceProtocol:
         if first is None:
             return
         served = self._served(first.model_name, first.model_version)
-        if served.tensors.model.shape.is_client_streaming:
+        reads_stream = served.tensors.model.shape.is_client_streaming
+        if not session.wraps:  # MLServer's shape: the stream is one call; an error ends it
+            await served.boundary.run(_InferPort(session, served, first, reads_stream=reads_stream))
+            return
+        if reads_stream:
             port = _InferPort(session, served, first, reads_stream=True)
             try:
                 await served.boundary.run(port)
@@ -223,12 +231,15 @@ def _fail(error: Exception, model: str) -> NoReturn:
     raise GRPCError(status, message)
 
 
-def _other_model(model: str, request: Any) -> GRPCError:
-    error = WireError(
+def _other_model_error(model: str, request: Any) -> WireError:
+    return WireError(
         f"this stream serves model {model!r} (its first request picked it); this request "
         f"names {request.model_name!r}. Open another stream for that model."
     )
-    return GRPCError(*to_status(error, model))
+
+
+def _other_model(model: str, request: Any) -> GRPCError:
+    return GRPCError(*to_status(_other_model_error(model, request), model))
 
 
 async def _first(session: _Session) -> Any:
@@ -243,7 +254,13 @@ class _Session:
     """One ModelInfer or ModelStreamInfer call: its requests in, its responses out."""
 
     def __init__(
-        self, stream: RawStream, limits: Limits, compression: str, *, is_stream: bool
+        self,
+        stream: RawStream,
+        limits: Limits,
+        compression: str,
+        *,
+        is_stream: bool,
+        wraps: bool = False,
     ) -> None:
         self.stream = stream
         self.call = GrpcCall(stream)
@@ -251,6 +268,8 @@ class _Session:
         self.encoding = response_encoding(self.reader, compression)
         self.limits = limits
         self.is_stream = is_stream
+        self.wraps = is_stream and wraps
+        """Responses go in Triton's ModelStreamInferResponse, errors in its error_message."""
         self._is_due = not is_stream  # ModelInfer's one request comes with its headers
         self._next_timestamp = 0
 
@@ -292,7 +311,7 @@ class _Session:
     def new_response(self) -> tuple[Any, Any]:
         """`(message to send, ModelInferResponse to fill)`: on a stream, the second lives in
         the first, so nothing is copied."""
-        if self.is_stream:
+        if self.wraps:
             outer: Any = _StreamResponse()
             return outer, outer.infer_response
         response = _InferResponse()
@@ -305,8 +324,9 @@ class _Session:
         await self.send(data)
 
     async def respond_error(self, error: GRPCError, infer_id: str) -> None:
-        """A per-request error on a stream: `error_message`, and the stream goes on."""
-        if not self.is_stream:
+        """A per-request error on a stream: `error_message`, and the stream goes on (unless
+        the stream has no wrapper to carry it: then the error ends it)."""
+        if not self.wraps:
             raise error
         message = f"{error.status.name}: {error.message}"
         response: Any = _StreamResponse(error_message=message)
@@ -353,6 +373,8 @@ class _InferPort(GrpcCall):
             if request is None:
                 return None
             if request.model_name != self._served.name:
+                if not self._session.wraps:
+                    raise _other_model_error(self._served.name, request)
                 await self._session.respond_error(
                     _other_model(self._served.name, request), request.id
                 )
@@ -360,7 +382,7 @@ class _InferPort(GrpcCall):
             try:
                 fields = self._read(request)
             except WireError as error:
-                if not self._reads_stream:
+                if not self._reads_stream or not self._session.wraps:
                     raise
                 status, message = to_status(error, self._served.name)
                 await self._session.respond_error(GRPCError(status, message), request.id)
@@ -382,7 +404,7 @@ class _InferPort(GrpcCall):
         response.model_name = self._served.name
         response.model_version = MODEL_VERSION
         response.id = self.infer_id
-        if self._session.is_stream:
+        if self._session.wraps:
             response.parameters["timestamp"].int64_param = self._timestamp
         return message, response
 

@@ -478,12 +478,18 @@ async def test_rest_errors_are_the_protocols_error_object() -> None:
     assert error.value.message() == "input 'a' has datatype FP32; it takes INT64."
 
 
-def _mlserver_stream(port: int, model: str, prompt: str) -> tuple[list[str], str, str]:
-    """ModelStreamInfer as MLServer's dataplane.proto declares it: ModelInferRequest in,
-    ModelInferResponse out (no wrapper). The words streamed, the status and its message."""
-    request = service_pb2.ModelInferRequest(model_name=model, id="m1")
-    tensor = request.inputs.add(name="prompt", datatype="BYTES", shape=[1])
-    tensor.contents.bytes_contents.append(prompt.encode())
+def _mlserver_stream(
+    port: int, model: str, *texts: str, input_name: str = "prompt"
+) -> tuple[list[str], str, str]:
+    """ModelStreamInfer as MLServer's dataplane.proto declares it: ModelInferRequest in (one
+    per text), ModelInferResponse out (no wrapper). The words streamed, the status, its
+    message."""
+    requests = []
+    for text_ in texts:
+        request = service_pb2.ModelInferRequest(model_name=model, id="m1")
+        tensor = request.inputs.add(name=input_name, datatype="BYTES", shape=[1])
+        tensor.contents.bytes_contents.append(text_.encode())
+        requests.append(request)
     words: list[str] = []
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         infer = channel.stream_stream(
@@ -492,7 +498,7 @@ def _mlserver_stream(port: int, model: str, prompt: str) -> tuple[list[str], str
             response_deserializer=service_pb2.ModelInferResponse.FromString,
         )
         try:
-            for response in infer(iter([request]), timeout=WAIT_S):
+            for response in infer(iter(requests), timeout=WAIT_S):
                 assert response.model_name == model and response.id == "m1"
                 [output] = response.outputs
                 assert output.name == "result"
@@ -503,7 +509,6 @@ def _mlserver_stream(port: int, model: str, prompt: str) -> tuple[list[str], str
     return words, "OK", ""
 
 
-@pytest.mark.xfail(strict=True, reason="ModelStreamInfer always sent Triton's wrapper")
 async def test_mlserver_stream_shape_sends_plain_responses_and_ends_on_an_error() -> None:
     async with BlazeServer(chat.app, port=0, open_inference_stream="mlserver") as server:
         streamed = await in_thread(lambda: _mlserver_stream(server.port, "generate", "a b c"))
@@ -516,3 +521,11 @@ async def test_mlserver_stream_shape_sends_plain_responses_and_ends_on_an_error(
         "FAILED_PRECONDITION",
         "the content filter stopped the answer at word 2; rephrase the prompt.",
     )
+
+
+async def test_mlserver_stream_shape_gives_a_bidi_model_every_request() -> None:
+    async with BlazeServer(make_app(), port=0, open_inference_stream="mlserver") as server:
+        stamped = await in_thread(
+            lambda: _mlserver_stream(server.port, "stamps", "a", "b", "c", input_name="words")
+        )
+    assert stamped == (["0:a", "1:b", "2:c"], "OK", "")
