@@ -8,6 +8,8 @@
 - `blaze_serve`: the `blaze serve` executable as a subprocess, on a free port.
 - `FOUR_SHAPES` and `stock_every_shape`: an app with one model of each shape, and a stock
   grpcio caller of all four (the TLS and API-key tests call every shape).
+- `run_in_client_venv`: a client as it ships (MLServer's, the KServe SDK) running one of the
+  scripts in clients/, in a virtual environment of its own, built once and cached.
 
 It lives in tests/integration/ because only integration tests start servers; tests/unit/ needs
 none of it. The `probe` fixture is in tests/integration/conftest.py.
@@ -16,6 +18,8 @@ none of it. The `probe` fixture is in tests/integration/conftest.py.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import importlib.resources
 import json
 import os
@@ -36,6 +40,7 @@ import anyio
 import anyio.to_thread
 import grpc
 import httpx
+import pytest
 from google.protobuf.message import Message
 from grpc_tools import protoc
 
@@ -219,6 +224,53 @@ async def run_client(script: Path, stubs: Path, port: int, scenario: str) -> dic
     assert result.returncode == 0, result.stderr.decode()
     seen: dict[str, Any] = json.loads(result.stdout)
     return seen
+
+
+CLIENTS = Path(__file__).parent / "clients"
+CLIENT_VENVS = Path(
+    os.environ.get("BLAZE_CLIENT_VENVS") or Path.home() / ".cache" / "blazerpc" / "client-venvs"
+)
+"""Where the clients' virtual environments are kept between runs of the suite."""
+
+
+def client_venv(name: str) -> Path:
+    """The Python of a virtual environment with clients/NAME.txt installed: built once, in a
+    folder named after a hash of those pins, so a later run reuses it and a changed pin makes a
+    new one. A package that cannot be installed skips the test, with pip's reason."""
+    pins = (CLIENTS / f"{name}.txt").read_bytes()
+    tag = hashlib.sha256(pins + sys.version.encode()).hexdigest()[:16]
+    home = CLIENT_VENVS / f"{name}-{tag}"
+    python = home / "bin" / "python"
+    CLIENT_VENVS.mkdir(parents=True, exist_ok=True)
+    with open(CLIENT_VENVS / f"{name}.lock", "w") as lock:  # one build at a time
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (home / "ready").exists():
+            return python
+        shutil.rmtree(home, ignore_errors=True)  # a build that stopped half-way
+        subprocess.run([sys.executable, "-m", "venv", str(home)], check=True)
+        built = subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "-r", str(CLIENTS / f"{name}.txt")],
+            capture_output=True,
+            text=True,
+        )
+        if built.returncode != 0:
+            reason = f"{name}'s client cannot be installed: {built.stderr.strip()[-500:]}"
+            print(reason, file=sys.stderr)
+            pytest.skip(reason)
+        (home / "ready").write_text("")
+        for stale in CLIENT_VENVS.glob(f"{name}-*"):  # built from pins changed since
+            if stale != home:
+                shutil.rmtree(stale, ignore_errors=True)
+    return python
+
+
+async def run_in_client_venv(name: str, script: str, *args: str) -> list[str]:
+    """Run clients/SCRIPT with NAME's client environment; the lines it printed."""
+    python = await anyio.to_thread.run_sync(client_venv, name)
+    with anyio.fail_after(120):
+        result = await anyio.run_process([str(python), str(CLIENTS / script), *args], check=False)
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    return result.stdout.decode().splitlines()
 
 
 def free_port() -> int:
