@@ -529,3 +529,46 @@ async def test_mlserver_stream_shape_gives_a_bidi_model_every_request() -> None:
             lambda: _mlserver_stream(server.port, "stamps", "a", "b", "c", input_name="words")
         )
     assert stamped == (["0:a", "1:b", "2:c"], "OK", "")
+
+
+def _versioned() -> BlazeApp:
+    app = BlazeApp()
+
+    @app.model("text-model", version="v1.2.3")  # type: ignore[call-arg]
+    def text_model(prompt: str) -> str:
+        return prompt.upper()
+
+    return app
+
+
+@pytest.mark.xfail(strict=True, reason="every model was version 1")
+async def test_a_models_version_is_served_where_the_protocol_names_versions() -> None:
+    body = {"inputs": [{"name": "prompt", "datatype": "BYTES", "shape": [1], "data": ["hi"]}]}
+    async with serve_http(_versioned()) as served:
+        http = served.http
+        metadata = (await http.get("/v2/models/text-model")).json()
+        versioned = await http.post("/v2/models/text-model/versions/v1.2.3/infer", json=body)
+        ready = await http.get("/v2/models/text-model/versions/v1.2.3/ready")
+        wrong = await http.post("/v2/models/text-model/versions/1/infer", json=body)
+        listing = (await http.get("/models")).json()["models"]
+        with pytest.raises(InferenceServerException) as grpc_wrong:
+            client = triton.InferenceServerClient(f"127.0.0.1:{served.server.port}")
+            try:
+                grpc_metadata = await in_thread(lambda: client.get_model_metadata("text-model"))
+                await in_thread(
+                    lambda: client.infer("text-model", [text("prompt", "x")], model_version="7")
+                )
+            finally:
+                client.close()
+    assert metadata["versions"] == ["v1.2.3"]
+    assert versioned.json()["model_version"] == "v1.2.3"
+    assert versioned.json()["outputs"][0]["data"] == ["HI"]
+    assert ready.json() == {"name": "text-model", "ready": True}
+    assert wrong.status_code == 404
+    assert wrong.json() == {
+        "error": "model 'text-model' has no version '1'; it has version 'v1.2.3'."
+    }
+    assert [entry["version"] for entry in listing] == ["v1.2.3"]
+    assert list(grpc_metadata.versions) == ["v1.2.3"]
+    assert grpc_wrong.value.status() == "StatusCode.NOT_FOUND"
+    assert "has version 'v1.2.3'" in grpc_wrong.value.message()
