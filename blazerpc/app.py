@@ -68,19 +68,30 @@ class BlazeApp:
         self._middleware: list[Middleware] = []
 
     def model(
-        self, name: str, *, streaming: bool | None = None, batch: Batching | None = None
+        self,
+        name: str,
+        *,
+        streaming: bool | None = None,
+        batch: Batching | None = None,
+        version: str = "1",
     ) -> Callable[[F], F]:
         """Register a function as model `name`; the function itself is returned unchanged.
 
         The shape (unary, server, client or bidirectional streaming) is read from the
         signature; `streaming` only states what the signature must agree with. With `batch=`,
         the function takes lists and is called once for a group of concurrent calls.
+        `version` is what the Open Inference Protocol and `GET /models` call it.
         """
 
         def register(function: F) -> F:
             caller_locals = sys._getframe(1).f_locals
             spec = read_model(
-                name, function, streaming=streaming, batching=batch, localns=caller_locals
+                name,
+                function,
+                streaming=streaming,
+                batching=batch,
+                localns=caller_locals,
+                version=version,
             )
             self._add(spec)
             return function

@@ -34,6 +34,7 @@ def model_listing(schema: ServiceSpec, codecs: Mapping[str, JsonCodec]) -> dict[
         "models": [
             {
                 "name": model.name,
+                "version": model.version,
                 "shape": model.shape.value,
                 "description": doc_summary(model.doc),
                 "path": f"/models/{model.name}",

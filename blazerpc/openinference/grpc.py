@@ -48,10 +48,8 @@ from blazerpc.runtime.boundary import Boundary, Limits
 from blazerpc.schema.naming import rpc_path
 from blazerpc.schema.spec import Shape
 
-__all__ = ("MODEL_VERSION", "InferenceProtocol")
+__all__ = ("InferenceProtocol",)
 
-MODEL_VERSION = "1"
-"""Every model has one version; requests may name it or leave the version empty."""
 _TIMESTAMP_PARAMETERS = ("timestamp", "OVMS_MP_TIMESTAMP")
 _WANTS_FINAL = "triton_enable_empty_final_response"
 _FINAL = "triton_final_response"
@@ -141,7 +139,7 @@ class InferenceProtocol:
         request: Any = await stream.recv_message()
         tensors = self._served(request.name, request.version).tensors
         response: Any = _C["ModelMetadataResponse"](
-            name=tensors.model.name, versions=[MODEL_VERSION], platform="blazerpc"
+            name=tensors.model.name, versions=[tensors.model.version], platform="blazerpc"
         )
         for specs, target in (
             (tensors.inputs, response.inputs),
@@ -210,11 +208,12 @@ class InferenceProtocol:
         if served is None:
             listed = self._models if self._lists_names else None
             _fail(UnknownModelError.no_model(name, listed), name)
-        if model_version not in ("", MODEL_VERSION):
+        version = served.tensors.model.version
+        if model_version not in ("", version):
             _fail(
                 UnknownModelError(
                     f"model {name!r} has no version {model_version!r}; it has version "
-                    f"{MODEL_VERSION} (or leave the version empty)."
+                    f"{version!r} (or leave the version empty)."
                 ),
                 name,
             )
@@ -402,7 +401,7 @@ class _InferPort(GrpcCall):
     def _new_response(self) -> tuple[Any, Any]:
         message, response = self._session.new_response()
         response.model_name = self._served.name
-        response.model_version = MODEL_VERSION
+        response.model_version = self._served.tensors.model.version
         response.id = self.infer_id
         if self._session.wraps:
             response.parameters["timestamp"].int64_param = self._timestamp

@@ -43,7 +43,6 @@ from blazerpc.http.answer import (
 from blazerpc.http.body import OneDocument, Receive
 from blazerpc.http.port import AnswerKind, HttpPort, Scope, run_http_call
 from blazerpc.http.sse import Send
-from blazerpc.openinference.grpc import MODEL_VERSION
 from blazerpc.openinference.tensors import ModelTensors
 from blazerpc.runtime.admission import Admission
 from blazerpc.runtime.boundary import Boundary, Limits
@@ -133,10 +132,11 @@ class _Models:
         if tensors is None:
             served = self.tensors if self.lists_names else None
             return None, str(UnknownModelError.no_model(name, served))
-        model_version = path_params.get("version", MODEL_VERSION)
-        if model_version != MODEL_VERSION:
+        version = tensors.model.version
+        model_version = path_params.get("version", version)
+        if model_version != version:
             return None, (
-                f"model {name!r} has no version {model_version!r}; it has version {MODEL_VERSION}."
+                f"model {name!r} has no version {model_version!r}; it has version {version!r}."
             )
         return tensors, ""
 
@@ -159,7 +159,7 @@ class _Models:
         return _json(
             {
                 "name": tensors.model.name,
-                "versions": [MODEL_VERSION],
+                "versions": [tensors.model.version],
                 "platform": "blazerpc",
                 "inputs": [_metadata(spec) for spec in tensors.inputs.values()],
                 "outputs": [_metadata(spec) for spec in tensors.outputs.values()],
@@ -286,7 +286,10 @@ class _InferenceJson:
 
     def write(self, result: object, asked: _Asked) -> bytes:
         """One inference response (or one event of a stream) for a request that asked so."""
-        response: dict[str, Any] = {"model_name": self.model.name, "model_version": MODEL_VERSION}
+        response: dict[str, Any] = {
+            "model_name": self.model.name,
+            "model_version": self.model.version,
+        }
         if asked.id:
             response["id"] = asked.id
         requested = list(asked.outputs)

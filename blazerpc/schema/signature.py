@@ -18,6 +18,7 @@ import functools
 import inspect
 import operator
 import os
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -51,6 +52,10 @@ _YIELDS = (
 )
 
 
+_VERSION = re.compile(r"[A-Za-z0-9._+-]{1,64}")
+"""A model version: one path segment of `/v2/models/{name}/versions/{version}`."""
+
+
 def read_model(
     name: str,
     function: Callable[..., object],
@@ -58,6 +63,7 @@ def read_model(
     streaming: bool | None = None,
     batching: Batching | None = None,
     localns: Mapping[str, object] | None = None,
+    version: str = "1",
 ) -> ModelSpec:
     """Read a model's shape and wire messages off its signature; DefinitionError if it has none.
 
@@ -71,6 +77,12 @@ def read_model(
             f"the name {name!r} cannot become an rpc name.",
             "Use ASCII letters and digits, starting with a letter, optionally joined by "
             "'-', '_' or '.' (for example 'text-embed').",
+        )
+    if not isinstance(version, str) or not _VERSION.fullmatch(version):
+        site.fail(
+            f"the version {version!r} cannot be a path segment of the Open Inference Protocol.",
+            "Use 1 to 64 ASCII letters, digits, '.', '_', '-' or '+' (for example '1.2.3' or "
+            "'v2'), as version=.",
         )
     is_generator = inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function)
     is_async = inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)
@@ -107,6 +119,7 @@ def read_model(
         context_parameter=context,
         batching=batching,
         origins=mapper.origins,
+        version=version,
     )
 
 

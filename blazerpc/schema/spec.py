@@ -287,6 +287,9 @@ class ModelSpec:
     """Set for a batch function: it is called with lists, one item per concurrent call."""
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
     """Message or enum name -> `parameter 'box' is annotated Box`, for error messages."""
+    version: str = "1"
+    """The model's version, as the Open Inference Protocol and the gateway's listing name it;
+    the typed rpc serves the model as it is, with no version in its path."""
 
     @property
     def rpc_name(self) -> str:

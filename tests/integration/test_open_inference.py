@@ -534,14 +534,13 @@ async def test_mlserver_stream_shape_gives_a_bidi_model_every_request() -> None:
 def _versioned() -> BlazeApp:
     app = BlazeApp()
 
-    @app.model("text-model", version="v1.2.3")  # type: ignore[call-arg]
+    @app.model("text-model", version="v1.2.3")
     def text_model(prompt: str) -> str:
         return prompt.upper()
 
     return app
 
 
-@pytest.mark.xfail(strict=True, reason="every model was version 1")
 async def test_a_models_version_is_served_where_the_protocol_names_versions() -> None:
     body = {"inputs": [{"name": "prompt", "datatype": "BYTES", "shape": [1], "data": ["hi"]}]}
     async with serve_http(_versioned()) as served:

@@ -22,12 +22,13 @@ def refusal(
     streaming: bool | None = None,
     batch: Batching | None = None,
     app: BlazeApp | None = None,
+    version: str = "1",
 ) -> str:
     """Decorate `function` as model `name`; the DefinitionError's message, checked to name the
     model and where the function is defined (file and line), as every definition error does."""
     app = app or BlazeApp()
     with pytest.raises(DefinitionError) as err:
-        app.model(name, streaming=streaming, batch=batch)(function)
+        app.model(name, streaming=streaming, batch=batch, version=version)(function)
     message = str(err.value)
     assert f"model {name!r}" in message
     assert f"({function.__qualname__} in " in message

@@ -232,6 +232,16 @@ def test_a_name_that_cannot_become_an_rpc_name_is_refused(name: str) -> None:
     assert "(for example 'text-embed')" in message
 
 
+@pytest.mark.parametrize("version", ["", "a/b", "1 2", "x" * 65])
+def test_a_version_that_cannot_be_a_path_segment_is_refused(version: str) -> None:
+    def embed(text: str) -> int:
+        return 0
+
+    message = refusal(embed, version=version)
+    assert f"the version {version!r} cannot be a path segment" in message
+    assert "(for example '1.2.3' or 'v2'), as version=." in message
+
+
 def test_two_stream_parameters_are_refused() -> None:
     async def merge(left: AsyncIterator[str], right: AsyncIterator[str]) -> int:
         return 0
