@@ -228,9 +228,11 @@ async def run_client(script: Path, stubs: Path, port: int, scenario: str) -> dic
 
 CLIENTS = Path(__file__).parent / "clients"
 CLIENT_VENVS = Path(
-    os.environ.get("BLAZE_CLIENT_VENVS") or Path.home() / ".cache" / "blazerpc" / "client-venvs"
+    os.environ.get("BLAZERPC_TEST_CLIENT_VENVS")
+    or Path.home() / ".cache" / "blazerpc" / "client-venvs"
 )
-"""Where the clients' virtual environments are kept between runs of the suite."""
+"""Where the clients' virtual environments are kept between runs of the suite. (Not a
+`BLAZE_*` name: `blaze serve` refuses any variable of that prefix it does not know.)"""
 
 
 def client_venv(name: str) -> Path:
