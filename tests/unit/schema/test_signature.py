@@ -4,7 +4,9 @@ every mistake in a signature refused with its fix."""
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
+from typing import Annotated
 
+import msgspec
 import pytest
 
 from blazerpc import BlazeApp, Context
@@ -395,3 +397,22 @@ def test_a_context_on_a_batch_function_is_refused() -> None:
         return [1]
 
     assert "a batch function serves many calls at once" in refusal(embed, batch=Batching())
+
+
+@pytest.mark.xfail(strict=True, reason="accepted at import; every call failed with INTERNAL")
+@pytest.mark.parametrize(
+    ("default", "annotation", "says"),
+    [
+        ("three", "int", "the default 'three' of parameter 'n' is not a int"),
+        (-1, "Annotated[int, msgspec.Meta(ge=0)]", "the default -1 of parameter 'n'"),
+    ],
+    ids=["wrong type", "outside its constraint"],
+)
+def test_a_default_that_does_not_match_its_annotation_is_refused(
+    default: object, annotation: str, says: str
+) -> None:
+    namespace: dict[str, object] = {"Annotated": Annotated, "msgspec": msgspec}
+    exec(f"def embed(n: {annotation} = {default!r}) -> int:\n    return 0", namespace)
+    message = refusal(namespace["embed"])  # type: ignore[arg-type]
+    assert says in message
+    assert "Give it a default of that type, or change the annotation." in message
