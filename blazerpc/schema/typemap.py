@@ -174,6 +174,8 @@ class TypeMapper:
             label = Label.SINGULAR
             is_required = default is NO_DEFAULT and not is_nullable
             value_type = self._value(base, site, required_edge=is_required)
+        if default is not NO_DEFAULT and tensor is None:
+            _check_default(name, default, annotation, site)
         if is_nullable and label is not Label.SINGULAR:
             empty = "[]" if label is Label.REPEATED else "{}"
             site.fail(
@@ -572,3 +574,26 @@ def describe(annotation: object) -> str:
     if isinstance(annotation, type):
         return annotation.__qualname__
     return getattr(annotation, "__name__", None) or repr(annotation)
+
+
+def _check_default(name: str, default: object, annotation: object, site: Site) -> None:
+    """A default must be a value of its annotation (constraints included): checked here, once,
+    or every call that leaves the field out would fail."""
+    try:
+        plain = msgspec.to_builtins(default)  # an Enum member, a Struct, a datetime: as sent
+    except TypeError:
+        return  # no wire form to check it by; the codec's own errors will say what is wrong
+    try:
+        msgspec.convert(plain, annotation, strict=False)
+    except (msgspec.ValidationError, TypeError) as err:
+        problem = str(err).split(" - at `$", 1)[0]
+        subject = site.trail[-1][0] if site.trail and repr(name) in site.trail[-1][0] else None
+        site.fail(
+            f"the default {default!r} of {subject or f'field {name!r}'} does not fit its "
+            f"annotation ({_lower_first(problem)}).",
+            "Give it a default of that type, or change the annotation.",
+        )
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
