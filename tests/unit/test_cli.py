@@ -74,6 +74,21 @@ def test_proto_writes_a_file_with_dash_o(project: Path) -> None:
     assert out.read_text(encoding="utf-8") == (GOLDEN / "chat.proto").read_text(encoding="utf-8")
 
 
+@pytest.mark.xfail(strict=True, reason="said only: no module named 'examples/chat'")
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("examples/chat", "'examples/chat' is a path without .py: write examples/chat.py:app"),
+        ("examples/chat:app", "'examples/chat' is a path without .py: write examples/chat.py:app"),
+    ],
+)
+def test_a_path_without_py_gets_the_target_to_write(target: str, expected: str) -> None:
+    result = CliRunner().invoke(main, ["proto", target])
+    assert result.exit_code == 2
+    assert expected in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
 @pytest.mark.parametrize(
     ("target", "expected"),
     [
