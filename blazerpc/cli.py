@@ -30,6 +30,7 @@ from blazerpc.runtime.metrics import (
     serve_multiprocess_metrics,
 )
 from blazerpc.schema.lockfile import Lock, breaking_changes, lock_of, read_lock, write_lock
+from blazerpc.schema.spec import ServiceSpec
 from blazerpc.security.keys import ApiKeys
 from blazerpc.security.tls import ServerTls
 from blazerpc.server import BlazeServer
@@ -220,8 +221,13 @@ def serve(target: str, **flags: Any) -> None:
         _fail(err, str(err))
     configure_logging(config)
     app = _load(target)  # in the parent too: a definition error stops before any worker starts
+    if not app.schema.models:
+        logging.getLogger(__name__).warning(
+            '%s has no models: decorate a function with @app.model("name") to serve it.',
+            target,
+        )
     if config.workers > 1:
-        _serve_workers(target, config, len(app.registry))
+        _serve_workers(target, config, app.schema)
         return
     _serve_one(app, config, announce=_print_first_line)
 
@@ -288,7 +294,7 @@ def _check_files(config: ServerConfig) -> None:
     ApiKeys.of(config)
 
 
-def _serve_workers(target: str, config: ServerConfig, model_count: int) -> None:
+def _serve_workers(target: str, config: ServerConfig, schema: ServiceSpec) -> None:
     with contextlib.ExitStack() as cleanup:
         metrics_dir = None
         if config.metrics_port is not None:
@@ -304,14 +310,15 @@ def _serve_workers(target: str, config: ServerConfig, model_count: int) -> None:
                 _fail(err, str(err))
             cleanup.callback(stop)
             supervisor.on_worker_exit.append(forget)
-        _supervise(supervisor, config, model_count)
+        _supervise(supervisor, config, schema)
 
 
-def _supervise(supervisor: Supervisor, config: ServerConfig, model_count: int) -> None:
+def _supervise(supervisor: Supervisor, config: ServerConfig, schema: ServiceSpec) -> None:
     try:
         supervisor.start()
         if not supervisor.is_stopping:
-            _print(_serving(model_count, config, supervisor.port, supervisor.http_port))
+            _print(_serving(len(schema.models), config, supervisor.port, supervisor.http_port))
+            _print_models(schema)
         supervisor.supervise()
     except OSError as err:
         where = err.filename or f"{config.host}:{config.port}"
@@ -328,6 +335,16 @@ def _supervise(supervisor: Supervisor, config: ServerConfig, model_count: int) -
 def _print_first_line(server: BlazeServer) -> None:
     http_port = server.http_port if server.config.http_port is not None else None
     _print(_serving(len(server.app.schema.models), server.config, server.port, http_port))
+    _print_models(server.app.schema)
+
+
+def _print_models(schema: ServiceSpec) -> None:
+    """After the first line, one line per model: `  generate  server-streaming  /pkg.S/Rpc`."""
+    width = max((len(model.name) for model in schema.models), default=0)
+    shapes = max((len(model.shape.value) for model in schema.models), default=0)
+    for model in schema.models:
+        line = f"  {model.name:<{width}}  {model.shape.value:<{shapes}}  {schema.rpc_path(model)}"
+        _print(line.rstrip())
 
 
 def _serving(model_count: int, config: ServerConfig, port: int, http_port: int | None) -> str:

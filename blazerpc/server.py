@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Any, Protocol
@@ -228,7 +229,13 @@ class BlazeServer:
             keys, tls = scrape_guard(self.config, self._keys)
             port = self.config.metrics_port or 0
             self._metrics_port = self.metrics.serve(self.host, port, keys=keys, tls=tls)
-        await self._lifespan.enter_async_context(run_hooks(self.app.lifespan_hooks))
+        hooks = self.app.lifespan_hooks
+        if hooks:  # loading weights can take minutes: say so, then how long it took
+            log.info("running %d lifespan hook%s", len(hooks), "" if len(hooks) == 1 else "s")
+            started = time.perf_counter()
+        await self._lifespan.enter_async_context(run_hooks(hooks))
+        if hooks:
+            log.info("lifespan hooks ready in %.1f s", time.perf_counter() - started)
         self._admission.phase = Phase.SERVING
         self.health.set_serving(True)
         log.info("serving %d models", len(self.app.schema.models))

@@ -25,6 +25,11 @@ def load_app(target: str) -> BlazeApp:
     attribute = attribute or "app"
     if not location:
         raise TargetError(f"target {target!r} names no module. Write module:attr or file.py:attr.")
+    if "/" in location and not location.endswith(".py"):
+        raise TargetError(
+            f"{location!r} is a path without .py: write {location}.py:{attribute}, or the "
+            f"module's dotted name ({location.replace('/', '.')}:{attribute})."
+        )
     module = _import_file(location) if location.endswith(".py") else _import_module(location)
     if not hasattr(module, attribute):
         raise TargetError(f"{location!r} has no attribute {attribute!r}.{_apps_hint(module)}")

@@ -159,3 +159,36 @@ def test_blaze_serve_access_lines_reach_the_apps_own_handlers(tmp_path: Path) ->
         assert served.process.wait(timeout=WAIT_S) == 0
     own = (tmp_path / "own.log").read_text(encoding="utf-8").splitlines()
     assert [line for line in own if line.startswith("OWN blazerpc.access add unary OK ")], own
+
+
+def test_blaze_serve_lists_each_model_after_its_first_line() -> None:
+    with blaze_serve("examples/chat.py:app") as served:
+        assert served.process.stdout is not None
+        lines = [served.process.stdout.readline().rstrip("\n") for _ in range(3)]
+    assert lines == [
+        "  generate           server_streaming  /blazerpc.InferenceService/PredictGenerate",
+        "  generate-sync      server_streaming  /blazerpc.InferenceService/PredictGenerateSync",
+        "  generate-filtered  server_streaming  /blazerpc.InferenceService/PredictGenerateFiltered",
+    ]
+
+
+def test_blaze_serve_says_while_lifespan_hooks_run_and_warns_of_an_app_with_no_models(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "empty.py").write_text(
+        "from collections.abc import Iterator\n"
+        "from blazerpc import BlazeApp\n"
+        "app = BlazeApp()\n"
+        "@app.lifespan\n"
+        "def load() -> Iterator[None]:\n"
+        "    yield\n",
+        encoding="utf-8",
+    )
+    with blaze_serve("empty.py:app", cwd=tmp_path, stderr=subprocess.PIPE) as served:
+        assert served.first_line.startswith("blazerpc serving 0 models on ")
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.stderr is not None
+        log = served.process.stderr.read()
+    assert "empty.py:app has no models: decorate a function with @app.model(" in log
+    assert "INFO blazerpc.server: running 1 lifespan hook" in log
+    assert re.search(r"INFO blazerpc.server: lifespan hooks ready in \d+\.\d s", log), log

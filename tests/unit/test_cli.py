@@ -74,7 +74,6 @@ def test_proto_writes_a_file_with_dash_o(project: Path) -> None:
     assert out.read_text(encoding="utf-8") == (GOLDEN / "chat.proto").read_text(encoding="utf-8")
 
 
-@pytest.mark.xfail(strict=True, reason="said only: no module named 'examples/chat'")
 @pytest.mark.parametrize(
     ("target", "expected"),
     [
