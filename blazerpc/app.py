@@ -74,6 +74,7 @@ class BlazeApp:
         streaming: bool | None = None,
         batch: Batching | None = None,
         version: str = "1",
+        max_concurrent: int | None = None,
     ) -> Callable[[F], F]:
         """Register a function as model `name`; the function itself is returned unchanged.
 
@@ -81,6 +82,7 @@ class BlazeApp:
         signature; `streaming` only states what the signature must agree with. With `batch=`,
         the function takes lists and is called once for a group of concurrent calls.
         `version` is what the Open Inference Protocol and `GET /models` call it.
+        `max_concurrent` bounds how many calls of the model run at once; the others wait.
         """
 
         def register(function: F) -> F:
@@ -92,6 +94,7 @@ class BlazeApp:
                 batching=batch,
                 localns=caller_locals,
                 version=version,
+                max_concurrent=max_concurrent,
             )
             self._add(spec)
             return function

@@ -64,6 +64,7 @@ def read_model(
     batching: Batching | None = None,
     localns: Mapping[str, object] | None = None,
     version: str = "1",
+    max_concurrent: int | None = None,
 ) -> ModelSpec:
     """Read a model's shape and wire messages off its signature; DefinitionError if it has none.
 
@@ -84,6 +85,8 @@ def read_model(
             "Use 1 to 64 ASCII letters, digits, '.', '_', '-' or '+' (for example '1.2.3' or "
             "'v2'), as version=.",
         )
+    if max_concurrent is not None:
+        _check_max_concurrent(max_concurrent, batching, site)
     is_generator = inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function)
     is_async = inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)
     _check_streaming_flag(streaming, is_generator, site)
@@ -120,7 +123,26 @@ def read_model(
         batching=batching,
         origins=mapper.origins,
         version=version,
+        max_concurrent=max_concurrent,
     )
+
+
+def _check_max_concurrent(max_concurrent: object, batching: Batching | None, site: Site) -> None:
+    if batching is not None:
+        site.fail(
+            "a batched model runs whole batches, so max_concurrent= on the model has nothing "
+            "to bound.",
+            "Bound the batches instead: Batching(max_concurrent=N).",
+        )
+    if (
+        isinstance(max_concurrent, bool)
+        or not isinstance(max_concurrent, int)
+        or max_concurrent < 1
+    ):
+        site.fail(
+            f"max_concurrent={max_concurrent!r} is not a number of calls.",
+            "Give a whole number of at least 1, or leave it out for no bound.",
+        )
 
 
 def _check_batchable(

@@ -290,6 +290,8 @@ class ModelSpec:
     version: str = "1"
     """The model's version, as the Open Inference Protocol and the gateway's listing name it;
     the typed rpc serves the model as it is, with no version in its path."""
+    max_concurrent: int | None = None
+    """How many calls of the model run at once (None: no bound); later ones wait their turn."""
 
     @property
     def rpc_name(self) -> str:

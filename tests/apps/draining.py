@@ -17,7 +17,7 @@ from blazerpc import BlazeApp
 app = BlazeApp()
 
 
-@app.model("held")
+@app.model("held", max_concurrent=16)  # it waits, not computes: more than a sync model's default
 def held(release: str) -> str:
     """Prints the line `held: started`, then answers once the file `release` exists."""
     sys.stdout.write("held: started\n")  # one write: calls in other threads cannot split it

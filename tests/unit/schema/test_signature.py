@@ -9,7 +9,7 @@ from typing import Annotated
 import msgspec
 import pytest
 
-from blazerpc import BlazeApp, Context
+from blazerpc import BlazeApp, Context, DefinitionError
 from blazerpc.schema.markers import Batching
 from blazerpc.schema.spec import Label, Scalar, Shape
 from blazerpc.wire.proto_text import render_proto
@@ -415,3 +415,24 @@ def test_a_default_that_does_not_match_its_annotation_is_refused(
     message = refusal(namespace["embed"])  # type: ignore[arg-type]
     assert says in message
     assert "Give it a default of that type, or change the annotation." in message
+
+
+def test_max_concurrent_beside_batching_points_to_batching() -> None:
+    def embed(text: list[str]) -> list[int]:
+        return [0]
+
+    app = BlazeApp()
+    with pytest.raises(DefinitionError) as err:
+        app.model("embed", batch=Batching(max_size=8), max_concurrent=2)(embed)
+    assert "Bound the batches instead: Batching(max_concurrent=N)." in str(err.value)
+
+
+@pytest.mark.parametrize("value", [0, -1, True, 2.5])
+def test_max_concurrent_is_a_whole_number_of_calls(value: object) -> None:
+    def embed(text: str) -> int:
+        return 0
+
+    app = BlazeApp()
+    with pytest.raises(DefinitionError) as err:
+        app.model("embed", max_concurrent=value)(embed)  # type: ignore[arg-type]
+    assert f"max_concurrent={value!r} is not a number of calls" in str(err.value)
