@@ -13,6 +13,8 @@ from tritonclient.utils import InferenceServerException
 
 from blazerpc import BlazeApp, BlazeClient, BlazeServer, DefinitionError, Tensor, WireError
 
+from blazerpc.wire.proto_text import render_proto
+
 from .support import serve_http
 
 pytestmark = pytest.mark.anyio
@@ -144,3 +146,48 @@ def test_an_array_needs_its_dtype_and_stands_alone() -> None:
 
     with pytest.raises(DefinitionError, match="the dtype is one of bool, uint8"):
         Tensor("float128")
+
+
+def _three_tensor_models() -> BlazeApp:
+    app = BlazeApp()
+
+    @app.model("row-means")
+    def row_means(pixels: Pixels) -> Means:
+        means: np.ndarray = pixels.mean(axis=1).astype(np.float32)
+        return means
+
+    @app.model("double")
+    def double(values: Means) -> Means:
+        doubled: np.ndarray = values * 2
+        return doubled
+
+    @app.model("total")
+    def total(values: Means) -> float:
+        return float(values.sum())
+
+    return app
+
+
+@pytest.mark.xfail(strict=True, reason="a second Tensor model was a DefinitionError")
+async def test_three_tensor_models_share_one_tensor_message() -> None:
+    app = _three_tensor_models()
+    values = np.array([1.0, 2.5], dtype=np.float32)
+    async with (
+        BlazeServer(app, port=0) as server,
+        BlazeClient(port=server.port, app=app, timeout=5) as client,
+    ):
+        means = await client.predict("row-means", pixels=np.ones((2, 4), dtype=np.uint8))
+        doubled = await client.predict("double", values=values)
+        summed = await client.predict("total", values=values)
+        triton_client = triton.InferenceServerClient(f"127.0.0.1:{server.port}")
+        try:
+            tensor = triton.InferInput("values", [2], "FP32")
+            tensor.set_data_from_numpy(values)
+            answer = await anyio.to_thread.run_sync(lambda: triton_client.infer("double", [tensor]))
+        finally:
+            triton_client.close()
+    assert means.tolist() == [1.0, 1.0]
+    assert doubled.tolist() == [2.0, 5.0]
+    assert summed == 3.5
+    assert answer.as_numpy("result").tolist() == [2.0, 5.0]
+    assert render_proto(app.schema).count("message Tensor {") == 1
