@@ -12,7 +12,6 @@ import tritonclient.grpc as triton
 from tritonclient.utils import InferenceServerException
 
 from blazerpc import BlazeApp, BlazeClient, BlazeServer, DefinitionError, Tensor, WireError
-
 from blazerpc.wire.proto_text import render_proto
 
 from .support import serve_http
