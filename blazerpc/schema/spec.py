@@ -422,9 +422,14 @@ def _check_json_names(message: MessageSpec, model: ModelSpec) -> None:
 
 
 def _same_type(a: MessageSpec | EnumSpec, b: MessageSpec | EnumSpec) -> bool:
-    if isinstance(a, MessageSpec) and isinstance(b, MessageSpec) and a.kind is MessageKind.WRAPPER:
+    """Two uses of one type: the same class, or the same generated message (a wrapper of the
+    same list, or the one `Tensor` every numpy array travels in)."""
+    if isinstance(a, MessageSpec) and isinstance(b, MessageSpec) and a.kind in _GENERATED:
         return a == b
     return a.python_type is not None and a.python_type is b.python_type
+
+
+_GENERATED = (MessageKind.WRAPPER, MessageKind.TENSOR)
 
 
 def _what(spec: MessageSpec | EnumSpec) -> str:

@@ -167,7 +167,6 @@ def _three_tensor_models() -> BlazeApp:
     return app
 
 
-@pytest.mark.xfail(strict=True, reason="a second Tensor model was a DefinitionError")
 async def test_three_tensor_models_share_one_tensor_message() -> None:
     app = _three_tensor_models()
     values = np.array([1.0, 2.5], dtype=np.float32)
