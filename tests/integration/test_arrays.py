@@ -189,3 +189,17 @@ async def test_three_tensor_models_share_one_tensor_message() -> None:
     assert summed == 3.5
     assert answer.as_numpy("result").tolist() == [2.0, 5.0]
     assert render_proto(app.schema).count("message Tensor {") == 1
+
+
+@pytest.mark.xfail(strict=True, reason="without app=, arrays were refused and dicts returned")
+async def test_a_client_without_the_app_sends_and_gets_numpy_arrays() -> None:
+    values = np.array([1.0, 2.5], dtype=np.float32)
+    async with (
+        BlazeServer(_three_tensor_models(), port=0) as server,
+        BlazeClient(port=server.port, timeout=5) as client,  # the schema, from reflection
+    ):
+        doubled = await client.predict("double", values=values)
+        means = await client.predict("row-means", pixels=np.ones((2, 4), dtype=np.uint8))
+    assert isinstance(doubled, np.ndarray)
+    assert doubled.dtype == np.float32 and doubled.tolist() == [2.0, 5.0]
+    assert means.tolist() == [1.0, 1.0]
