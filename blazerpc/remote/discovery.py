@@ -28,8 +28,10 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from blazerpc.errors import RpcError, Status, WireError
 from blazerpc.grpc.protocols import HEALTH, REFLECTION_V1, REFLECTION_V1ALPHA
 from blazerpc.openinference.protos import INFERENCE
-from blazerpc.schema.naming import rpc_name, rpc_path
+from blazerpc.schema.markers import Tensor
+from blazerpc.schema.naming import TENSOR_MESSAGE, rpc_name, rpc_path
 from blazerpc.schema.spec import Shape
+from blazerpc.wire.arrays import array_from, array_parts
 
 __all__ = ("RemoteMessage", "RemoteModel", "RemoteService", "discover")
 
@@ -229,9 +231,29 @@ def _read(message: Message) -> dict[str, Any]:
     return values
 
 
+def _is_tensor(message: Any) -> bool:
+    """blazerpc's `Tensor { string dtype = 1; repeated int64 shape = 2; bytes data = 3; }`,
+    known by its name and its fields: a numpy array."""
+    return (
+        message.name == TENSOR_MESSAGE
+        and [(field.name, field.number, field.type) for field in message.fields] == _TENSOR_FIELDS
+    )
+
+
+_TENSOR_FIELDS = [
+    ("dtype", 1, _FieldDescriptor.TYPE_STRING),
+    ("shape", 2, _FieldDescriptor.TYPE_INT64),
+    ("data", 3, _FieldDescriptor.TYPE_BYTES),
+]
+
+
 def _read_value(value: Any, field: Any) -> Any:
     if field.type != _FieldDescriptor.TYPE_MESSAGE:
         return value
+    if _is_tensor(field.message_type):
+        return array_from(
+            value.dtype, list(value.shape), value.data, Tensor(value.dtype), field.name
+        )
     full_name = field.message_type.full_name
     if full_name == "google.protobuf.Timestamp":
         return value.ToDatetime(tzinfo=datetime.UTC)
@@ -282,7 +304,10 @@ def _write_field(message: Message, field: Any, value: Any, where: str) -> None:
 
 def _write_message(target: Any, field: Any, value: Any, where: str) -> None:
     full_name = field.message_type.full_name
-    if full_name == "google.protobuf.Timestamp":
+    if _is_tensor(field.message_type) and hasattr(value, "dtype"):
+        target.dtype, shape, target.data = array_parts(value, Tensor(value.dtype.name), where)
+        target.shape.extend(shape)
+    elif full_name == "google.protobuf.Timestamp":
         target.FromDatetime(value)
     elif full_name == "google.protobuf.Duration":
         target.FromTimedelta(value)

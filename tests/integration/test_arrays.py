@@ -191,7 +191,6 @@ async def test_three_tensor_models_share_one_tensor_message() -> None:
     assert render_proto(app.schema).count("message Tensor {") == 1
 
 
-@pytest.mark.xfail(strict=True, reason="without app=, arrays were refused and dicts returned")
 async def test_a_client_without_the_app_sends_and_gets_numpy_arrays() -> None:
     values = np.array([1.0, 2.5], dtype=np.float32)
     async with (
