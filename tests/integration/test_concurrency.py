@@ -7,10 +7,12 @@ import asyncio
 import os
 import threading
 import time
+from collections.abc import AsyncIterator, Iterator
 
+import anyio
 import pytest
 
-from blazerpc import BlazeApp
+from blazerpc import BlazeApp, BlazeClient, BlazeServer
 from blazerpc.testing import serve_app
 
 pytestmark = pytest.mark.anyio
@@ -75,3 +77,48 @@ async def test_a_sync_model_runs_one_call_per_cpu_by_default() -> None:
     async with serve_app(_app(gauge, max_concurrent=None)) as client:
         await asyncio.gather(*(client.predict("work", n=n) for n in range(8)))
     assert gauge.most == min(8, os.cpu_count() or 1)
+
+
+@pytest.mark.xfail(strict=True, reason="the semaphore stayed bound to the first event loop")
+def test_a_server_started_on_a_second_event_loop_still_bounds_its_calls() -> None:
+    gauge = _Gauge()
+    app = _app(gauge, max_concurrent=1)
+    server = BlazeServer(app, port=0)
+
+    async def calls() -> list[int]:
+        async with server, BlazeClient(port=server.port, app=app, timeout=10) as client:
+            return list(await asyncio.gather(*(client.predict("work", n=n) for n in range(4))))
+
+    assert asyncio.run(calls()) == [0, 1, 2, 3]
+    assert asyncio.run(calls()) == [0, 1, 2, 3]
+    assert gauge.most == 1
+
+
+def _totals() -> BlazeApp:
+    app = BlazeApp()
+
+    @app.model("total")
+    def total(values: Iterator[int]) -> int:
+        return sum(values)
+
+    return app
+
+
+@pytest.mark.xfail(strict=True, reason="slow client streams held every default slot")
+async def test_slow_client_streams_do_not_hold_back_a_sync_models_other_calls() -> None:
+    held = asyncio.Event()
+
+    async def slow() -> AsyncIterator[int]:
+        yield 1
+        await held.wait()  # the client goes quiet, its stream open
+
+    async with serve_app(_totals()) as client:
+        slow_calls = [
+            asyncio.ensure_future(client.send_stream("total", slow()))
+            for _ in range((os.cpu_count() or 1) + 1)
+        ]
+        await asyncio.sleep(0.2)  # the slow streams are open and have sent their first item
+        with anyio.fail_after(5):
+            assert await client.send_stream("total", [1, 2, 3]) == 6
+        held.set()
+        assert await asyncio.gather(*slow_calls) == [1] * len(slow_calls)

@@ -436,3 +436,15 @@ def test_max_concurrent_is_a_whole_number_of_calls(value: object) -> None:
     with pytest.raises(DefinitionError) as err:
         app.model("embed", max_concurrent=value)(embed)  # type: ignore[arg-type]
     assert f"max_concurrent={value!r} is not a number of calls" in str(err.value)
+
+
+@pytest.mark.xfail(strict=True, reason="lax conversion let a string stand in for a number")
+@pytest.mark.parametrize(
+    ("default", "annotation"),
+    [("3", "int"), ("true", "bool"), ("1.5", "float"), (1.0, "int")],
+)
+def test_a_default_is_not_converted_to_fit(default: object, annotation: str) -> None:
+    namespace: dict[str, object] = {}
+    exec(f"def embed(n: {annotation} = {default!r}) -> int:\n    return 0", namespace)
+    message = refusal(namespace["embed"])  # type: ignore[arg-type]
+    assert "does not fit its annotation" in message
