@@ -202,6 +202,7 @@ class BlazeServer:
 
         A failing hook closes the server and raises LifespanError.
         """
+        self._start_afresh()
         # grpclib's Server binds to the running loop when created, so create it here
         tls = ServerTls.of(self.config)
         grpc_tls = tls.context(alpn=["h2"]) if tls is not None else None  # bad files fail first
@@ -222,6 +223,14 @@ class BlazeServer:
         except BaseException:
             await self.close()
             raise
+
+    def _start_afresh(self) -> None:
+        """After an earlier life ended (drained), a new one: otherwise drain() would return at
+        once, the earlier drain being done, and leave this one running."""
+        if self._drained is not None:
+            self._drained, self._drain_started = None, asyncio.Event()
+            self._lifespan = contextlib.AsyncExitStack()
+            self._admission.phase = Phase.LOADING
 
     async def _load(self) -> None:
         """Serve /metrics if asked, run the lifespan hooks to their `yield`, then serve calls."""
@@ -256,10 +265,7 @@ class BlazeServer:
                 "BlazeServer.asgi() is the HTTP gateway alone, and this server already serves "
                 "(start() ran). Use its http_port, or app.asgi() for a gateway of its own."
             )
-        if self._drained is not None:  # an earlier lifespan ended: this one starts afresh
-            self._drained, self._drain_started = None, asyncio.Event()
-            self._lifespan = contextlib.AsyncExitStack()
-            self._admission.phase = Phase.LOADING
+        self._start_afresh()
         try:
             await self._load()
         except BaseException:

@@ -97,15 +97,15 @@ class Tally:
 
 
 def default_bound(model: ModelSpec) -> int | None:
-    """The bound of a model that sets no max_concurrent: one call per CPU for a sync model with
-    one response (unary, client streaming), none otherwise.
+    """The bound of a model that sets no max_concurrent: one call per CPU for a sync unary
+    model, none otherwise.
 
     Threads running Python fight over the GIL: a scikit-learn RandomForest served with no bound
     did 175 rps (p99 292 ms) at concurrency 32 on 2 cores, and 213 rps (p99 228 ms) bounded to
-    2 (bench/concurrency.py). A sync stream holds its call for as long as it streams, so
-    bounding streams would make them wait on each other: they get no default bound.
+    2 (bench/concurrency.py). A streaming call holds its turn for as long as its stream lasts,
+    so bounding streams by default would let slow or idle clients hold everyone else back.
     """
-    if model.is_async or model.batching is not None or model.shape.is_server_streaming:
+    if model.is_async or model.batching is not None or model.shape is not Shape.UNARY:
         return None
     return os.cpu_count() or 1
 
@@ -128,6 +128,7 @@ class ModelCall:
             Shape.BIDIRECTIONAL: self.server_streaming,
         }[model.shape]
         self._slots: asyncio.Semaphore | None = None
+        self._slots_loop: asyncio.AbstractEventLoop | None = None
         self.bound = model.max_concurrent or default_bound(model)
         """How many calls run at once (None: no bound)."""
         self.run: Body = self._body if self.bound is None else self._bounded
@@ -138,8 +139,9 @@ class ModelCall:
     async def _bounded(
         self, port: CallPort, injected: dict[str, object], tally: Tally, first: Fields
     ) -> None:
-        if self._slots is None:  # made on the loop that serves
-            self._slots = asyncio.Semaphore(self.bound or 1)
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots_loop is not loop:  # a server started anew
+            self._slots, self._slots_loop = asyncio.Semaphore(self.bound or 1), loop
         async with self._slots:
             await self._body(port, injected, tally, first)
 

@@ -52,7 +52,7 @@ _YIELDS = (
 )
 
 
-_VERSION = re.compile(r"[A-Za-z0-9._+-]{1,64}")
+_VERSION = re.compile(r"(?=.*[A-Za-z0-9])[A-Za-z0-9._+-]{1,64}")
 """A model version: one path segment of `/v2/models/{name}/versions/{version}`."""
 
 
@@ -82,8 +82,8 @@ def read_model(
     if not isinstance(version, str) or not _VERSION.fullmatch(version):
         site.fail(
             f"the version {version!r} cannot be a path segment of the Open Inference Protocol.",
-            "Use 1 to 64 ASCII letters, digits, '.', '_', '-' or '+' (for example '1.2.3' or "
-            "'v2'), as version=.",
+            "Use 1 to 64 ASCII letters, digits, '.', '_', '-' or '+', with a letter or digit "
+            "among them (for example '1.2.3' or 'v2'), as version=.",
         )
     if max_concurrent is not None:
         _check_max_concurrent(max_concurrent, batching, site)

@@ -576,15 +576,25 @@ def describe(annotation: object) -> str:
     return getattr(annotation, "__name__", None) or repr(annotation)
 
 
+_KEPT_AS_IS = (
+    bytes,
+    bytearray,
+    datetime.datetime,
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+)
+
+
 def _check_default(name: str, default: object, annotation: object, site: Site) -> None:
     """A default must be a value of its annotation (constraints included): checked here, once,
     or every call that leaves the field out would fail."""
-    try:
-        plain = msgspec.to_builtins(default)  # an Enum member, a Struct, a datetime: as sent
+    try:  # an Enum member, a Struct: as sent; bytes and times stay as they are
+        plain = msgspec.to_builtins(default, builtin_types=_KEPT_AS_IS)
     except TypeError:
         return  # no wire form to check it by; the codec's own errors will say what is wrong
     try:
-        msgspec.convert(plain, annotation, strict=False)
+        msgspec.convert(plain, annotation, strict=True)  # "3" is not an int here
     except (msgspec.ValidationError, TypeError) as err:
         problem = str(err).split(" - at `$", 1)[0]
         subject = site.trail[-1][0] if site.trail and repr(name) in site.trail[-1][0] else None

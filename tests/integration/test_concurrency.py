@@ -79,7 +79,6 @@ async def test_a_sync_model_runs_one_call_per_cpu_by_default() -> None:
     assert gauge.most == min(8, os.cpu_count() or 1)
 
 
-@pytest.mark.xfail(strict=True, reason="the semaphore stayed bound to the first event loop")
 def test_a_server_started_on_a_second_event_loop_still_bounds_its_calls() -> None:
     gauge = _Gauge()
     app = _app(gauge, max_concurrent=1)
@@ -104,7 +103,6 @@ def _totals() -> BlazeApp:
     return app
 
 
-@pytest.mark.xfail(strict=True, reason="slow client streams held every default slot")
 async def test_slow_client_streams_do_not_hold_back_a_sync_models_other_calls() -> None:
     held = asyncio.Event()
 
