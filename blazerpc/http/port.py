@@ -166,8 +166,10 @@ class HttpPort:
         """The call failed: an HTTP error if nothing was sent yet, else an error event; 408
         when the request body stopped arriving, 413 when it was too large."""
         self.stop()
-        body = self._body
-        http_status = 408 if body.has_stalled else 413 if body.is_too_large else None
+        body = self._body  # (only for the failure the body itself raised: a model may go on)
+        is_too_large = body.is_too_large and status is Status.RESOURCE_EXHAUSTED
+        is_stalled = body.has_stalled and status is Status.DEADLINE_EXCEEDED
+        http_status = 408 if is_stalled else 413 if is_too_large else None
         await self._answer.fail(status, message, http_status=http_status)
 
     def stop(self) -> None:
