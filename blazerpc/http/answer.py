@@ -22,6 +22,7 @@ __all__ = (
     "EventAnswer",
     "JsonAnswer",
     "ErrorBody",
+    "body_http_status",
     "error_body",
     "open_inference_error_body",
     "open_inference_error_event",
@@ -60,6 +61,16 @@ _OFF_ROUTE = {
     426: Status.FAILED_PRECONDITION,
     431: Status.RESOURCE_EXHAUSTED,
 }
+
+
+def body_http_status(status: Status, *, has_stalled: bool, is_too_large: bool) -> int | None:
+    """408 or 413 when the request body itself failed the call (it stopped arriving, or it was
+    too large); None otherwise, even after such a body, if a model caught it and failed anew."""
+    if has_stalled and status is Status.DEADLINE_EXCEEDED:
+        return 408
+    if is_too_large and status is Status.RESOURCE_EXHAUSTED:
+        return 413
+    return None
 
 
 def status_of_http(code: int) -> Status:

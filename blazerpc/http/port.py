@@ -18,7 +18,7 @@ from grpclib.exceptions import GRPCError
 
 from blazerpc.context import Context
 from blazerpc.errors import DeadlineExceededError, WireError, cancelled_status, to_status
-from blazerpc.http.answer import Answer
+from blazerpc.http.answer import Answer, body_http_status
 from blazerpc.http.body import Receive, RequestBody, Requests
 from blazerpc.http.requestids import scope_request_id
 from blazerpc.http.sse import Send, accepts_gzip
@@ -166,10 +166,10 @@ class HttpPort:
         """The call failed: an HTTP error if nothing was sent yet, else an error event; 408
         when the request body stopped arriving, 413 when it was too large."""
         self.stop()
-        body = self._body  # (only for the failure the body itself raised: a model may go on)
-        is_too_large = body.is_too_large and status is Status.RESOURCE_EXHAUSTED
-        is_stalled = body.has_stalled and status is Status.DEADLINE_EXCEEDED
-        http_status = 408 if is_stalled else 413 if is_too_large else None
+        body = self._body
+        http_status = body_http_status(
+            status, has_stalled=body.has_stalled, is_too_large=body.is_too_large
+        )
         await self._answer.fail(status, message, http_status=http_status)
 
     def stop(self) -> None:
