@@ -229,7 +229,7 @@ class ModelTensors:
                     f"outputs are: {', '.join(self.outputs)}."
                 )
         return [
-            (name, self.outputs[name], getattr(result, name) if self.splits_result else result)
+            (name, self.outputs[name], _part(result, name) if self.splits_result else result)
             for name in wanted or list(self.outputs)
         ]
 
@@ -533,3 +533,8 @@ def _checked(kind: type, element: object, spec: TensorSpec) -> Any:
 
 def _pack_bytes(elements: Iterable[bytes]) -> bytes:
     return b"".join(_LENGTH.pack(len(element)) + element for element in elements)
+
+
+def _part(result: object, name: str) -> object:
+    """One field of a Struct, dataclass or TypedDict result: one output."""
+    return result[name] if isinstance(result, dict) else getattr(result, name)

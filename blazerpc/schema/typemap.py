@@ -221,7 +221,9 @@ class TypeMapper:
         if isinstance(base, type) and issubclass(base, enum.Enum):
             return EnumRef(self._enum(base, site))
         if isinstance(base, type) and (
-            issubclass(base, msgspec.Struct) or dataclasses.is_dataclass(base)
+            issubclass(base, msgspec.Struct)
+            or dataclasses.is_dataclass(base)
+            or typing.is_typeddict(base)
         ):
             return MessageRef(self._struct(base, site, required_edge))
         _refuse(base, site)
@@ -281,8 +283,24 @@ class TypeMapper:
                 f"the annotations of {cls.__qualname__} cannot be resolved ({err}).",
                 "Define the class and the types it uses at module level.",
             )
+        if typing.is_typeddict(cls):
+            return self._typeddict_fields(cls, hints, site)
         fields = dataclasses.fields(cls) if dataclasses.is_dataclass(cls) else ()
         return [(f.name, hints[f.name], _dataclass_default(f)) for f in fields if f.init]
+
+    def _typeddict_fields(
+        self, cls: Any, hints: dict[str, Any], site: Site
+    ) -> list[tuple[str, object, object]]:
+        """A TypedDict's keys, in order; each is required (a key that may be left out has no
+        value to give the model: say `X | None` for one that may be empty)."""
+        optional = sorted(set(hints) - set(cls.__required_keys__))
+        if optional:
+            site.fail(
+                f"{cls.__name__} may leave out {', '.join(map(repr, optional))} "
+                "(total=False or NotRequired), and a message field always has a value.",
+                "Make those keys required and `X | None` if they may be empty.",
+            )
+        return [(name, hint, NO_DEFAULT) for name, hint in hints.items()]
 
     def _refuse_tensor(self, annotation: object, site: Site) -> NoReturn:
         site.fail(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import enum
 import re
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -277,11 +278,20 @@ class MessageCodec:
             target.SetInParent()
             return
         expected = nested.spec.python_type
-        if expected is not None and not isinstance(value, expected):
+        if expected is not None and typing.is_typeddict(expected):
+            if not isinstance(value, dict):
+                raise WireError(
+                    f"field '{path}': expected a {expected.__name__} dict, got "
+                    f"{type(value).__name__}"
+                )
+            fields = {f.name: value.get(f.name) for f in nested.spec.fields}
+        elif expected is not None and not isinstance(value, expected):
             raise WireError(
                 f"field '{path}': expected {expected.__name__}, got {type(value).__name__}"
             )
-        nested.write(target, {f.name: getattr(value, f.name) for f in nested.spec.fields}, path)
+        else:
+            fields = {f.name: getattr(value, f.name) for f in nested.spec.fields}
+        nested.write(target, fields, path)
         target.SetInParent()
 
 
