@@ -322,11 +322,9 @@ class GrpcServer(_server.Server):
         def accept_within_limits(stream: Any, headers: Any, release_stream: Any) -> None:
             size = sum(len(name) + len(value) + 32 for name, value in headers)  # RFC 9113 6.5.2
             if size > limit:  # the call goes to a handler that refuses it, and only it
-                kept = [(n, v) for n, v in headers if n.startswith(":") or n in _KEPT]
-                headers = [*_rerouted(kept, OVERSIZED_PATH), (_OVERSIZED_SIZE, str(size))]
+                headers = _rerouted(headers, OVERSIZED_PATH, (_OVERSIZED_SIZE, str(size)))
             elif self.held_calls >= max_calls and _path(headers) not in uncounted:
-                kept = [(n, v) for n, v in headers if n.startswith(":") or n in _KEPT]
-                headers = [*_rerouted(kept, OVER_MAX_CALLS_PATH), (_MAX_CALLS, str(max_calls))]
+                headers = _rerouted(headers, OVER_MAX_CALLS_PATH, (_MAX_CALLS, str(max_calls)))
             stream.request_headers = headers  # compression reads grpc-encoding from them
             self.held_calls += 1
 
@@ -481,8 +479,11 @@ def missing_internals() -> list[str]:
 _KEPT = {"content-type", "te", "grpc-timeout"}
 
 
-def _rerouted(headers: list[tuple[str, str]], path: str) -> list[tuple[str, str]]:
-    return [(n, path if n == ":path" else v) for n, v in headers]
+def _rerouted(headers: Any, path: str, why: tuple[str, str]) -> list[tuple[str, str]]:
+    """A call's headers sent to `path` (a refusing handler), with only what gRPC needs kept
+    and `why` added for that handler to word its refusal."""
+    kept = [(n, v) for n, v in headers if n.startswith(":") or n in _KEPT]
+    return [*((n, path if n == ":path" else v) for n, v in kept), why]
 
 
 class _Refused:

@@ -17,6 +17,7 @@ from grpclib.server import Stream
 from blazerpc.errors import UnauthenticatedError, to_status
 from blazerpc.grpc.h2 import IServable
 from blazerpc.grpc.service import GrpcCall, send_failure
+from blazerpc.grpc.wrapping import wrapped
 from blazerpc.security.keys import ApiKeys
 
 __all__ = ("require_keys",)
@@ -26,20 +27,10 @@ def require_keys(
     services: Sequence[IServable], keys: ApiKeys, open_paths: Collection[str]
 ) -> list[IServable]:
     """`services` whose methods, but `open_paths`, refuse a call without a valid key."""
-    return [_Keyed(service, keys, open_paths) for service in services]
-
-
-class _Keyed:
-    """One service, its handlers behind the key check."""
-
-    def __init__(self, service: IServable, keys: ApiKeys, open_paths: Collection[str]) -> None:
-        self._mapping = {
-            path: handler if path in open_paths else _checked(handler, keys, path)
-            for path, handler in service.__mapping__().items()
-        }
-
-    def __mapping__(self) -> dict[str, Handler]:
-        return self._mapping
+    return wrapped(
+        services,
+        lambda path, handler: handler if path in open_paths else _checked(handler, keys, path),
+    )
 
 
 def _checked(handler: Handler, keys: ApiKeys, path: str) -> Handler:

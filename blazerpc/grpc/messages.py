@@ -28,6 +28,7 @@ from blazerpc.grpc.h2 import (
     request_reader,
     send_encoded,
 )
+from blazerpc.grpc.wrapping import wrapped
 from blazerpc.runtime.boundary import Limits
 
 __all__ = (
@@ -166,18 +167,7 @@ def inflating(services: Sequence[IServable], limits: Limits) -> list[IServable]:
     reflection, the Open Inference probes), reading them as the models' calls do: compressed
     or not, within the size limit and message_timeout. grpclib's own fails a compressed one
     with UNKNOWN."""
-    return [_Inflating(service, limits) for service in services]
-
-
-class _Inflating:
-    def __init__(self, service: IServable, limits: Limits) -> None:
-        self._mapping = {
-            path: _inflating(path, handler, limits)
-            for path, handler in service.__mapping__().items()
-        }
-
-    def __mapping__(self) -> dict[str, Handler]:
-        return self._mapping
+    return wrapped(services, lambda path, handler: _inflating(path, handler, limits))
 
 
 def _inflating(path: str, handler: Handler, limits: Limits) -> Handler:

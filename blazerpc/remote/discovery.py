@@ -31,6 +31,7 @@ from blazerpc.openinference.protos import INFERENCE
 from blazerpc.schema.markers import Tensor
 from blazerpc.schema.naming import TENSOR_MESSAGE, rpc_name, rpc_path
 from blazerpc.schema.spec import Shape
+from blazerpc.schema.typemap import TENSOR_SPEC
 from blazerpc.wire.arrays import array_from, array_parts
 
 __all__ = ("RemoteMessage", "RemoteModel", "RemoteService", "discover")
@@ -232,19 +233,11 @@ def _read(message: Message) -> dict[str, Any]:
 
 
 def _is_tensor(message: Any) -> bool:
-    """blazerpc's `Tensor { string dtype = 1; repeated int64 shape = 2; bytes data = 3; }`,
-    known by its name and its fields: a numpy array."""
-    return (
-        message.name == TENSOR_MESSAGE
-        and [(field.name, field.number, field.type) for field in message.fields] == _TENSOR_FIELDS
-    )
-
-
-_TENSOR_FIELDS = [
-    ("dtype", 1, _FieldDescriptor.TYPE_STRING),
-    ("shape", 2, _FieldDescriptor.TYPE_INT64),
-    ("data", 3, _FieldDescriptor.TYPE_BYTES),
-]
+    """blazerpc's Tensor message (`schema.typemap.TENSOR_SPEC`), known by its name and its
+    fields' names and numbers: a numpy array."""
+    return message.name == TENSOR_MESSAGE and [
+        (field.name, field.number) for field in message.fields
+    ] == [(field.name, field.number) for field in TENSOR_SPEC.fields]
 
 
 def _read_value(value: Any, field: Any) -> Any:

@@ -37,7 +37,7 @@ from blazerpc.schema.spec import (
     type_name,
 )
 
-__all__ = ("Site", "TypeMapper", "describe")
+__all__ = ("TENSOR_SPEC", "Site", "TypeMapper", "describe")
 
 _SCALARS: dict[object, Scalar] = {
     bool: Scalar.BOOL,
@@ -321,7 +321,7 @@ class TypeMapper:
                 "a numpy array cannot have a default value other than None.",
                 "Drop the default, or use `np.ndarray | None = None`.",
             )
-        self._messages.setdefault(TENSOR_MESSAGE, _TENSOR_SPEC)
+        self._messages.setdefault(TENSOR_MESSAGE, TENSOR_SPEC)
         return tensor
 
     def _wrapper(self, annotation: object, site: Site) -> str:
@@ -391,7 +391,7 @@ def _tensor_marker(annotation: object) -> Tensor | None:
     return None
 
 
-_TENSOR_SPEC = MessageSpec(
+TENSOR_SPEC = MessageSpec(  # the one Tensor message: read by reflection clients too
     TENSOR_MESSAGE,
     MessageKind.TENSOR,
     (
