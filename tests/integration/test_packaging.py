@@ -13,6 +13,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from .support import ROOT
 
 RENDER = """\
@@ -28,6 +30,7 @@ print(blazerpc.wire.proto_text.render_proto(app.schema))
 """
 
 
+@pytest.mark.xfail(strict=True, reason="blazerpc.security was left out of the wheel")
 def test_an_installed_wheel_renders_from_its_own_templates(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     source = tmp_path / "source"
@@ -48,6 +51,8 @@ def test_an_installed_wheel_renders_from_its_own_templates(tmp_path: Path) -> No
     assert "blazerpc/openinference/protos/grpc_predict_v2.pb" in names
     for layer in ("schema", "wire", "runtime", "grpc", "http", "openinference", "remote"):
         assert f"blazerpc/{layer}/__init__.py" in names
+    tree = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "blazerpc").rglob("__init__.py"))
+    assert [name for name in tree if name not in names] == []  # a package left out of the wheel
 
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
