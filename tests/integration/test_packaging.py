@@ -13,8 +13,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pytest
-
 from .support import ROOT
 
 RENDER = """\
@@ -30,7 +28,6 @@ print(blazerpc.wire.proto_text.render_proto(app.schema))
 """
 
 
-@pytest.mark.xfail(strict=True, reason="blazerpc.security was left out of the wheel")
 def test_an_installed_wheel_renders_from_its_own_templates(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     source = tmp_path / "source"
