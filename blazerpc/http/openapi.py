@@ -9,10 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import msgspec
-
 from blazerpc.schema.spec import ModelSpec, ServiceSpec, Shape, doc_summary
-from blazerpc.wire.json import JsonCodec, json_schemas
+from blazerpc.wire.json import JsonCodec, json_schemas, schema_components
 
 __all__ = ("model_listing", "openapi_document")
 
@@ -50,9 +48,9 @@ def model_listing(schema: ServiceSpec, codecs: Mapping[str, JsonCodec]) -> dict[
 
 def _standalone_schema(struct: type) -> dict[str, Any]:
     """The message's own JSON Schema at the top, the types it uses under `$defs`."""
-    schema = msgspec.json.schema(struct)
-    definitions = dict(schema.get("$defs", {}))
-    top = dict(definitions.pop(schema["$ref"].rsplit("/", 1)[-1]))
+    (ref,), found = schema_components([struct], "#/$defs/{name}")
+    definitions = dict(found)
+    top = dict(definitions.pop(ref["$ref"].rsplit("/", 1)[-1]))
     if definitions:
         top["$defs"] = definitions
     return top

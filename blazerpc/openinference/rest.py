@@ -46,12 +46,13 @@ from blazerpc.http.sse import Send
 from blazerpc.openinference.tensors import ModelTensors
 from blazerpc.runtime.admission import Admission
 from blazerpc.runtime.boundary import Boundary, Limits
+from blazerpc.schema.pydantic_models import encode_hook
 from blazerpc.schema.spec import ModelSpec
 from blazerpc.wire.json import JsonCodec
 
 __all__ = ("PROBE_PATHS", "open_inference_routes")
 
-_ENCODER = msgspec.json.Encoder()
+_ENCODER = msgspec.json.Encoder(enc_hook=encode_hook)  # pydantic results of generate
 _HEADER_SIZE = b"inference-header-content-length"
 _VERSIONED = "/v2/models/{model}/versions/{version}"
 PROBE_PATHS = (

@@ -28,6 +28,7 @@ import msgspec
 
 from blazerpc.errors import ResultError, WireError
 from blazerpc.schema.naming import RESULT_FIELD
+from blazerpc.schema.pydantic_models import decode_hook, encode_hook
 from blazerpc.schema.spec import (
     NO_DEFAULT,
     EnumRef,
@@ -78,7 +79,7 @@ _JSON_TYPES: dict[str, type | tuple[type, ...]] = {
     "FP64": (int, float),
     "BOOL": bool,
 }
-_JSON = msgspec.json.Encoder()
+_JSON = msgspec.json.Encoder(enc_hook=encode_hook)
 
 
 class Kind(enum.Enum):
@@ -367,8 +368,8 @@ def _value(spec: TensorSpec, shape: list[int], elements: list[Any]) -> Any:
         element = elements[0]
         try:
             if isinstance(element, bytes | str):
-                return msgspec.json.decode(element, type=field.annotation)
-            return msgspec.convert(element, field.annotation)
+                return msgspec.json.decode(element, type=field.annotation, dec_hook=decode_hook)
+            return msgspec.convert(element, field.annotation, dec_hook=decode_hook)
         except msgspec.ValidationError as err:
             raise wire_error(err, name) from None
         except msgspec.DecodeError as err:
@@ -378,7 +379,7 @@ def _value(spec: TensorSpec, shape: list[int], elements: list[Any]) -> Any:
     value = elements[0] if spec.kind is Kind.SCALAR else elements
     if field.needs_conversion:
         try:
-            return msgspec.convert(value, field.annotation)
+            return msgspec.convert(value, field.annotation, dec_hook=decode_hook)
         except msgspec.ValidationError as err:
             raise wire_error(err, name) from None
     return value

@@ -20,6 +20,13 @@ import msgspec
 from blazerpc.errors import DefinitionError
 from blazerpc.schema.markers import Field, Tensor
 from blazerpc.schema.naming import TENSOR_MESSAGE, enum_value_name, is_wire_identifier, wrapper_name
+from blazerpc.schema.pydantic_models import (
+    decode_hook,
+    encode_hook,
+    is_pydantic_model,
+    pydantic_fields,
+    unresolved,
+)
 from blazerpc.schema.spec import (
     NO_DEFAULT,
     EnumRef,
@@ -224,6 +231,7 @@ class TypeMapper:
             issubclass(base, msgspec.Struct)
             or dataclasses.is_dataclass(base)
             or typing.is_typeddict(base)
+            or is_pydantic_model(base)
         ):
             return MessageRef(self._struct(base, site, required_edge))
         _refuse(base, site)
@@ -273,7 +281,14 @@ class TypeMapper:
             )
 
     def _class_fields(self, cls: type, site: Site) -> list[tuple[str, object, object]]:
-        """(name, annotation, default) of each field of a Struct or dataclass, in order."""
+        """(name, annotation, default) of each field of a class, in order."""
+        if is_pydantic_model(cls):
+            if unresolved(cls):
+                site.fail(
+                    f"pydantic could not resolve the annotations of {cls.__qualname__}.",
+                    f"Define the classes it uses first, or call {cls.__name__}.model_rebuild().",
+                )
+            return pydantic_fields(cls)
         try:
             if issubclass(cls, msgspec.Struct):
                 return [(f.name, f.type, _struct_default(f)) for f in msgspec.structs.fields(cls)]
@@ -485,7 +500,8 @@ def _refuse(annotation: object, site: Site) -> NoReturn:
 
 _REFUSAL_DEFAULT = (
     "blazerpc cannot put this type on the wire.",
-    "Use a scalar, a msgspec.Struct or a dataclass; docs/types.md lists every supported type.",
+    "Use a scalar, a msgspec.Struct, a dataclass, a TypedDict or a pydantic model; "
+    "docs/types.md lists every supported type.",
 )
 _SET = (
     "protobuf has no set type.",
@@ -608,11 +624,11 @@ def _check_default(name: str, default: object, annotation: object, site: Site) -
     """A default must be a value of its annotation (constraints included): checked here, once,
     or every call that leaves the field out would fail."""
     try:  # an Enum member, a Struct: as sent; bytes and times stay as they are
-        plain = msgspec.to_builtins(default, builtin_types=_KEPT_AS_IS)
+        plain = msgspec.to_builtins(default, builtin_types=_KEPT_AS_IS, enc_hook=encode_hook)
     except TypeError:
         return  # no wire form to check it by; the codec's own errors will say what is wrong
     try:
-        msgspec.convert(plain, annotation, strict=True)  # "3" is not an int here
+        msgspec.convert(plain, annotation, strict=True, dec_hook=decode_hook)  # "3" is no int
     except (msgspec.ValidationError, TypeError) as err:
         problem = str(err).split(" - at `$", 1)[0]
         subject = site.trail[-1][0] if site.trail and repr(name) in site.trail[-1][0] else None

@@ -19,6 +19,13 @@ import msgspec
 from blazerpc.errors import ResultError, WireError
 from blazerpc.schema.markers import Tensor
 from blazerpc.schema.naming import RESULT_FIELD
+from blazerpc.schema.pydantic_models import (
+    decode_hook,
+    encode_hook,
+    is_pydantic_model,
+    json_twin,
+    schema_hook,
+)
 from blazerpc.schema.spec import (
     NO_DEFAULT,
     FieldSpec,
@@ -31,11 +38,13 @@ from blazerpc.schema.spec import (
 from blazerpc.wire.arrays import array_from, check_array
 from blazerpc.wire.protobuf import wire_error
 
-__all__ = ("JsonCodec", "TensorJson", "codecs_of", "json_schemas")
+__all__ = ("JsonCodec", "TensorJson", "codecs_of", "json_schemas", "schema_components")
 
 
 def _encode_extra(value: object) -> object:
-    """What msgspec cannot encode itself: numpy arrays, as TensorJson."""
+    """What msgspec cannot encode itself: numpy arrays, as TensorJson; pydantic models."""
+    if is_pydantic_model(type(value)):
+        return encode_hook(value)
     shape = getattr(value, "shape", None)
     dtype = getattr(value, "dtype", None)
     if shape is None or dtype is None or not hasattr(value, "tobytes"):
@@ -61,7 +70,7 @@ class JsonCodec:
         self.model = model
         self.request_type = _struct_of(model.request)
         self.response_type = _struct_of(model.response)
-        self._decoder = msgspec.json.Decoder(self.request_type)
+        self._decoder = msgspec.json.Decoder(self.request_type, dec_hook=decode_hook)
         self._names = tuple(spec.name for spec in model.request.fields)
         self._tensors = [(spec.name, spec.tensor) for spec in model.request.fields if spec.tensor]
         self._returns = any(field.name == RESULT_FIELD for field in model.response.fields)
@@ -88,7 +97,9 @@ class JsonCodec:
     def decode_document(self, document: Mapping[str, Any]) -> dict[str, Any]:
         """The fields of a JSON document already parsed, checked exactly as `decode` checks."""
         try:
-            message = msgspec.convert(document, self.request_type, str_keys=True)
+            message = msgspec.convert(
+                document, self.request_type, str_keys=True, dec_hook=decode_hook
+            )
         except msgspec.ValidationError as err:
             raise wire_error(err, "") from None
         return self._values(message)
@@ -125,12 +136,29 @@ def json_schemas(
     """
     codecs = list(codecs)
     types = [t for codec in codecs for t in (codec.request_type, codec.response_type)]
-    refs, definitions = msgspec.json.schema_components(types, ref_template=ref_template)
+    refs, definitions = schema_components(types, ref_template)
     by_model = {
         codec.model.name: {"request": refs[2 * i], "response": refs[2 * i + 1]}
         for i, codec in enumerate(codecs)
     }
     return by_model, definitions
+
+
+def schema_components(
+    types: list[Any], ref_template: str
+) -> tuple[tuple[dict[str, Any], ...], dict[str, Any]]:
+    """msgspec's JSON Schema components, with each pydantic model as the component of its
+    Struct twin (so its constraints show as a Struct's would)."""
+    found: set[type] = set()
+    hook = schema_hook(found, ref_template)
+    while True:
+        seen = len(found)
+        twins = [json_twin(cls) for cls in sorted(found, key=lambda cls: cls.__name__)]
+        refs, definitions = msgspec.json.schema_components(
+            [*types, *twins], schema_hook=hook, ref_template=ref_template
+        )
+        if len(found) == seen:  # the twins named no model not already among them
+            return refs[: len(types)], definitions
 
 
 def _struct_of(spec: MessageSpec) -> type[msgspec.Struct]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 import enum
-import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from google.protobuf import (
 from google.protobuf.message import DecodeError, Message
 
 from blazerpc.errors import WireError
+from blazerpc.schema.pydantic_models import decode_hook
 from blazerpc.schema.spec import (
     NO_DEFAULT,
     EnumRef,
@@ -49,7 +49,6 @@ _WIRE_TYPE_NAMES = {
     2: "a length-delimited value",
     5: "a 32-bit value",
 }
-_MSGSPEC_PATH = re.compile(r" - at `\$(.*)`$")
 
 
 class SchemaCodec:
@@ -309,17 +308,16 @@ def _how_to_read(spec: FieldSpec) -> str:
 
 def _convert(value: object, annotation: object, path: str) -> Any:
     try:
-        return msgspec.convert(value, annotation)
+        return msgspec.convert(value, annotation, dec_hook=decode_hook)
     except msgspec.ValidationError as err:
         raise wire_error(err, path) from None
 
 
 def wire_error(err: msgspec.ValidationError, path: str) -> WireError:
     """msgspec's complaint as a WireError naming the field path: `field 'a.b': expected ...`."""
-    text = str(err)
-    match = _MSGSPEC_PATH.search(text)
-    detail = text[: match.start()] if match else text
-    where = path + (match.group(1) if match else "")
+    # A nested pydantic model's complaint carries its own path first: "... - at `$.y` - at `$[0]`"
+    detail, *steps = str(err).split(" - at `$")
+    where = path + "".join(step.removesuffix("`") for step in reversed(steps))
     where = where.removeprefix(".")
     if detail.startswith("Object missing required field `"):
         missing = detail.removeprefix("Object missing required field `").rstrip("`")
