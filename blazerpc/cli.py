@@ -21,6 +21,7 @@ from blazerpc import __version__
 from blazerpc.app import BlazeApp
 from blazerpc.config import CLI_DEFAULTS, HELP, ConfigError, ServerConfig, env_name, flag_name
 from blazerpc.errors import BreakingChangeError, DefinitionError, LifespanError, TargetError
+from blazerpc.reload import ReloadUnavailableError, SourceWatcher
 from blazerpc.remote.stubs import StubsError, generate_stubs
 from blazerpc.runtime.loglines import LogLines
 from blazerpc.runtime.metrics import (
@@ -34,7 +35,7 @@ from blazerpc.schema.spec import ServiceSpec
 from blazerpc.security.keys import ApiKeys
 from blazerpc.security.tls import ServerTls
 from blazerpc.server import BlazeServer
-from blazerpc.target import load_app
+from blazerpc.target import load_app, source_dir
 from blazerpc.wire.proto_text import render_proto
 from blazerpc.workers import ForcedExit, Supervisor, WorkerError
 
@@ -45,7 +46,6 @@ _RUNTIME_ERROR = 1
 _DEBUG = "blazerpc.debug"
 C = TypeVar("C", bound=Callable[..., object])
 log = logging.getLogger(__name__)
-"""The most bytes one write to a pipe is sure to keep together (POSIX)."""
 
 
 def _enable_debug(ctx: click.Context, _: click.Parameter, value: bool) -> None:
@@ -204,8 +204,23 @@ def _shown(default: object) -> str:
 @main.command()
 @click.argument("target")
 @_config_options
+@click.option(
+    "--reload",
+    "reload_",
+    is_flag=True,
+    help="Development: restart when the app's .py files change; new workers start before "
+    "the old ones drain, so no call is lost (needs blazerpc[reload]).",
+)
+@click.option(
+    "--reload-dir",
+    "reload_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Watch this directory too (repeatable; implies --reload). "
+    "[default: the directory of the app's file or package]",
+)
 @_debug_option
-def serve(target: str, **flags: Any) -> None:
+def serve(target: str, reload_: bool, reload_dirs: tuple[Path, ...], **flags: Any) -> None:
     """Serve the app TARGET (module:attr or path/to/file.py:attr) over gRPC (and HTTP).
 
     The first line printed is `blazerpc serving N models on HOST:PORT`, with the real port,
@@ -226,10 +241,16 @@ def serve(target: str, **flags: Any) -> None:
             '%s has no models: decorate a function with @app.model("name") to serve it.',
             target,
         )
-    if config.workers > 1:
-        _serve_workers(target, config, app.schema)
+    watcher = None
+    if reload_ or reload_dirs:
+        try:
+            watcher = SourceWatcher([source_dir(target), *(d.resolve() for d in reload_dirs)])
+        except ReloadUnavailableError as err:
+            _fail(err, str(err))
+    if config.workers > 1 or watcher is not None:
+        _serve_workers(target, config, app.schema, watcher)
         return
-    _serve_one(app, config, announce=_print_first_line)
+    _serve_one(app, config, announce=_print_banner)
 
 
 @main.command(hidden=True)
@@ -246,8 +267,9 @@ def worker(target: str, config_json: str, ready_fd: int, metrics_dir: str | None
     )  # a terminal's ^C reaches the parent, which drains us
 
     def announce(server: BlazeServer) -> None:
-        os.write(ready_fd, b"ready\n")
-        os.close(ready_fd)
+        """`ready`, then the banner the parent prints if this worker came with a reload."""
+        with os.fdopen(ready_fd, "wb") as pipe:
+            pipe.write("\n".join(["ready", *_banner(server), ""]).encode())
 
     metrics = Metrics(multiprocess_dir=metrics_dir) if metrics_dir else None
     _serve_one(_load(target), config, announce=announce, metrics=metrics, is_worker=True)
@@ -275,7 +297,7 @@ def _serve_one(
     is_worker: bool = False,
 ) -> None:
     try:
-        server = BlazeServer(app, config, metrics=metrics)
+        server = BlazeServer(app, config, metrics=metrics, shares_port=is_worker)
         _run(_serve_until_signal(server, announce, is_worker=is_worker))
     except OSError as err:
         where = err.filename or f"{config.host}:{config.port}"
@@ -294,7 +316,9 @@ def _check_files(config: ServerConfig) -> None:
     ApiKeys.of(config)
 
 
-def _serve_workers(target: str, config: ServerConfig, schema: ServiceSpec) -> None:
+def _serve_workers(
+    target: str, config: ServerConfig, schema: ServiceSpec, watcher: SourceWatcher | None
+) -> None:
     with contextlib.ExitStack() as cleanup:
         metrics_dir = None
         if config.metrics_port is not None:
@@ -310,16 +334,28 @@ def _serve_workers(target: str, config: ServerConfig, schema: ServiceSpec) -> No
                 _fail(err, str(err))
             cleanup.callback(stop)
             supervisor.on_worker_exit.append(forget)
-        _supervise(supervisor, config, schema)
+        if watcher is not None:
+            watcher.start()  # before the workers: an edit while they load is not missed
+            cleanup.callback(watcher.close)
+            supervisor.on_reload.append(_print_lines)
+        _supervise(supervisor, config, schema, watcher)
 
 
-def _supervise(supervisor: Supervisor, config: ServerConfig, schema: ServiceSpec) -> None:
+def _supervise(
+    supervisor: Supervisor,
+    config: ServerConfig,
+    schema: ServiceSpec,
+    watcher: SourceWatcher | None,
+) -> None:
     try:
         supervisor.start()
         if not supervisor.is_stopping:
             _print(_serving(len(schema.models), config, supervisor.port, supervisor.http_port))
-            _print_models(schema)
-        supervisor.supervise()
+            _print_lines(_model_lines(schema))
+        if watcher is not None:
+            roots = ", ".join(str(root) for root in watcher.roots)
+            log.info("reload: watching %s for changed .py files", roots)
+        supervisor.supervise(watcher.changed if watcher is not None else None)
     except OSError as err:
         where = err.filename or f"{config.host}:{config.port}"
         _fail(err, f"cannot listen on {where}: {err.strerror or err}.")
@@ -332,19 +368,33 @@ def _supervise(supervisor: Supervisor, config: ServerConfig, schema: ServiceSpec
         sys.exit(_RUNTIME_ERROR)
 
 
-def _print_first_line(server: BlazeServer) -> None:
+def _print_banner(server: BlazeServer) -> None:
+    _print_lines(_banner(server))
+
+
+def _print_lines(lines: list[str]) -> None:
+    for line in lines:
+        _print(line)
+
+
+def _banner(server: BlazeServer) -> list[str]:
+    """The first line, then one per model."""
     http_port = server.http_port if server.config.http_port is not None else None
-    _print(_serving(len(server.app.schema.models), server.config, server.port, http_port))
-    _print_models(server.app.schema)
+    schema = server.app.schema
+    return [
+        _serving(len(schema.models), server.config, server.port, http_port),
+        *_model_lines(schema),
+    ]
 
 
-def _print_models(schema: ServiceSpec) -> None:
+def _model_lines(schema: ServiceSpec) -> list[str]:
     """After the first line, one line per model: `  generate  server-streaming  /pkg.S/Rpc`."""
     width = max((len(model.name) for model in schema.models), default=0)
     shapes = max((len(model.shape.value) for model in schema.models), default=0)
-    for model in schema.models:
-        line = f"  {model.name:<{width}}  {model.shape.value:<{shapes}}  {schema.rpc_path(model)}"
-        _print(line.rstrip())
+    return [
+        f"  {model.name:<{width}}  {model.shape.value:<{shapes}}  {schema.rpc_path(model)}".rstrip()
+        for model in schema.models
+    ]
 
 
 def _serving(model_count: int, config: ServerConfig, port: int, http_port: int | None) -> str:

@@ -85,11 +85,14 @@ class BlazeServer:
         config: ServerConfig | None = None,
         *,
         metrics: Metrics | None = None,
+        shares_port: bool = False,
         **options: Any,
     ) -> None:
         config = config or ServerConfig()
         self.config = config.replace(**options) if options else config
         self.app = app
+        self._reuse_port = shares_port or self.config.workers > 1
+        """Other processes serve the same ports (--workers, or --reload's next version)."""
         schema = app.schema
         self._admission = Admission(self.config.max_streams)
         # given metrics are served by someone else (a workers' parent); else we serve our own
@@ -212,12 +215,12 @@ class BlazeServer:
             options=EdgeOptions.of(self.config),
             uncounted_paths=[CHECK_PATH],  # a liveness probe answers even at max_calls
         )
-        self._socket = bind_tcp(self.host, self.config.port, reuse_port=self.config.workers > 1)
+        self._socket = bind_tcp(self.host, self.config.port, reuse_port=self._reuse_port)
         await self._server.start(sock=self._socket, ssl=grpc_tls)
         try:
             if self.config.http_port is not None:
                 self._http = await _HttpServer.start(
-                    self._gateway(), self.host, self.config.http_port, self.config
+                    self._gateway(), self.host, self.config, reuse_port=self._reuse_port
                 )
             await self._load()
         except BaseException:
@@ -350,6 +353,7 @@ class BlazeServer:
         await asyncio.sleep(0)  # open Watch calls send NOT_SERVING before connections close
         if self._server is not None:
             self._server.stop_listening()
+            self._server.go_away()  # clients move new calls to another server (or reload)
         if self._http is not None:
             self._http.stop_listening()
         ended = await self._admission.drain(grace)
@@ -398,10 +402,11 @@ class _HttpServer:
 
     @classmethod
     async def start(
-        cls, gateway: Gateway, host: str, port: int, config: ServerConfig
+        cls, gateway: Gateway, host: str, config: ServerConfig, *, reuse_port: bool
     ) -> _HttpServer:
+        port = config.http_port or 0
         try:
-            sock = bind_tcp(host, port, reuse_port=config.workers > 1)
+            sock = bind_tcp(host, port, reuse_port=reuse_port)
         except OSError as err:
             err.filename = f"{host}:{port} (HTTP)"  # which of the server's ports was refused
             raise

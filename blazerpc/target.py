@@ -12,7 +12,7 @@ from types import ModuleType
 from blazerpc.app import BlazeApp
 from blazerpc.errors import TargetError
 
-__all__ = ("load_app",)
+__all__ = ("load_app", "source_dir")
 
 
 def load_app(target: str) -> BlazeApp:
@@ -40,6 +40,16 @@ def load_app(target: str) -> BlazeApp:
             f"{location}:{attribute} is a {kind}, not a BlazeApp.{_apps_hint(module)}"
         )
     return app
+
+
+def source_dir(target: str) -> Path:
+    """The directory of the app's file or top-level package (loaded already): what
+    `blaze serve --reload` watches."""
+    location = target.partition(":")[0]
+    if location.endswith(".py"):
+        return Path(location).resolve().parent
+    top = sys.modules[location.split(".")[0]]
+    return Path(top.__file__ or ".").resolve().parent
 
 
 def _import_module(name: str) -> ModuleType:

@@ -6,6 +6,11 @@ and each worker has its own health, batcher and drain. The port is shared with S
 the kernel hands each new *connection* to one worker, so a client with one connection stays
 on one worker. The parent loads no model; it reserves the port, starts the workers, waits
 until every one is ready, forwards SIGTERM/SIGINT as SIGTERM, and restarts a worker that dies.
+
+With `--reload` (reload.py watches the files) the parent replaces every worker when the code
+changes: the new set starts beside the old one (the port is shared, so both serve), and only
+once each new worker is ready do the old ones drain. A new version that fails to start is
+stopped, and the old one goes on serving.
 """
 
 from __future__ import annotations
@@ -47,9 +52,11 @@ class WorkerError(BlazeError):
 class _Worker:
     index: int
     process: subprocess.Popen[bytes]
-    ready_fd: int
+    ready_fd: int | None
+    """The pipe the worker writes `ready` and its banner into, then closes; None once read."""
     started: float = field(default_factory=time.monotonic)
     is_ready: bool = False
+    message: bytes = b""
 
 
 class Supervisor:
@@ -62,6 +69,8 @@ class Supervisor:
         self.config = config
         self._metrics_dir = metrics_dir
         self._workers: dict[int, _Worker] = {}
+        self._others: list[_Worker] = []
+        """Workers of an older version of the code: serving while a reload starts, then draining."""
         self._reservations: list[socket.socket] = []
         self._stop_requests = 0
         self._quick_deaths = 0
@@ -69,6 +78,8 @@ class Supervisor:
         self.http_port = config.http_port
         self.on_worker_exit: list[Callable[[int], None]] = []
         """Called with each exited worker's pid (metrics forget its live gauges)."""
+        self.on_reload: list[Callable[[list[str]], None]] = []
+        """Called after a reload with the banner lines the first new worker wrote."""
 
     @property
     def is_stopping(self) -> bool:
@@ -94,20 +105,71 @@ class Supervisor:
             self._wait_all_exited()
             raise
 
-    def supervise(self) -> None:
-        """Until a stop is requested, restart workers that die; then wait for every drain."""
+    def supervise(self, changed: Callable[[], list[str]] | None = None) -> None:
+        """Until a stop is requested, restart workers that die and, when `changed()` names
+        changed files, reload; then wait for every drain."""
         while not self._stop_requests:
             for worker in list(self._workers.values()):
                 if worker.process.poll() is not None:
                     self._restart(worker)
+            self._reap_others()
+            paths = changed() if changed is not None else []
+            if paths:
+                self.reload(paths)
             self._read_ready(_POLL_S)
         self._wait_all_exited()
         for reservation in self._reservations:
             reservation.close()
 
+    def reload(self, paths: list[str]) -> bool:
+        """Replace every worker with one running the code as it is now; False (and the old
+        workers still serving) if the new code does not start."""
+        began = time.monotonic()
+        shown = ", ".join(_short(path) for path in paths[:3]) + (" ..." if len(paths) > 3 else "")
+        log.info("reloading: %s changed; starting %d new workers", shown, self.config.workers)
+        old = list(self._workers.values())
+        self._others += old
+        self._workers = {}
+        for index in range(self.config.workers):
+            self._spawn(index)
+        try:
+            self._wait_ready()
+        except WorkerError as err:
+            self._retire(list(self._workers.values()))
+            self._workers = {worker.index: worker for worker in old}
+            self._others = [worker for worker in self._others if worker not in old]
+            log.error(
+                "reload failed: %s The previous version goes on serving; fix the code and save.",
+                err,
+            )
+            return False
+        if self._stop_requests:
+            return False
+        self._retire(old)
+        log.info("reloaded in %.1f s; %d old workers draining", time.monotonic() - began, len(old))
+        banner = self._workers[0].message.decode("utf-8", "replace").splitlines()[1:]
+        for hook in self.on_reload:
+            hook(banner)
+        return True
+
+    def _retire(self, workers: list[_Worker]) -> None:
+        """SIGTERM: each drains its running calls and exits; reaped by _reap_others."""
+        for worker in workers:
+            if worker not in self._others:
+                self._others.append(worker)
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.send_signal(signal.SIGTERM)
+
+    def _reap_others(self) -> None:
+        for worker in [w for w in self._others if w.process.poll() is not None]:
+            self._others.remove(worker)
+            self._close_pipe(worker)
+            self._note_exit(worker)
+
     def _restart(self, dead: _Worker) -> None:
         status = dead.process.returncode
         lived = time.monotonic() - dead.started
+        self._close_pipe(dead)
         self._note_exit(dead)
         self._quick_deaths = self._quick_deaths + 1 if lived < _QUICK_DEATH_S else 0
         delay = min(_MAX_BACKOFF_S, 0.5 * 2**self._quick_deaths) if self._quick_deaths else 0.0
@@ -156,20 +218,29 @@ class Supervisor:
             self._read_ready(_POLL_S)
 
     def _read_ready(self, timeout: float) -> None:
-        """Mark the workers whose ready line arrived within `timeout` seconds."""
-        waiting = [w for w in self._workers.values() if not w.is_ready]
+        """Read what the workers wrote within `timeout` seconds; a worker is ready once it
+        wrote `ready` (and its banner) and closed the pipe."""
+        waiting = [(w, w.ready_fd) for w in self._workers.values() if w.ready_fd is not None]
         if not waiting:
             time.sleep(timeout)
             return
         with selectors.DefaultSelector() as selector:
-            for worker in waiting:
-                selector.register(worker.ready_fd, selectors.EVENT_READ, worker)
+            for worker, fd in waiting:
+                selector.register(fd, selectors.EVENT_READ, worker)
             for key, _ in selector.select(timeout):
                 worker = key.data
                 with contextlib.suppress(BlockingIOError):
-                    if os.read(worker.ready_fd, 64).startswith(b"ready"):
-                        worker.is_ready = True
-                        os.close(worker.ready_fd)
+                    chunk = os.read(key.fd, 65536)
+                    worker.message += chunk
+                    if not chunk:  # closed: by the worker once ready, or by its exit
+                        worker.is_ready = worker.message.startswith(b"ready")
+                        self._close_pipe(worker)
+
+    def _close_pipe(self, worker: _Worker) -> None:
+        if worker.ready_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(worker.ready_fd)
+            worker.ready_fd = None
 
     def _install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -181,23 +252,22 @@ class Supervisor:
             log.info("%s: draining %d workers", signal.Signals(signum).name, len(self._workers))
             self._terminate_all()
             return
-        for worker in self._workers.values():
+        for worker in [*self._workers.values(), *self._others]:
             with contextlib.suppress(ProcessLookupError):
                 worker.process.kill()
         raise ForcedExit
 
     def _terminate_all(self) -> None:
-        for worker in self._workers.values():
+        for worker in [*self._workers.values(), *self._others]:
             with contextlib.suppress(ProcessLookupError):
                 worker.process.send_signal(signal.SIGTERM)
 
     def _wait_all_exited(self) -> None:
-        for worker in self._workers.values():
+        for worker in [*self._workers.values(), *self._others]:
             worker.process.wait()
             self._note_exit(worker)
-            if not worker.is_ready:
-                with contextlib.suppress(OSError):
-                    os.close(worker.ready_fd)
+            self._close_pipe(worker)
+        self._others.clear()
 
     def _note_exit(self, worker: _Worker) -> None:
         for hook in self.on_worker_exit:
@@ -206,6 +276,12 @@ class Supervisor:
 
 class ForcedExit(BaseException):
     """A second signal: the workers were killed; the command exits at once."""
+
+
+def _short(path: str) -> str:
+    """A changed file as the user knows it: relative to the working directory if inside it."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 def _reserve(host: str, port: int) -> socket.socket:

@@ -292,6 +292,7 @@ class GrpcServer(_server.Server):
         super().__init__([*services, _Refused()], *args, **kwargs)
         self._protocols: weakref.WeakSet[_protocol.H2Protocol] = weakref.WeakSet()
         self._uncounted_paths = frozenset(uncounted_paths)
+        self._draining = False
         self.held_calls = 0
         """gRPC calls whose headers came and whose handler has not finished, all connections."""
 
@@ -313,6 +314,7 @@ class GrpcServer(_server.Server):
         protocol.__class__ = _EdgeProtocol  # grpclib makes it; we add to connection_made
         edge: _EdgeProtocol = protocol  # type: ignore[assignment]
         edge.options = self.options
+        edge.server_draining = lambda: self._draining
         accept = protocol.handler.accept
         handler: Any = protocol.handler
         limit = self.options.max_header_bytes
@@ -359,6 +361,16 @@ class GrpcServer(_server.Server):
         """Accept no new connections; the open ones carry on."""
         if self._server is not None:
             self._server.close()
+
+    def go_away(self) -> None:
+        """Tell every client connection to take new calls elsewhere (a drain): GOAWAY in two
+        steps, as at a maximum age. Calls sent before the client saw it are served; later ones
+        are refused unprocessed (REFUSED_STREAM), which clients retry on a new connection;
+        each connection closes once its calls are done."""
+        self._draining = True
+        for protocol in list(self._protocols):
+            if isinstance(protocol, _EdgeProtocol):
+                protocol.go_away("the server is draining")
 
     def close_connections(self) -> None:
         """Close every client connection still open."""
@@ -522,7 +534,13 @@ class _EdgeProtocol(_protocol.H2Protocol):
     options = EdgeOptions()
 
     _is_closing = False
+    _is_made = False
     _watch: asyncio.TimerHandle | None = None
+    _goaway_at: float | None = None
+    _goaway_reason = ""
+    server_draining: Callable[[], bool] = staticmethod(lambda: False)
+    """Whether the server's drain began (a connection whose TLS handshake ends later is told
+    GOAWAY as soon as it is made)."""
 
     def data_received(self, data: bytes) -> None:
         if self._is_closing:
@@ -561,8 +579,10 @@ class _EdgeProtocol(_protocol.H2Protocol):
         self._idle_since = now
         self._streams_seen = 0
         self._pending_block: tuple[object, float] | None = None
-        self._goaway_at: float | None = None
+        self._is_made = True
         self._watch = loop.call_later(self.options.tick, self._check)
+        if self.server_draining():
+            self.go_away("the server is draining")
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._watch is not None:
@@ -599,22 +619,32 @@ class _EdgeProtocol(_protocol.H2Protocol):
             return
         if self._goaway_at is None:
             if self._age_limit is not None and now - self._made_at >= self._age_limit:
-                self._goaway_at = now  # first GOAWAY: no new calls, those in flight still come
-                self._say_goaway(h2_conn, final=False)
-                h2_conn.ping(_DRAIN_PING)
-                self.connection.flush()
+                self.go_away("it reached its maximum age")
         else:
             if h2_conn.drain_acked or now - self._goaway_at >= _DRAIN_PING_WAIT_S:
                 if h2_conn.refuses_after is None:
                     self._say_goaway(h2_conn, final=True)
             grace = options.max_connection_age_grace
             if h2_conn.refuses_after is not None and not has_calls:
-                self._close_soon("it reached its maximum age", level=logging.DEBUG)
+                self._close_soon(self._goaway_reason, level=logging.DEBUG)
                 return
             if grace is not None and now - self._goaway_at >= grace:
                 self._close_soon("its calls outlasted max_connection_age_grace")
                 return
         self._watch = asyncio.get_running_loop().call_later(options.tick, self._check)
+
+    def go_away(self, reason: str) -> None:
+        """The first GOAWAY: no new calls, those in flight still come (then _check goes on)."""
+        if not self._is_made or self._goaway_at is not None or self._is_closing:
+            return
+        if self.connection.is_closing():
+            return
+        h2_conn: _EdgeH2Connection = self.connection._connection  # type: ignore[assignment]
+        self._goaway_at = asyncio.get_running_loop().time()
+        self._goaway_reason = reason
+        self._say_goaway(h2_conn, final=False)
+        h2_conn.ping(_DRAIN_PING)
+        self.connection.flush()
 
     def _check_reads(self, h2_conn: _EdgeH2Connection, now: float) -> None:
         """Fail with ReadStalled the reads that wait inside a message with no byte arriving

@@ -3,6 +3,10 @@
 A call is admitted only while the server is SERVING and, for a stream, while fewer than
 `max_streams` streams are open. Draining refuses new calls, waits up to a grace period for the
 running ones, then ends what is left: their tasks are cancelled, so generators close at once.
+
+A transport that hands over (gRPC: GOAWAY, then new streams refused unprocessed, which
+clients retry elsewhere) delivers during a drain only the calls sent before its clients
+knew: those are admitted until the grace period ends, so a rolling restart loses none.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class Admission:
         self._ended_by_drain: set[asyncio.Task[object]] = set()
         self._streams = 0
         self._idle: asyncio.Event | None = None
+        self._ending = False
+        """The grace period is over: nothing more is admitted."""
 
     @property
     def running(self) -> int:
@@ -45,12 +51,15 @@ class Admission:
         """Whether calls are admitted: what every readiness check answers, on every route."""
         return self.phase is Phase.SERVING
 
-    def admit(self, model: ModelSpec) -> asyncio.Task[object]:
+    def admit(self, model: ModelSpec, *, handover: bool = False) -> asyncio.Task[object]:
         """Register the current task's call, or raise the reason it may not start.
 
-        The call's task is its ticket: `release()` it when the call is over.
+        `handover`: the transport refuses new calls itself during a drain (see above). The
+        call's task is its ticket: `release()` it when the call is over.
         """
-        if self.phase is not Phase.SERVING:
+        if self.phase is not Phase.SERVING and not (
+            handover and self.phase is Phase.DRAINING and not self._ending
+        ):
             raise UnavailableError(_REFUSALS[self.phase])
         if model.shape is not Shape.UNARY:
             if self._streams >= self._max_streams:
@@ -91,6 +100,7 @@ class Admission:
                 await asyncio.wait_for(self._idle.wait(), grace)
             except TimeoutError:
                 pass
+        self._ending = True
         leftover = list(self._tasks)
         self._ended_by_drain.update(leftover)
         for task in leftover:

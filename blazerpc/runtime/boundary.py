@@ -129,7 +129,9 @@ class Boundary:
             if hooks is not None and call is not None:
                 await hooks.before(call, entered)
             first = await port.receive()  # first: a call that sends nothing holds no slot
-            task = admission.admit(model)
+            # gRPC tells its clients GOAWAY when a drain begins and refuses what they send
+            # later; a call it still delivers was sent before: served, not lost
+            task = admission.admit(model, handover=port.transport == "grpc")
             await self.call.run(port, injected, tally, first)
         except asyncio.CancelledError as error:
             failure = error

@@ -204,7 +204,7 @@ async def test_reflection_can_be_turned_off() -> None:
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
-async def test_a_drain_refuses_new_calls_and_lets_running_ones_finish(probe: Probe) -> None:
+async def test_a_drain_sends_new_calls_elsewhere_and_lets_running_ones_finish(probe: Probe) -> None:
     events: list[str] = []
     app = _app(events, probe=probe)
     server = BlazeServer(app, port=0)
@@ -222,10 +222,13 @@ async def test_a_drain_refuses_new_calls_and_lets_running_ones_finish(probe: Pro
                 await probe.wait_started(5)
                 group.start_soon(server.drain, 60)
                 await wait_until(lambda: server.phase is Phase.DRAINING, "the drain began")
-                with pytest.raises(RpcError) as refused:  # same connection, after the drain began
+                # the drain's GOAWAY reached the client (GracefulChannel notes such connections)
+                told = client._channel._going_away
+                await wait_until(lambda: len(told) > 0, "the GOAWAY reached the client")
+                with pytest.raises(RpcError) as refused:  # told GOAWAY: it tries a new connection
                     await client.predict("slow", seconds=0)
                 assert refused.value.status is Status.UNAVAILABLE
-                assert "shutting down" in refused.value.message
+                assert "connection to the server failed" in refused.value.message
                 assert events == ["loading", "loaded"]  # the five still run: nothing released
                 probe.release()
     assert results == ["done"] * 5
