@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 
 from blazerpc.config import ServerConfig
 from blazerpc.errors import DefinitionError
+from blazerpc.openai.mapping import Kind, check_model
 from blazerpc.runtime.hooks import (
     AuthHook,
     CallHooks,
@@ -75,6 +76,7 @@ class BlazeApp:
         batch: Batching | None = None,
         version: str = "1",
         max_concurrent: int | None = None,
+        openai: str | None = None,
     ) -> Callable[[F], F]:
         """Register a function as model `name`; the function itself is returned unchanged.
 
@@ -83,6 +85,8 @@ class BlazeApp:
         the function takes lists and is called once for a group of concurrent calls.
         `version` is what the Open Inference Protocol and `GET /models` call it.
         `max_concurrent` bounds how many calls of the model run at once; the others wait.
+        `openai` ("chat", "completions", "embeddings") serves it on that OpenAI route too
+        (docs/openai.md): its parameters take the request's fields of the same names.
         """
 
         def register(function: F) -> F:
@@ -95,7 +99,10 @@ class BlazeApp:
                 localns=caller_locals,
                 version=version,
                 max_concurrent=max_concurrent,
+                openai=openai,
             )
+            if spec.openai is not None:
+                check_model(spec, Kind(spec.openai))
             self._add(spec)
             return function
 

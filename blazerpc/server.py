@@ -30,6 +30,7 @@ from blazerpc.grpc.reflection import with_reflection
 from blazerpc.grpc.service import RawBytesCodec, ServiceHandlers
 from blazerpc.http.edge import bounded_http_protocol
 from blazerpc.http.gateway import Gateway
+from blazerpc.openai.routes import openai_routes
 from blazerpc.openinference.grpc import InferenceProtocol
 from blazerpc.openinference.protos import INFERENCE
 from blazerpc.openinference.rest import PROBE_PATHS, open_inference_routes
@@ -298,6 +299,7 @@ class BlazeServer:
             if config.open_inference
             else []
         )
+        routes += openai_routes(self._calls, codecs, limits, config.sse_keepalive)
         return Gateway(
             schema,
             self._calls,

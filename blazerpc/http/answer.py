@@ -7,7 +7,8 @@ A status that ends a call becomes an HTTP status (`HTTP_STATUS`) with a JSON bod
 from __future__ import annotations
 
 import gzip
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import msgspec
@@ -21,11 +22,13 @@ __all__ = (
     "Answer",
     "EventAnswer",
     "JsonAnswer",
+    "OPENAI_PREFIXES",
     "ErrorBody",
     "body_http_status",
     "error_body",
     "open_inference_error_body",
     "open_inference_error_event",
+    "openai_error_body",
     "route_error_body",
     "send_failure",
     "send_json",
@@ -102,11 +105,44 @@ def open_inference_error_event(status: Status, message: str) -> bytes:
     return msgspec.json.encode({"error": message, "code": status.name})
 
 
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+_FIELD_PATH = re.compile(r"^field '([^']+)'")
+OPENAI_PREFIXES = ("/v1/", "/openai/v1/")
+"""Where the OpenAI-compatible routes live: `/v1`, and KServe's `/openai/v1`."""
+
+
+def openai_error_body(status: Status, message: str) -> bytes:
+    """OpenAI's `{"error": {"message", "type", "param", "code"}}`: what its clients raise
+    with. `param` is the request field at fault, when the message names one."""
+    field = _FIELD_PATH.match(message)
+    error_type = _OPENAI_TYPES.get(HTTP_STATUS.get(status, 500), "server_error")
+    code = "model_not_found" if status is Status.NOT_FOUND else status.name.lower()
+    return msgspec.json.encode(
+        {
+            "error": {
+                "message": message,
+                "type": error_type,
+                "param": field[1] if field else None,
+                "code": code,
+            }
+        }
+    )
+
+
 def route_error_body(path: str, status: Status, message: str) -> bytes:
     """An error in the shape of its route family: the Open Inference Protocol's
-    `{"error": "..."}` under `/v2`, `{"code", "message"}` everywhere else."""
+    `{"error": "..."}` under `/v2`, OpenAI's under `/v1`, `{"code", "message"}` elsewhere."""
     if path == _OPEN_INFERENCE or path.startswith(f"{_OPEN_INFERENCE}/"):
         return open_inference_error_body(status, message)
+    if path.startswith(OPENAI_PREFIXES):
+        return openai_error_body(status, message)
     return error_body(status, message)
 
 
@@ -223,9 +259,10 @@ async def send_json(
     compress: bool = False,
     retry: bool = False,
     close: bool = False,
+    extra_headers: Sequence[tuple[bytes, bytes]] = (),
 ) -> None:
     """A whole JSON response; gzipped when asked and large, with Retry-After on 429 and 503."""
-    headers = [(b"content-type", b"application/json")]
+    headers = [(b"content-type", b"application/json"), *extra_headers]
     if close:
         headers.append((b"connection", b"close"))
     if compress and len(body) >= _GZIP_MIN_BYTES:

@@ -65,6 +65,7 @@ def read_model(
     localns: Mapping[str, object] | None = None,
     version: str = "1",
     max_concurrent: int | None = None,
+    openai: str | None = None,
 ) -> ModelSpec:
     """Read a model's shape and wire messages off its signature; DefinitionError if it has none.
 
@@ -87,6 +88,11 @@ def read_model(
         )
     if max_concurrent is not None:
         _check_max_concurrent(max_concurrent, batching, site)
+    if openai is not None and openai not in OPENAI_KINDS:
+        site.fail(
+            f"openai={openai!r} names no OpenAI route.",
+            'Use openai="chat", "completions" or "embeddings".',
+        )
     is_generator = inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function)
     is_async = inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)
     _check_streaming_flag(streaming, is_generator, site)
@@ -124,7 +130,12 @@ def read_model(
         origins=mapper.origins,
         version=version,
         max_concurrent=max_concurrent,
+        openai=openai,
     )
+
+
+OPENAI_KINDS = ("chat", "completions", "embeddings")
+"""The values of `openai=`: the OpenAI routes a model can be served on."""
 
 
 def _check_max_concurrent(max_concurrent: object, batching: Batching | None, site: Site) -> None:

@@ -292,6 +292,8 @@ class ModelSpec:
     the typed rpc serves the model as it is, with no version in its path."""
     max_concurrent: int | None = None
     """How many calls of the model run at once (None: no bound); later ones wait their turn."""
+    openai: str | None = None
+    """The OpenAI route that serves it too ("chat", "completions", "embeddings"), if any."""
 
     @property
     def rpc_name(self) -> str:
