@@ -358,7 +358,10 @@ class BlazeServer:
             self._server.go_away()  # clients move new calls to another server (or reload)
         if self._http is not None:
             self._http.stop_listening()
-        ended = await self._admission.drain(grace)
+        grpc_server = self._server
+        ended = await self._admission.drain(
+            grace, settled=grpc_server.has_handed_over if grpc_server is not None else None
+        )
         if ended:
             log.warning("ended %d calls still running after the %.1f s grace period", ended, grace)
         for batcher in self._batchers.values():

@@ -53,6 +53,7 @@ import asyncio
 import inspect
 import logging
 import random
+import socket
 import struct
 import time
 import weakref
@@ -210,6 +211,7 @@ _DRAIN_PING_WAIT_S = 1.0
 new calls, a PING follows; its answer (or this long) means the client has seen it, and the
 second GOAWAY names the last call served. A call the client sent before it saw the first is
 served, not lost."""
+_GOAWAY_TICK_S = 0.05
 _MAX_STREAM_ID = 2**31 - 1
 _OPEN_WINDOW = 65_535
 """A connection receive window below this may be what keeps a client from sending."""
@@ -301,6 +303,7 @@ class GrpcServer(_server.Server):
         if self._server is not None:
             raise RuntimeError("the server is already started")
         handshake = self.options.handshake_timeout or None
+        self._ssl = ssl
         self._server = await self._loop.create_server(
             self._protocol_factory,
             sock=sock,
@@ -329,6 +332,8 @@ class GrpcServer(_server.Server):
                 headers = _rerouted(headers, OVER_MAX_CALLS_PATH, (_MAX_CALLS, str(max_calls)))
             stream.request_headers = headers  # compression reads grpc-encoding from them
             self.held_calls += 1
+            if edge.keeps_calls_on_goaway and _ends_calls_on_goaway(headers):
+                edge.keeps_calls_on_goaway = False
 
             def release() -> None:
                 self.held_calls -= 1
@@ -358,9 +363,45 @@ class GrpcServer(_server.Server):
         return protocol
 
     def stop_listening(self) -> None:
-        """Accept no new connections; the open ones carry on."""
-        if self._server is not None:
-            self._server.close()
+        """Accept no new connections; the open ones carry on.
+
+        Connections the kernel has already completed but nobody accepted yet are accepted and
+        served first (told GOAWAY if the server drains): closed with the listening socket,
+        they would be reset, and with SO_REUSEPORT another server could have taken them.
+        """
+        if self._server is None:
+            return
+        pending: list[socket.socket] = []
+        listeners = cast(asyncio.Server, self._server).sockets  # grpclib types it abstractly
+        for listener in listeners:
+            with socket.fromfd(listener.fileno(), listener.family, listener.type) as duplicate:
+                duplicate.setblocking(False)
+                while True:
+                    try:
+                        connection, _ = duplicate.accept()
+                    except OSError:  # BlockingIOError: none left
+                        break
+                    pending.append(connection)
+        self._server.close()
+        handshake = self.options.handshake_timeout or None
+        for connection in pending:
+            connection.setblocking(False)
+            asyncio.ensure_future(
+                self._loop.connect_accepted_socket(
+                    self._protocol_factory,
+                    connection,
+                    ssl=self._ssl,
+                    ssl_handshake_timeout=handshake if self._ssl is not None else None,
+                )
+            )
+
+    def has_handed_over(self) -> bool:
+        """Every connection told GOAWAY has finished its calls and is closing (a drain's
+        handover is over: no call can arrive any more)."""
+        return all(
+            not isinstance(protocol, _EdgeProtocol) or protocol.has_handed_over
+            for protocol in list(self._protocols)
+        )
 
     def go_away(self) -> None:
         """Tell every client connection to take new calls elsewhere (a drain): GOAWAY in two
@@ -388,6 +429,22 @@ def _release_if_never_started(
     coroutine: Any = task.get_coro() if task is not None else None
     if release is not None and inspect.getcoroutinestate(coroutine) == "CORO_CREATED":
         release()
+
+
+_GRACEFUL_HEADER = "x-blazerpc-goaway"
+"""Sent by GracefulChannel: the client keeps its running calls when told GOAWAY."""
+
+
+def _ends_calls_on_goaway(headers: Any) -> bool:
+    """A plain grpclib client, which ends every running call at any GOAWAY (GracefulChannel
+    says it does not; grpc-core, grpc-go, grpc-java and the rest do not either)."""
+    agent = ""
+    for name, value in headers:
+        if name == _GRACEFUL_HEADER:
+            return False
+        if name == "user-agent":
+            agent = str(value)
+    return agent.startswith("grpc-python-grpclib")
 
 
 def _path(headers: Any) -> str:
@@ -538,6 +595,10 @@ class _EdgeProtocol(_protocol.H2Protocol):
     _watch: asyncio.TimerHandle | None = None
     _goaway_at: float | None = None
     _goaway_reason = ""
+    _goaway_pending = ""
+    """A GOAWAY waiting for the connection's calls to end (its client would lose them)."""
+    keeps_calls_on_goaway = True
+    """False once a call came from a client that ends its calls at any GOAWAY."""
     server_draining: Callable[[], bool] = staticmethod(lambda: False)
     """Whether the server's drain began (a connection whose TLS handshake ends later is told
     GOAWAY as soon as it is made)."""
@@ -618,7 +679,9 @@ class _EdgeProtocol(_protocol.H2Protocol):
             self._close_soon(f"idle for {options.idle_timeout} s", level=logging.DEBUG)
             return
         if self._goaway_at is None:
-            if self._age_limit is not None and now - self._made_at >= self._age_limit:
+            if self._goaway_pending and not has_calls:
+                self.go_away(self._goaway_pending)
+            elif self._age_limit is not None and now - self._made_at >= self._age_limit:
                 self.go_away("it reached its maximum age")
         else:
             if h2_conn.drain_acked or now - self._goaway_at >= _DRAIN_PING_WAIT_S:
@@ -631,13 +694,34 @@ class _EdgeProtocol(_protocol.H2Protocol):
             if grace is not None and now - self._goaway_at >= grace:
                 self._close_soon("its calls outlasted max_connection_age_grace")
                 return
-        self._watch = asyncio.get_running_loop().call_later(options.tick, self._check)
+        self._schedule_check()
+
+    def _schedule_check(self) -> None:
+        """The next tick; every 50 ms while a GOAWAY is under way, so a handover is quick."""
+        if self._watch is not None:
+            self._watch.cancel()
+        is_going = self._goaway_at is not None or bool(self._goaway_pending)
+        interval = min(_GOAWAY_TICK_S, self.options.tick) if is_going else self.options.tick
+        self._watch = asyncio.get_running_loop().call_later(interval, self._check)
+
+    @property
+    def has_handed_over(self) -> bool:
+        """Closing, or never made (a TLS handshake under way has no calls to hand over)."""
+        return not self._is_made or self._is_closing or self.connection.is_closing()
 
     def go_away(self, reason: str) -> None:
-        """The first GOAWAY: no new calls, those in flight still come (then _check goes on)."""
+        """The first GOAWAY: no new calls, those in flight still come (then _check goes on).
+
+        A client that would end its running calls at a GOAWAY (plain grpclib) is told once
+        they are done; until then its new calls are served.
+        """
         if not self._is_made or self._goaway_at is not None or self._is_closing:
             return
         if self.connection.is_closing():
+            return
+        if not self.keeps_calls_on_goaway and self.processor.streams:
+            self._goaway_pending = reason
+            self._schedule_check()
             return
         h2_conn: _EdgeH2Connection = self.connection._connection  # type: ignore[assignment]
         self._goaway_at = asyncio.get_running_loop().time()
@@ -645,6 +729,7 @@ class _EdgeProtocol(_protocol.H2Protocol):
         self._say_goaway(h2_conn, final=False)
         h2_conn.ping(_DRAIN_PING)
         self.connection.flush()
+        self._schedule_check()
 
     def _check_reads(self, h2_conn: _EdgeH2Connection, now: float) -> None:
         """Fail with ReadStalled the reads that wait inside a message with no byte arriving
@@ -816,6 +901,12 @@ class GracefulChannel(_client.Channel):
 
         graceful.going_away = going_away
         return protocol
+
+    def request(self, *args: Any, metadata: Any = None, **kwargs: Any) -> Any:
+        """grpclib's request, marked so the server knows this client keeps running calls at
+        a GOAWAY (a plain grpclib client does not, and is told only once its calls end)."""
+        pairs = list(metadata.items() if hasattr(metadata, "items") else metadata or ())
+        return super().request(*args, metadata=[*pairs, (_GRACEFUL_HEADER, "1")], **kwargs)
 
     def close(self) -> None:
         """Close the connection, and any told GOAWAY whose calls still run."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections.abc import Callable
 
 from blazerpc.errors import LimitError, UnavailableError
 from blazerpc.schema.spec import ModelSpec, Shape
@@ -88,16 +89,23 @@ class Admission:
         """Whether the drain cancelled this call's task, past its grace period."""
         return task in self._ended_by_drain
 
-    async def drain(self, grace: float) -> int:
+    async def drain(self, grace: float, *, settled: Callable[[], bool] | None = None) -> int:
         """Refuse new calls, wait up to `grace` s for the running ones, end the rest.
 
+        `settled()` says the transports' handover is over (no call can arrive any more); the
+        drain waits for it too, so a call handed over late is served, not cut short.
         Returns how many calls were still running at the end of the grace period.
         """
         self.phase = Phase.DRAINING
-        if self._tasks:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while (self._tasks or (settled is not None and not settled())) and (loop.time() < deadline):
+            if not self._tasks:
+                await asyncio.sleep(_SETTLE_POLL_S)
+                continue
             self._idle = asyncio.Event()
             try:
-                await asyncio.wait_for(self._idle.wait(), grace)
+                await asyncio.wait_for(self._idle.wait(), deadline - loop.time())
             except TimeoutError:
                 pass
         self._ending = True
@@ -109,6 +117,8 @@ class Admission:
             await asyncio.wait(leftover)
         return len(leftover)
 
+
+_SETTLE_POLL_S = 0.01
 
 _REFUSALS = {
     Phase.LOADING: "the server is still loading its models; retry in a moment.",
