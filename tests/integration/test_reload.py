@@ -133,3 +133,25 @@ async def test_an_edit_that_fails_to_import_leaves_the_old_version_serving(
     assert "The previous version goes on serving; fix the code and save." in text
     assert "starting 2 new workers" in text[mark:] and "2 old workers draining" in text[mark:]
     assert answers == ["v3"] * 6
+
+
+@pytest.mark.xfail(strict=True, reason="a reload waits forever for a version whose import hangs")
+async def test_a_version_that_hangs_while_loading_is_replaced_by_the_next_edit(
+    tmp_path: Path,
+) -> None:
+    _write_app(tmp_path, "v1")
+    log = tmp_path / "serve.log"
+    with (
+        log.open("w") as stderr,
+        blaze_serve("app.py:app", "--reload", cwd=tmp_path, stderr=stderr) as served,
+    ):
+        await _wait_for_log(log, "reload: watching")
+        hang = "\nimport pathlib, time\npathlib.Path('hung').touch()\ntime.sleep(3600)\n"
+        _write_app(tmp_path, "v2", extra=hang)  # a stray wait at import
+        await wait_until((tmp_path / "hung").exists, "the new worker hangs")
+        _write_app(tmp_path, "v3")
+        text = await _wait_for_log(log, "reloaded in")
+        async with BlazeClient(port=served.port, timeout=10) as client:
+            answer = await client.predict("version")
+    assert answer == "v3"
+    assert "app.py changed again while the new workers started; starting over" in text
