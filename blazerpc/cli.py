@@ -235,6 +235,8 @@ def serve(target: str, reload_: bool, reload_dirs: tuple[Path, ...], **flags: An
     except ConfigError as err:
         _fail(err, str(err))
     configure_logging(config)
+    if reload_ or reload_dirs:
+        sys.dont_write_bytecode = True  # a .pyc could outlive a same-size edit in one second
     app = _load(target)  # in the parent too: a definition error stops before any worker starts
     if not app.schema.models:
         logging.getLogger(__name__).warning(
@@ -323,7 +325,9 @@ def _serve_workers(
         metrics_dir = None
         if config.metrics_port is not None:
             metrics_dir = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="blazerpc-"))
-        supervisor = Supervisor(target, config, metrics_dir=metrics_dir)
+        supervisor = Supervisor(
+            target, config, metrics_dir=metrics_dir, reloads=watcher is not None
+        )
         if metrics_dir is not None and config.metrics_port is not None:
             try:
                 keys, tls = scrape_guard(config, ApiKeys.of(config))

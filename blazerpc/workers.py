@@ -63,9 +63,16 @@ class Supervisor:
     """Starts, watches and stops the worker processes of one `blaze serve --workers N`."""
 
     def __init__(
-        self, target: str, config: ServerConfig, *, metrics_dir: str | None = None
+        self,
+        target: str,
+        config: ServerConfig,
+        *,
+        metrics_dir: str | None = None,
+        reloads: bool = False,
     ) -> None:
         self.target = target
+        self._env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"} if reloads else None
+        """With --reload, workers write no .pyc: one could outlive a same-size edit."""
         self.config = config
         self._metrics_dir = metrics_dir
         self._workers: dict[int, _Worker] = {}
@@ -115,25 +122,27 @@ class Supervisor:
             self._reap_others()
             paths = changed() if changed is not None else []
             if paths:
-                self.reload(paths)
+                self.reload(paths, changed)
             self._read_ready(_POLL_S)
         self._wait_all_exited()
         for reservation in self._reservations:
             reservation.close()
 
-    def reload(self, paths: list[str]) -> bool:
+    def reload(self, paths: list[str], changed: Callable[[], list[str]] | None = None) -> bool:
         """Replace every worker with one running the code as it is now; False (and the old
-        workers still serving) if the new code does not start."""
+        workers still serving) if the new code does not start. A change saved while the new
+        workers start (`changed()`) stops them and starts over with the newest code."""
         began = time.monotonic()
-        shown = ", ".join(_short(path) for path in paths[:3]) + (" ..." if len(paths) > 3 else "")
-        log.info("reloading: %s changed; starting %d new workers", shown, self.config.workers)
+        log.info(
+            "reloading: %s changed; starting %d new workers", _shown(paths), self.config.workers
+        )
         old = list(self._workers.values())
         self._others += old
         self._workers = {}
         for index in range(self.config.workers):
             self._spawn(index)
         try:
-            self._wait_ready()
+            newer = self._wait_ready(changed)
         except WorkerError as err:
             self._retire(list(self._workers.values()))
             self._workers = {worker.index: worker for worker in old}
@@ -145,6 +154,15 @@ class Supervisor:
             return False
         if self._stop_requests:
             return False
+        if newer:
+            log.info(
+                "reload: %s changed again while the new workers started; starting over",
+                _shown(newer),
+            )
+            self._retire(list(self._workers.values()), kill=True)
+            self._workers = {worker.index: worker for worker in old}
+            self._others = [worker for worker in self._others if worker not in old]
+            return self.reload(newer, changed)
         self._retire(old)
         log.info("reloaded in %.1f s; %d old workers draining", time.monotonic() - began, len(old))
         banner = self._workers[0].message.decode("utf-8", "replace").splitlines()[1:]
@@ -152,13 +170,14 @@ class Supervisor:
             hook(banner)
         return True
 
-    def _retire(self, workers: list[_Worker]) -> None:
-        """SIGTERM: each drains its running calls and exits; reaped by _reap_others."""
+    def _retire(self, workers: list[_Worker], *, kill: bool = False) -> None:
+        """SIGTERM: each drains its running calls and exits (SIGKILL for workers that never
+        served, which may be stuck loading); reaped by _reap_others."""
         for worker in workers:
             if worker not in self._others:
                 self._others.append(worker)
             with contextlib.suppress(ProcessLookupError):
-                worker.process.send_signal(signal.SIGTERM)
+                worker.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
 
     def _reap_others(self) -> None:
         for worker in [w for w in self._others if w.process.poll() is not None]:
@@ -201,14 +220,18 @@ class Supervisor:
         command += ["--config", worker_config, "--ready-fd", str(write_fd)]
         if self._metrics_dir is not None:
             command += ["--metrics-dir", self._metrics_dir]
-        process = subprocess.Popen(command, pass_fds=(write_fd,))
+        process = subprocess.Popen(command, pass_fds=(write_fd,), env=self._env)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
         self._workers[index] = _Worker(index, process, read_fd)
         log.info("worker %d started (pid %d)", index, process.pid)
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, changed: Callable[[], list[str]] | None = None) -> list[str]:
+        """Until every worker is ready; the files `changed()` names if any change first."""
         while not self._stop_requests and not all(w.is_ready for w in self._workers.values()):
+            newer = changed() if changed is not None else []
+            if newer:
+                return newer
             for worker in self._workers.values():
                 if not worker.is_ready and worker.process.poll() is not None:
                     raise WorkerError(
@@ -216,6 +239,7 @@ class Supervisor:
                         "before it was ready (its error is printed above)."
                     )
             self._read_ready(_POLL_S)
+        return []
 
     def _read_ready(self, timeout: float) -> None:
         """Read what the workers wrote within `timeout` seconds; a worker is ready once it
@@ -276,6 +300,10 @@ class Supervisor:
 
 class ForcedExit(BaseException):
     """A second signal: the workers were killed; the command exits at once."""
+
+
+def _shown(paths: list[str]) -> str:
+    return ", ".join(_short(path) for path in paths[:3]) + (" ..." if len(paths) > 3 else "")
 
 
 def _short(path: str) -> str:

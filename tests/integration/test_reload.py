@@ -135,7 +135,6 @@ async def test_an_edit_that_fails_to_import_leaves_the_old_version_serving(
     assert answers == ["v3"] * 6
 
 
-@pytest.mark.xfail(strict=True, reason="a reload waits forever for a version whose import hangs")
 async def test_a_version_that_hangs_while_loading_is_replaced_by_the_next_edit(
     tmp_path: Path,
 ) -> None:
