@@ -15,6 +15,8 @@ handed to the model's own validation, so the user's validators run too.
 from __future__ import annotations
 
 import sys
+import types
+import typing
 from typing import Annotated, Any
 
 import msgspec
@@ -22,6 +24,7 @@ import msgspec
 from blazerpc.schema.spec import NO_DEFAULT
 
 __all__ = (
+    "PER_CALL",
     "decode_hook",
     "encode_hook",
     "is_pydantic_model",
@@ -31,16 +34,6 @@ __all__ = (
     "unresolved",
 )
 
-_CONSTRAINTS = {
-    "gt": "gt",
-    "ge": "ge",
-    "lt": "lt",
-    "le": "le",
-    "multiple_of": "multiple_of",
-    "min_length": "min_length",
-    "max_length": "max_length",
-    "pattern": "pattern",
-}
 _TWINS: dict[type, type[msgspec.Struct]] = {}
 
 
@@ -53,19 +46,49 @@ def is_pydantic_model(obj: object) -> bool:
 
 def pydantic_fields(cls: Any) -> list[tuple[str, object, object]]:
     """(name, annotation, default) of each field, in order; the annotation carries the
-    field's constraints as msgspec.Meta and keeps its other metadata (a `Field(n)` pin)."""
+    field's constraints as msgspec.Meta and keeps its other metadata (a `Field(n)` pin).
+
+    A `default_factory` is pydantic's to run, per call; the default given here only tells
+    the schema the field may be left out (`[]` for `list`, else PER_CALL).
+    """
     fields = []
     for name, info in cls.model_fields.items():
-        metadata = list(info.metadata)
-        meta = _msgspec_meta(metadata)
-        extras = (*([meta] if meta is not None else []), *metadata)
-        annotation = Annotated[(info.annotation, *extras)] if extras else info.annotation
-        if not info.is_required():
-            default = info.get_default(call_default_factory=True)
+        if info.is_required():
+            default: object = NO_DEFAULT
+        elif info.default_factory is None:
+            default = info.default
         else:
-            default = NO_DEFAULT
-        fields.append((name, annotation, default))
+            default = _EMPTY.get(info.default_factory, PER_CALL)
+        fields.append((name, _annotation(info.annotation, list(info.metadata)), default))
     return fields
+
+
+class _PerCall:
+    """The default of a field whose `default_factory` pydantic runs for each call."""
+
+    def __repr__(self) -> str:
+        return "set per call"
+
+
+PER_CALL: Any = _PerCall()
+_EMPTY: dict[object, object] = {list: [], dict: {}, set: set(), str: "", int: 0, float: 0.0}
+
+
+def _annotation(annotation: Any, metadata: list[Any]) -> object:
+    """The field's type with its constraints, inside `| None` (`float | None` with ge=0 is a
+    float >= 0, or None)."""
+    options = typing.get_args(annotation) if _is_union(annotation) else ()
+    rest = [option for option in options if option is not type(None)]
+    is_optional = len(options) == 2 and len(rest) == 1
+    base = rest[0] if is_optional else annotation
+    meta = _msgspec_meta(base, metadata)
+    extras = (*([meta] if meta is not None else []), *metadata)
+    annotated: Any = Annotated[(base, *extras)] if extras else base
+    return annotated | None if is_optional else annotated
+
+
+def _is_union(annotation: object) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
 
 
 def unresolved(cls: Any) -> bool:
@@ -73,12 +96,24 @@ def unresolved(cls: Any) -> bool:
     return not getattr(cls, "__pydantic_complete__", True)
 
 
-def _msgspec_meta(metadata: list[Any]) -> msgspec.Meta | None:
-    """The annotated-types constraints pydantic keeps (Gt(0), MaxLen(3), pattern), as Meta."""
+_NUMERIC = ("gt", "ge", "lt", "le", "multiple_of")
+_LENGTH = ("min_length", "max_length")
+_SIZED = (str, bytes, list, dict, set, frozenset, tuple)
+
+
+def _msgspec_meta(base: object, metadata: list[Any]) -> msgspec.Meta | None:
+    """The annotated-types constraints pydantic keeps (Gt(0), MaxLen(3), a pattern) that
+    msgspec can state for `base`, as Meta; the others are pydantic's alone to check."""
+    bare = typing.get_origin(base) or base
+    allowed: tuple[str, ...] = ()
+    if bare in (int, float):
+        allowed = _NUMERIC
+    elif bare in _SIZED:
+        allowed = (*_LENGTH, "pattern") if bare is str else _LENGTH
     found: dict[str, Any] = {}
     for item in metadata:
-        for attribute, keyword in _CONSTRAINTS.items():
-            value = getattr(item, attribute, None)
+        for keyword in allowed:
+            value = getattr(item, keyword, None)
             if value is not None and not callable(value):
                 found[keyword] = value
     return msgspec.Meta(**found) if found else None
@@ -95,17 +130,11 @@ def json_twin(cls: Any) -> type[msgspec.Struct]:
         for name, annotation, default in pydantic_fields(cls):
             if default is NO_DEFAULT:
                 fields.append((name, annotation))
-            else:
-                fields.append((name, annotation, msgspec.field(default_factory=_fresh(default))))
+            else:  # left out: pydantic applies the default (or runs the factory) itself
+                fields.append((name, annotation, msgspec.UNSET))
         twin = msgspec.defstruct(cls.__name__, fields, forbid_unknown_fields=True, kw_only=True)
         _TWINS[cls] = twin
     return twin
-
-
-def _fresh(default: object) -> Any:
-    import copy
-
-    return lambda: copy.deepcopy(default)
 
 
 def decode_hook(cls: type, value: Any) -> Any:
@@ -120,6 +149,7 @@ def decode_hook(cls: type, value: Any) -> Any:
     except msgspec.ValidationError as err:
         raise ValueError(str(err)) from None
     fields = {name: getattr(checked, name) for name in checked.__struct_fields__}
+    fields = {name: value for name, value in fields.items() if value is not msgspec.UNSET}
     pydantic = sys.modules["pydantic"]
     try:
         return cls.model_validate(fields, by_alias=False, by_name=True)  # type: ignore[attr-defined]  # cls is a BaseModel

@@ -283,6 +283,15 @@ class TypeMapper:
     def _class_fields(self, cls: type, site: Site) -> list[tuple[str, object, object]]:
         """(name, annotation, default) of each field of a class, in order."""
         if is_pydantic_model(cls):
+            if getattr(cls, "__pydantic_root_model__", False):
+                root = cls.model_fields["root"].annotation  # type: ignore[attr-defined]  # a BaseModel
+                site.fail(
+                    f"{cls.__qualname__} is a pydantic RootModel: it has no named fields to "
+                    "become a message's.",
+                    f"Annotate the parameter with its root type, {describe(root)}, instead.",
+                )
+            if unresolved(cls):  # a class defined after it: pydantic may find it now
+                cls.model_rebuild(raise_errors=False)  # type: ignore[attr-defined]  # a BaseModel
             if unresolved(cls):
                 site.fail(
                     f"pydantic could not resolve the annotations of {cls.__qualname__}.",

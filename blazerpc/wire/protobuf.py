@@ -126,12 +126,14 @@ class MessageCodec:
             else:
                 value = self._read_field(message, spec, path)
                 if how is _CONTAINER_WITH_DEFAULT and not value:
-                    value = spec.missing_value()  # protobuf cannot tell empty from left out
+                    value = _MISSING  # protobuf cannot tell empty from left out
             if value is _MISSING:
+                if not self._is_top_level and (spec.has_default or spec.is_required):
+                    # the class applies its own default (pydantic runs a factory per call),
+                    # and msgspec reports a required field left out, with its path
+                    continue
                 value = spec.missing_value()
                 if value is NO_DEFAULT:
-                    if not self._is_top_level:
-                        continue  # msgspec applies the class's defaults and reports what is missing
                     raise WireError(
                         f"field '{_join(path, name)}' is required: set "
                         f"{self.spec.name}.{name} (field {spec.number})."
