@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import threading
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
+import anyio
 import grpc
 import pytest
 from grpclib.client import Channel
@@ -67,7 +69,7 @@ async def test_a_drain_lets_a_plain_grpclib_channels_running_calls_finish() -> N
 
 async def test_stock_grpcio_callers_lose_no_call_when_a_server_hands_over() -> None:
     """Server A serves; B starts on the same port (SO_REUSEPORT, as --reload's new worker);
-    A drains while 16 calls are always in flight from one grpc.aio channel. Four times."""
+    A drains while 16 threads keep calling through one grpcio channel. Four times."""
     outcomes: collections.Counter[str] = collections.Counter()
     for _ in range(4):
         await _hand_over_under_load(outcomes)
@@ -79,29 +81,37 @@ async def _hand_over_under_load(outcomes: collections.Counter[str]) -> None:
     first = BlazeServer(app, host="127.0.0.1", port=0, shares_port=True)
     await first.start()
     second = BlazeServer(app, host="127.0.0.1", port=first.port, shares_port=True)
-    stopping = asyncio.Event()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{first.port}") as channel:
+    stopping = threading.Event()
+    lock = threading.Lock()
+    with grpc.insecure_channel(f"127.0.0.1:{first.port}") as channel:
         call = channel.unary_unary(
             PATHS["quick"],
             request_serializer=lambda message: message.SerializeToString(),
             response_deserializer=CLASSES["QuickResponse"].FromString,
         )
 
-        async def keep_calling() -> None:
+        def keep_calling() -> None:
             while not stopping.is_set():
                 try:
-                    await call(CLASSES["QuickRequest"](x=1), timeout=10)
-                    outcomes["OK"] += 1
-                except grpc.aio.AioRpcError as err:
-                    outcomes[f"{err.code().name}: {err.details()}"] += 1
+                    call(CLASSES["QuickRequest"](x=1), timeout=10)
+                    outcome = "OK"
+                except grpc.RpcError as err:
+                    outcome = f"{err.code().name}: {err.details()}"
+                with lock:
+                    outcomes[outcome] += 1
 
-        callers = [asyncio.ensure_future(keep_calling()) for _ in range(16)]
-        before = outcomes["OK"]
-        await wait_until(lambda: outcomes["OK"] > before + 50, "calls flow")
-        await second.start()
-        await first.drain(10)
-        drained = outcomes["OK"]
-        await wait_until(lambda: outcomes["OK"] > drained + 50, "calls flow to the second")
-        stopping.set()
-        await asyncio.gather(*callers)
+        callers = [threading.Thread(target=keep_calling) for _ in range(16)]
+        for caller in callers:
+            caller.start()
+        try:
+            before = outcomes["OK"]
+            await wait_until(lambda: outcomes["OK"] > before + 50, "calls flow")
+            await second.start()
+            await first.drain(10)
+            drained = outcomes["OK"]
+            await wait_until(lambda: outcomes["OK"] > drained + 50, "calls flow to the second")
+        finally:
+            stopping.set()
+            for caller in callers:
+                await anyio.to_thread.run_sync(caller.join)
     await second.close()
