@@ -25,15 +25,24 @@ import functools
 import sys
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from blazerpc.errors import BlazeError, ResultError, UnknownModelError, WireError, to_status
+from blazerpc.context import Context
+from blazerpc.errors import (
+    BlazeError,
+    ResultError,
+    UnknownModelError,
+    WireError,
+    cancelled_status,
+    to_status,
+)
 from blazerpc.http.answer import (
     HTTP_STATUS,
     OPENAI_PREFIXES,
@@ -43,6 +52,7 @@ from blazerpc.http.answer import (
 )
 from blazerpc.http.body import Decode, Receive, RequestBody
 from blazerpc.http.port import HttpPort, Scope, run_http_call, uncancel
+from blazerpc.http.requestids import scope_request_id
 from blazerpc.http.sse import EventStream, Send
 from blazerpc.openai.mapping import Kind, request_fields
 from blazerpc.openai.types import Chunk
@@ -159,6 +169,10 @@ class _Endpoint:
             await _send_error(send, status, message, http_status)
             return
         model = boundary.model
+        inputs = document.get("input")
+        if self._kind is Kind.EMBEDDINGS and _takes_one_input(model) and isinstance(inputs, list):
+            await self._embed_each(scope, send, boundary, document, inputs)
+            return
         is_streamed = document.get("stream") is True
         options = document.get("stream_options")
         wants_usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -178,6 +192,37 @@ class _Endpoint:
         exchange.request_id = port.request_id
         await run_http_call(boundary, port)
 
+    async def _embed_each(
+        self,
+        scope: Scope,
+        send: Send,
+        boundary: Boundary,
+        document: dict[str, Any],
+        inputs: list[Any],
+    ) -> None:
+        """A list of inputs for a model that embeds one: one call per input, all at once, so
+        a batched model groups them (with other requests' inputs too)."""
+        model = boundary.model
+        exchange = _Exchange(self._kind, model, self._codecs[model.name], document, False, False)
+        request_id = scope_request_id(scope)
+        ports = [
+            _InputPort(scope, request_id, exchange, index, item)
+            for index, item in enumerate(inputs)
+        ]
+        failures: list[GRPCError] = []
+        try:
+            async with asyncio.TaskGroup() as calls:
+                for port in ports:
+                    calls.create_task(boundary.run(port))
+        except* GRPCError as failed:
+            failures += [cast(GRPCError, error) for error in failed.exceptions]
+        if failures:
+            error = failures[0]
+            await _send_error(send, error.status, error.message or "", None)
+            return
+        exchange.vectors = [port.vector for port in ports]
+        await send_json(send, 200, exchange.whole())
+
     def _boundary(self, name: object) -> Boundary:
         if not isinstance(name, str):
             raise WireError("field 'model': name the model to call, a string (GET /v1/models).")
@@ -192,6 +237,59 @@ class _Endpoint:
                 "send the request there."
             )
         raise UnknownModelError.no_model(name, self._calls, see="See GET /v1/models.")
+
+
+def _takes_one_input(model: ModelSpec) -> bool:
+    """The model's `input` is one string (a batched model's always is, per call)."""
+    return any(f.name == "input" and f.annotation is str for f in model.request.fields)
+
+
+class _InputPort:
+    """One input of an embeddings request, as a call of its own (a CallPort)."""
+
+    transport = "http"
+
+    def __init__(
+        self, scope: Scope, request_id: str, exchange: _Exchange, index: int, item: object
+    ) -> None:
+        self._scope = scope
+        self.request_id = request_id
+        self._exchange = exchange
+        self._index = index
+        self._item = item
+        self._is_taken = False
+        self.vector: list[float] = []
+
+    @property
+    def peer(self) -> str | None:
+        client = self._scope.get("client")
+        return f"{client[0]}:{client[1]}" if client else None
+
+    @property
+    def deadline(self) -> float | None:
+        return None
+
+    def context(self) -> Context:
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in self._scope["headers"]}
+        return Context(headers, peer=self.peer, request_id=self.request_id)
+
+    def cancelled_status(self) -> Status:
+        return cancelled_status(is_past_deadline=False)
+
+    async def receive(self) -> dict[str, Any] | None:
+        if self._is_taken:
+            return None
+        self._is_taken = True
+        try:
+            return self._exchange.fields_of({**self._exchange.document, "input": self._item})
+        except WireError as err:
+            where = f"field 'input[{self._index}]'"
+            raise WireError(str(err).replace("field 'input'", where)) from None
+
+    async def send(self, result: object) -> None:
+        if not isinstance(result, list):
+            raise ResultError(f"expected a vector (list[float]), got {type(result).__name__}")
+        self.vector = result
 
 
 def _document(body: bytes) -> dict[str, Any]:
@@ -234,7 +332,7 @@ class _Exchange:
         self.kind = kind
         self.model = model
         self._codec = codec
-        self._document = document
+        self.document = document
         self.is_streamed = is_streamed and kind is not Kind.EMBEDDINGS
         self.wants_usage = wants_usage
         self.request_id = ""
@@ -249,9 +347,13 @@ class _Exchange:
 
     def fields(self, _: bytes) -> dict[str, Any]:
         """The model's arguments from the request; WireError naming the field at fault."""
-        fields = self._codec.decode_document(request_fields(self.model, self.kind, self._document))
+        fields = self.fields_of(self.document)
         self._max_tokens = fields.get("max_tokens")
         return fields
+
+    def fields_of(self, document: dict[str, Any]) -> dict[str, Any]:
+        """The model's arguments from a request document."""
+        return self._codec.decode_document(request_fields(self.model, self.kind, document))
 
     def decode(self, body: bytes) -> dict[str, Any]:
         return self.fields(body)
@@ -366,7 +468,7 @@ class _Exchange:
         }
 
     def _embeddings(self) -> bytes:
-        as_base64 = self._document.get("encoding_format") == "base64"
+        as_base64 = self.document.get("encoding_format") == "base64"
         vectors = self.vectors or []
         data = [
             {

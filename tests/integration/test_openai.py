@@ -17,7 +17,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from blazerpc import BlazeApp, BlazeClient, BlazeServer, DefinitionError
+from blazerpc import Batching, BlazeApp, BlazeClient, BlazeServer, DefinitionError
 from blazerpc.openai import ChatMessage, Chunk
 from examples.llm import app as llm_app
 
@@ -323,3 +323,35 @@ def test_a_chat_model_without_messages_or_with_a_result_that_is_not_text_fails_a
     assert "openai='images' names no OpenAI route" in str(bad_kind.value)
     assert Chunk(text="x").finish_reason is None
     del stream_in
+
+
+async def test_a_batched_embeddings_model_gets_a_requests_inputs_together() -> None:
+    app = BlazeApp()
+    batches: list[int] = []
+
+    @app.model("embed-one", openai="embeddings", batch=Batching(max_size=16, max_wait_s=0.05))
+    def embed_one(input: list[str]) -> list[list[float]]:
+        batches.append(len(input))
+        return [[float(len(text)), 1.0] for text in input]
+
+    async with BlazeServer(app, port=0, http_port=0) as server:
+        client = _client(server)
+        texts = ["a", "bb", "ccc", "dddd", "e", "ff", "ggg", "hhhh"]
+        answer = await _sync(
+            lambda: client.embeddings.create(
+                model="embed-one", input=texts, encoding_format="float"
+            )
+        )
+        with pytest.raises(openai.BadRequestError) as bad:
+            await _sync(
+                lambda: client.embeddings.create(
+                    model="embed-one",
+                    input=["fine", 7],  # type: ignore[arg-type]  # the mistake under test
+                    encoding_format="float",
+                )
+            )
+    assert [item.embedding for item in answer.data] == [[float(len(t)), 1.0] for t in texts]
+    assert [item.index for item in answer.data] == list(range(8))
+    assert max(batches) > 1  # the request's inputs shared batches
+    assert _body(bad)["param"] == "input[1]"
+    assert _body(bad)["message"] == "field 'input[1]': expected str, got int."
