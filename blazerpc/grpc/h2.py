@@ -891,6 +891,8 @@ class GracefulChannel(_client.Channel):
     async def _create_connection(self) -> _protocol.H2Protocol:
         protocol = await super()._create_connection()
         h2_conn = protocol.connection._connection
+        if not hasattr(h2_conn, "_frame_dispatch_table"):  # seen once, as a worker died
+            return protocol  # a connection that is already gone: nothing to keep graceful
         h2_conn.__class__ = _GracefulClientH2Connection
         graceful: _GracefulClientH2Connection = h2_conn  # type: ignore[assignment]
         graceful._frame_dispatch_table[GoAwayFrame] = graceful._receive_goaway_frame

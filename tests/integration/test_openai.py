@@ -37,9 +37,22 @@ async def _sync(call: Callable[[], T]) -> T:
     return await anyio.to_thread.run_sync(call)
 
 
+_OPENED: list[openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """Each test's clients are closed after it (their pooled sockets with them)."""
+    yield
+    while _OPENED:
+        _OPENED.pop().close()
+
+
 def _client(server: BlazeServer, prefix: str = "/v1", **options: Any) -> openai.OpenAI:
     base = f"http://127.0.0.1:{server.http_port}{prefix}"
-    return openai.OpenAI(base_url=base, api_key=options.pop("api_key", "unused"), max_retries=0)
+    client = openai.OpenAI(base_url=base, api_key=options.pop("api_key", "unused"), max_retries=0)
+    _OPENED.append(client)
+    return client
 
 
 async def test_chat_streams_tokens_then_the_finish_reason_and_the_usage() -> None:
