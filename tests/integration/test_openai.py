@@ -21,7 +21,7 @@ from blazerpc import Batching, BlazeApp, BlazeClient, BlazeServer, DefinitionErr
 from blazerpc.openai import ChatMessage, Chunk
 from examples.llm import app as llm_app
 
-from .support import wait_until
+from .support import blaze_serve, free_port, wait_until
 
 pytestmark = pytest.mark.anyio
 T = TypeVar("T")
@@ -368,3 +368,62 @@ async def test_a_batched_embeddings_model_gets_a_requests_inputs_together() -> N
     assert max(batches) > 1  # the request's inputs shared batches
     assert _body(bad)["param"] == "input[1]"
     assert _body(bad)["message"] == "field 'input[1]': expected str, got int."
+
+
+async def test_blaze_serve_streams_the_example_to_the_openai_client() -> None:
+    """The issue's own check: `blaze serve examples/llm.py:app --http-port PORT`, then the
+    stock client, streaming, and an error mid-stream raising APIError."""
+    http_port = free_port()
+    with blaze_serve("examples/llm.py:app", "--http-port", str(http_port)):
+        base = f"http://127.0.0.1:{http_port}/v1"
+
+        def talk() -> tuple[list[str | None], str]:
+            with openai.OpenAI(base_url=base, api_key="x", max_retries=0) as client:
+                with client.chat.completions.create(
+                    model="chat", messages=USER, stream=True
+                ) as chunks:
+                    tokens = [chunk.choices[0].delta.content for chunk in chunks]
+                try:
+                    with client.chat.completions.create(
+                        model="chat",
+                        messages=[{"role": "user", "content": "oh darn"}],
+                        stream=True,
+                    ) as chunks:
+                        list(chunks)
+                except openai.APIError as err:
+                    return tokens, err.message
+            return tokens, ""
+
+        tokens, error = await _sync(talk)
+    assert tokens == ["", "hello ", "there ", "world ", None]
+    assert error == "the content filter stopped the answer at word 2; rephrase the prompt."
+
+
+def _held_app(release: asyncio.Event) -> BlazeApp:
+    app = BlazeApp()
+
+    @app.model("held", streaming=True, openai="completions")
+    async def held(prompt: str) -> AsyncIterator[str]:
+        yield "first "
+        await release.wait()
+
+    return app
+
+
+async def test_a_full_server_answers_429_that_the_client_may_retry() -> None:
+    release = asyncio.Event()
+    async with BlazeServer(_held_app(release), port=0, http_port=0, max_streams=1) as server:
+        base = f"http://127.0.0.1:{server.http_port}"
+        body = {"model": "held", "prompt": "x", "stream": True}
+        async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+            async with http.stream("POST", "/v1/completions", json=body) as open_stream:
+                async for line in open_stream.aiter_lines():
+                    if "first" in line:
+                        break
+                refused = await http.post("/v1/completions", json=body)
+                release.set()
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "1"
+    assert refused.headers["x-should-retry"] == "true"
+    assert refused.json()["error"]["type"] == "rate_limit_error"
+    assert "max_streams" in refused.json()["error"]["message"]
