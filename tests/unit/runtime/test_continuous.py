@@ -1,0 +1,90 @@
+"""The continuous batcher's rules, without sockets: who steps together, in what order, and
+that every stream is released once, after its last step."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from blazerpc.runtime.continuous import ContinuousBatcher, Step, Stop
+
+pytestmark = pytest.mark.anyio
+
+
+def _counting(released: list[int], sizes: list[int] | None = None) -> ContinuousBatcher:
+    """A step that yields n, n+1, ... until `count` values, then Stop."""
+
+    async def step(start: list[int], count: list[int], steps: list[Step]) -> list[Any]:
+        await asyncio.sleep(0.001)
+        out: list[Any] = []
+        for first, total, slot in zip(start, count, steps, strict=True):
+            if slot.is_first:
+                slot.state = first
+            if slot.index >= total:
+                out.append(Stop)
+            else:
+                out.append(slot.state + slot.index)
+        return out
+
+    return ContinuousBatcher(
+        step,
+        ["start", "count"],
+        "steps",
+        is_async=True,
+        max_size=4,
+        release=lambda slot: released.append(slot.state),
+    )
+
+
+async def _collect(batcher: ContinuousBatcher, start: int, count: int) -> list[int]:
+    return [value async for value in batcher.stream({"start": start, "count": count})]
+
+
+async def test_streams_share_steps_get_their_own_values_and_are_released_once() -> None:
+    released: list[int] = []
+    batcher = _counting(released)
+    results = await asyncio.gather(*(_collect(batcher, 100 * i, 3 + i) for i in range(10)))
+    assert results == [[100 * i + k for k in range(3 + i)] for i in range(10)]
+    assert max(batcher.steps) == 4  # max_size, never more
+    assert max(batcher.steps) > 1
+    assert sorted(released) == [100 * i for i in range(10)]
+
+
+async def test_a_stream_whose_caller_leaves_is_released_after_the_step() -> None:
+    released: list[int] = []
+    batcher = _counting(released)
+    stream = batcher.stream({"start": 7, "count": 1000})
+    assert await anext(stream) == 7
+    await stream.aclose()  # the caller left
+    others = await _collect(batcher, 1, 2)
+    assert others == [1, 2]
+    assert sorted(released) == [1, 7]
+
+
+async def test_an_exception_entry_fails_one_stream_and_a_raising_step_fails_all() -> None:
+    async def step(n: list[int], steps: list[Step]) -> list[Any]:
+        if any(value == 13 for value in n):
+            raise RuntimeError("the step failed")
+        return [ValueError("bad") if value < 0 else Stop(value) for value in n]
+
+    batcher = ContinuousBatcher(step, ["n"], "steps", is_async=True)
+    assert [v async for v in batcher.stream({"n": 5})] == [5]
+    with pytest.raises(ValueError, match="bad"):
+        [v async for v in batcher.stream({"n": -1})]
+    with pytest.raises(RuntimeError, match="the step failed"):
+        [v async for v in batcher.stream({"n": 13})]
+    assert [v async for v in batcher.stream({"n": 6})] == [6]  # it goes on serving
+
+
+async def test_a_slow_reader_sits_out_steps_and_never_stalls_the_others() -> None:
+    released: list[int] = []
+    batcher = _counting(released)
+    idle = batcher.stream({"start": 1000, "count": 100})
+    assert await anext(idle) == 1000  # then nobody reads it for a while
+    busy = await _collect(batcher, 0, 50)
+    assert busy == list(range(50))  # 50 steps ran while the idle stream's buffer was full
+    rest = [value async for value in idle]
+    assert rest == list(range(1001, 1100))  # nothing lost, in order, state kept
+    assert sorted(released) == [0, 1000]
