@@ -118,12 +118,14 @@ OPENAI_PREFIXES = ("/v1/", "/openai/v1/")
 """Where the OpenAI-compatible routes live: `/v1`, and KServe's `/openai/v1`."""
 
 
-def openai_error_body(status: Status, message: str) -> bytes:
+def openai_error_body(status: Status, message: str, http_status: int | None = None) -> bytes:
     """OpenAI's `{"error": {"message", "type", "param", "code"}}`: what its clients raise
-    with. `param` is the request field at fault, when the message names one."""
+    with. `param` is the request field at fault, when the message names one; the type
+    follows the HTTP status the error goes out with (413 is no rate limit)."""
     field = _FIELD_PATH.match(message)
-    error_type = _OPENAI_TYPES.get(HTTP_STATUS.get(status, 500), "server_error")
-    code = "model_not_found" if status is Status.NOT_FOUND else status.name.lower()
+    error_type = _OPENAI_TYPES.get(http_status or HTTP_STATUS.get(status, 500), "server_error")
+    is_model = status is Status.NOT_FOUND and "model" in message.split(";")[0]
+    code = "model_not_found" if is_model else status.name.lower()
     return msgspec.json.encode(
         {
             "error": {

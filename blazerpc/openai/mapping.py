@@ -10,6 +10,7 @@ gets less than it asked for without knowing.
 from __future__ import annotations
 
 import enum
+import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -173,10 +174,26 @@ def request_fields(spec: ModelSpec, kind: Kind, document: Mapping[str, Any]) -> 
         if name not in takes and is_reshaping(document.get(name)):
             why = _WHY.get(name, f"this model does not support {name}; leave it out.")
             raise WireError(f"field {name!r}: {why}")
+    main = MAIN_FIELD[kind]
+    if document.get(main) is None:
+        raise WireError(f"field {main!r} is required: every {kind.value} request carries it.")
+    if document[main] == []:
+        raise WireError(f"field {main!r} is empty: send at least one.")
+    stream = document.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise WireError(f"field 'stream': expected true or false, got {stream!r}.")
+    encoding = document.get("encoding_format")
+    if kind is Kind.EMBEDDINGS and encoding not in (None, "float", "base64"):
+        raise WireError(
+            f'field \'encoding_format\': expected "float" or "base64", got {encoding!r}.'
+        )
     values = {name: document[name] for name in takes if name in document}
-    if "max_tokens" in takes and "max_tokens" not in values:
+    if "max_tokens" in takes and values.get("max_tokens") is None:
         if document.get("max_completion_tokens") is not None:  # what newer clients send
             values["max_tokens"] = document["max_completion_tokens"]
+    limit = values.get("max_tokens")
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit < 1:
+        raise WireError(f"field 'max_tokens': expected at least 1, got {limit}.")
     for name in list(values):
         if values[name] is None and name != MAIN_FIELD[kind]:
             del values[name]  # `null` is "not given": the parameter's default applies
@@ -190,12 +207,19 @@ def request_fields(spec: ModelSpec, kind: Kind, document: Mapping[str, Any]) -> 
 def _adapted(value: Any, annotation: object) -> Any:
     """A string where the parameter takes a list of them (`stop`, `prompt`, `input`) becomes
     a list of one; a list of one where it takes a string, its item."""
-    is_list = typing.get_origin(annotation) is list
+    options = [a for a in typing.get_args(annotation) if a is not type(None)]
+    bare = (
+        options[0] if typing.get_origin(annotation) in _UNIONS and len(options) == 1 else annotation
+    )
+    is_list = typing.get_origin(bare) is list
     if is_list and isinstance(value, str):
         return [value]
-    if not is_list and annotation is str and isinstance(value, list) and len(value) == 1:
+    if bare is str and isinstance(value, list) and len(value) == 1:
         return value[0]
     return value
+
+
+_UNIONS = (typing.Union, types.UnionType)
 
 
 def _joined_content(message: Any, index: int) -> Any:
@@ -215,5 +239,5 @@ def _joined_content(message: Any, index: int) -> Any:
                 f"field 'messages[{index}].content': this model reads text, and a part is "
                 f"{kind!r}; send text parts only."
             )
-        texts.append(str(part.get("text", "")))
+        texts.append(str(part.get("text") or ""))
     return {**message, "content": "".join(texts)}

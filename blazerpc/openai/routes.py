@@ -205,6 +205,8 @@ class _Endpoint:
         model = boundary.model
         exchange = _Exchange(self._kind, model, self._codecs[model.name], document, False, False)
         request_id = scope_request_id(scope)
+        # a batch's worth in flight at a time: a request of 2048 inputs fills no queue
+        in_flight = asyncio.Semaphore(model.batching.max_size if model.batching else 32)
         ports = [
             _InputPort(scope, request_id, exchange, index, item)
             for index, item in enumerate(inputs)
@@ -213,7 +215,7 @@ class _Endpoint:
         try:
             async with asyncio.TaskGroup() as calls:
                 for port in ports:
-                    calls.create_task(boundary.run(port))
+                    calls.create_task(_run_within(in_flight, boundary, port))
         except* GRPCError as failed:
             failures += [cast(GRPCError, error) for error in failed.exceptions]
         if failures:
@@ -237,6 +239,11 @@ class _Endpoint:
                 "send the request there."
             )
         raise UnknownModelError.no_model(name, self._calls, see="See GET /v1/models.")
+
+
+async def _run_within(slots: asyncio.Semaphore, boundary: Boundary, port: _InputPort) -> None:
+    async with slots:
+        await boundary.run(port)
 
 
 def _takes_one_input(model: ModelSpec) -> bool:
@@ -364,13 +371,15 @@ class _Exchange:
             self.vectors = _vectors(result)
             return b""
         text = self._take(result)
+        if not text:
+            return b""  # a Chunk that only says why it stopped: no token, no event
+        self.items += 1
         if not self.is_streamed:
             self.texts.append(text)
             return b""
         return self._chunk(_ENCODER.encode(text))
 
     def _take(self, result: object) -> str:
-        self.items += 1
         if isinstance(result, str):
             return result
         if isinstance(result, Chunk):
@@ -513,15 +522,21 @@ class _Answer:
         self._exchange = exchange
         self._gzip = gzip
         self.events = EventStream(send, gzip=gzip) if exchange.is_streamed else None
+        self._is_open = False
+        """The opening chunk went out (keep-alives may have started the stream before)."""
 
-    async def result(self, data: bytes) -> None:
-        events = self.events
-        if events is None:
-            return  # kept by the exchange, for the whole response
-        if not events.is_started:
+    async def _open(self, events: EventStream) -> None:
+        if not self._is_open:
+            self._is_open = True
             first = self._exchange.first_chunk()
             if first is not None:
                 await events.data(first)
+
+    async def result(self, data: bytes) -> None:
+        events = self.events
+        if events is None or not data:
+            return  # kept by the exchange for the whole response, or no token at all
+        await self._open(events)
         await events.data(data)
 
     async def finish(self) -> None:
@@ -529,10 +544,7 @@ class _Answer:
         if events is None:
             await send_json(self._send, 200, self._exchange.whole(), compress=self._gzip)
             return
-        if not events.is_started:  # a stream of no items still opens like any other
-            first = self._exchange.first_chunk()
-            if first is not None:
-                await events.data(first)
+        await self._open(events)  # a stream of no items still opens like any other
         for chunk in self._exchange.last_chunks():
             await events.data(chunk)
         await events.data(_DONE)
@@ -553,7 +565,7 @@ async def _send_error(send: Send, status: Status, message: str, http_status: int
     await send_json(
         send,
         code,
-        openai_error_body(status, message),
+        openai_error_body(status, message, code),
         retry=True,
         close=code == 408,
         extra_headers=[(b"x-should-retry", retry)],
