@@ -18,7 +18,7 @@ from blazerpc.errors import (
     WireError,
 )
 from blazerpc.grpc.h2 import GracefulChannel
-from blazerpc.schema.markers import Batching, Field, Tensor
+from blazerpc.schema.markers import Batching, Continuous, Field, Step, Stop, Tensor
 from blazerpc.server import BlazeServer
 
 __all__ = (
@@ -30,6 +30,7 @@ __all__ = (
     "Call",
     "ConfigError",
     "Context",
+    "Continuous",
     "DefinitionError",
     "Field",
     "GracefulChannel",
@@ -39,6 +40,8 @@ __all__ = (
     "RpcError",
     "ServerConfig",
     "Status",
+    "Step",
+    "Stop",
     "Tensor",
     "WireError",
     "__version__",

@@ -21,7 +21,7 @@ from blazerpc.runtime.hooks import (
 )
 from blazerpc.runtime.lifespan import LifespanHook, check_hook
 from blazerpc.schema.lockfile import lock_path_for, number_fields, read_lock
-from blazerpc.schema.markers import Batching
+from blazerpc.schema.markers import Batching, Continuous
 from blazerpc.schema.naming import is_package_name, is_wire_identifier
 from blazerpc.schema.signature import read_model
 from blazerpc.schema.spec import ModelSpec, ServiceSpec
@@ -73,7 +73,7 @@ class BlazeApp:
         name: str,
         *,
         streaming: bool | None = None,
-        batch: Batching | None = None,
+        batch: Batching | Continuous | None = None,
         version: str = "1",
         max_concurrent: int | None = None,
         openai: str | None = None,

@@ -27,6 +27,7 @@ from blazerpc.runtime.batcher import Batcher
 from blazerpc.runtime.calls import CallPort, ModelCall, Tally
 from blazerpc.runtime.hooks import CallHooks
 from blazerpc.runtime.metrics import Metrics
+from blazerpc.schema.markers import Batching
 from blazerpc.schema.spec import ServiceSpec
 
 __all__ = ("Boundary", "Limits", "model_calls")
@@ -61,7 +62,7 @@ def model_calls(
             ModelCall(
                 model,
                 Batcher(model, model.batching, metrics.batch_started if metrics else None)
-                if model.batching is not None
+                if isinstance(model.batching, Batching)
                 else None,
             ),
             admission,

@@ -31,7 +31,9 @@ from grpclib.const import Status
 from blazerpc.context import Context
 from blazerpc.errors import StreamEndedError, WireError
 from blazerpc.runtime.batcher import Batcher
+from blazerpc.runtime.continuous import ContinuousBatcher
 from blazerpc.runtime.metrics import StreamTimer
+from blazerpc.schema.markers import Continuous
 from blazerpc.schema.spec import ModelSpec, Shape
 
 __all__ = ("CallPort", "ModelCall", "Tally")
@@ -120,6 +122,7 @@ class ModelCall:
         self.model = model
         self.batcher = batcher
         self._function: Callable[..., Any] = model.function
+        self._continuous = _continuous_batcher(model)
         self._streamed = model.streamed_parameter
         self._body: Body = {
             Shape.UNARY: self.unary,
@@ -183,6 +186,9 @@ class ModelCall:
         self, port: CallPort, injected: dict[str, object], tally: Tally, first: Fields
     ) -> None:
         """Server and bidirectional streaming: the generator's items, one message each."""
+        if self._continuous is not None:
+            await _stream_async(port, self._continuous.stream(_required(first)), tally)
+            return
         if self._streamed is None:
             arguments = _required(first) | injected
             if self.model.is_async:
@@ -234,6 +240,22 @@ async def _stream_sync(
         close = getattr(items, "close", None)
         if close is not None:
             await _in_thread(close, interrupt=interrupt)
+
+
+def _continuous_batcher(model: ModelSpec) -> ContinuousBatcher | None:
+    """The scheduler of a model with batch=Continuous(...), one per model."""
+    config = model.batching
+    if not isinstance(config, Continuous) or model.step_parameter is None:
+        return None
+    return ContinuousBatcher(
+        model.function,
+        [field.name for field in model.request.fields],
+        model.step_parameter,
+        is_async=model.is_async,
+        max_size=config.max_size,
+        max_queue=config.max_queue,
+        release=config.release,
+    )
 
 
 def _required(first: Fields) -> dict[str, Any]:

@@ -15,7 +15,7 @@ The model's function is a *step*: called with lists over the streams active in t
   buffer is full sits out steps, its state kept;
 - a step that raises fails every stream in it; the batcher goes on serving.
 
-This module is the scheduler alone (issue 22, in progress): the server does not use it yet.
+Metrics of steps and the benchmark are still to come (issue 22).
 """
 
 from __future__ import annotations
@@ -31,38 +31,14 @@ from typing import Any
 import anyio.to_thread
 
 from blazerpc.errors import QueueFullError, ResultError
+from blazerpc.schema.markers import Step, Stop
 
-__all__ = ("ContinuousBatcher", "Step", "Stop")
+__all__ = ("ContinuousBatcher",)
 
 log = logging.getLogger(__name__)
 
 BUFFER = 4
 """Values a stream may have waiting for its reader before it sits out steps."""
-
-
-@dataclass(slots=True)
-class Step:
-    """One stream's slot in the batch, kept between steps: `state` is the model's own."""
-
-    state: Any = None
-    is_first: bool = True
-    """The stream joined since the last step."""
-    index: int = 0
-    """How many values the stream has produced so far."""
-
-
-class Stop:
-    """A step's entry that ends its stream: `Stop`, or `Stop(value)` for a last value."""
-
-    __slots__ = ("value",)
-    _NOTHING: Any = object()
-
-    def __init__(self, value: Any = _NOTHING) -> None:
-        self.value = value
-
-    @property
-    def has_value(self) -> bool:
-        return self.value is not Stop._NOTHING
 
 
 _END: Any = object()

@@ -1,15 +1,26 @@
-"""What users put in annotations and decorators: Field, Tensor, Batching.
+"""What users put in annotations and decorators: Field, Tensor, Batching, Continuous, Step, Stop.
 
 Each checks its own arguments when it is made, so a mistake fails at import, naming the fix.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from blazerpc.errors import DefinitionError
 
-__all__ = ("MAX_FIELD_NUMBER", "TENSOR_DATATYPES", "Batching", "Field", "Tensor")
+__all__ = (
+    "MAX_FIELD_NUMBER",
+    "TENSOR_DATATYPES",
+    "Batching",
+    "Continuous",
+    "Field",
+    "Step",
+    "Stop",
+    "Tensor",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,3 +143,60 @@ class Batching:
                 f"Batching(max_wait_s={self.max_wait_s!r}): the wait is in seconds, from 0 "
                 "(never wait) to under 60. Use for example max_wait_s=0.002."
             )
+
+
+@dataclass(frozen=True, slots=True)
+class Continuous:
+    """Continuous batching of a streaming model: its function is a *step* over the streams
+    active now, and streams join and leave between steps (docs/batching.md).
+
+    - `max_size`: the most streams resident in the batch, paused ones included.
+    - `max_queue`: streams waiting for a slot beyond this many are refused at once
+      (RESOURCE_EXHAUSTED).
+    - `release`: called with a stream's `Step` once it has left, however it left (its end,
+      an error, its caller gone), after the last step that included it: free its slot there.
+    """
+
+    max_size: int = 32
+    max_queue: int = 256
+    release: Callable[[Step], Any] | None = None
+
+    def __post_init__(self) -> None:
+        for knob, value in (("max_size", self.max_size), ("max_queue", self.max_queue)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise DefinitionError(
+                    f"Continuous({knob}={value!r}): {knob} is a whole number of at least 1. "
+                    f"Use for example {knob}=32."
+                )
+        if self.release is not None and not callable(self.release):
+            raise DefinitionError(
+                f"Continuous(release={self.release!r}): release is a function taking the "
+                "stream's Step, called once when the stream leaves."
+            )
+
+
+@dataclass(slots=True)
+class Step:
+    """One stream's slot in a continuous batch, kept between steps."""
+
+    state: Any = None
+    """The model's own: set it on the first step, read it on the next."""
+    is_first: bool = True
+    """The stream joined since the last step."""
+    index: int = 0
+    """How many values the stream has produced so far."""
+
+
+class Stop:
+    """A step's entry that ends its stream: `Stop`, or `Stop(value)` for a last value."""
+
+    __slots__ = ("value",)
+    _NOTHING: Any = object()
+
+    def __init__(self, value: Any = _NOTHING) -> None:
+        self.value = value
+
+    @property
+    def has_value(self) -> bool:
+        """`Stop(value)` rather than `Stop()`."""
+        return self.value is not Stop._NOTHING

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 
 from blazerpc.context import Context
 from blazerpc.errors import DefinitionError
-from blazerpc.schema.markers import Batching
+from blazerpc.schema.markers import Batching, Continuous, Step, Stop
 from blazerpc.schema.naming import RESULT_FIELD, is_model_name, request_name, response_name
 from blazerpc.schema.spec import (
     NO_DEFAULT,
@@ -61,7 +61,7 @@ def read_model(
     function: Callable[..., object],
     *,
     streaming: bool | None = None,
-    batching: Batching | None = None,
+    batching: Batching | Continuous | None = None,
     localns: Mapping[str, object] | None = None,
     version: str = "1",
     max_concurrent: int | None = None,
@@ -95,15 +95,22 @@ def read_model(
         )
     is_generator = inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function)
     is_async = inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)
-    _check_streaming_flag(streaming, is_generator, site)
+    is_continuous = isinstance(batching, Continuous)
+    if is_continuous:
+        _check_step_function(streaming, is_generator, site)
+    else:
+        _check_streaming_flag(streaming, is_generator, site)
     hints = _type_hints(function, localns, site)
     parameters = _parameters(function, hints, site)
     context = _context_parameter(parameters, site)
     parameters = [(p, ann) for p, ann in parameters if p.name != context]
+    step_parameter = _step_parameter(parameters, is_continuous, site)
+    parameters = [(p, ann) for p, ann in parameters if p.name != step_parameter]
     streamed = _streamed_parameter(parameters, is_async, site)
     if batching is not None:
-        _check_batchable(is_generator, streamed, context, site)
+        _check_batchable(is_generator, streamed, context, site, is_continuous=is_continuous)
         parameters, hints = _per_item(parameters, hints, site)
+        is_generator = is_generator or is_continuous  # a step function serves streams
     mapper = TypeMapper(localns)
     request = _request(name, parameters, streamed, mapper, site)
     response = _response(name, hints, is_generator, mapper, site)
@@ -127,6 +134,7 @@ def read_model(
         doc=doc_summary(function.__doc__),
         context_parameter=context,
         batching=batching,
+        step_parameter=step_parameter,
         origins=mapper.origins,
         version=version,
         max_concurrent=max_concurrent,
@@ -138,7 +146,15 @@ OPENAI_KINDS = ("chat", "completions", "embeddings")
 """The values of `openai=`: the OpenAI routes a model can be served on."""
 
 
-def _check_max_concurrent(max_concurrent: object, batching: Batching | None, site: Site) -> None:
+def _check_max_concurrent(
+    max_concurrent: object, batching: Batching | Continuous | None, site: Site
+) -> None:
+    if isinstance(batching, Continuous):
+        site.fail(
+            "a Continuous model runs one step at a time over its streams, so max_concurrent= "
+            "has nothing to bound.",
+            "Bound the streams in a step instead: Continuous(max_size=N).",
+        )
     if batching is not None:
         site.fail(
             "a batched model runs whole batches, so max_concurrent= on the model has nothing "
@@ -156,10 +172,58 @@ def _check_max_concurrent(max_concurrent: object, batching: Batching | None, sit
         )
 
 
+def _check_step_function(streaming: bool | None, is_generator: bool, site: Site) -> None:
+    """A Continuous model's function is a step: it returns one entry per active stream."""
+    if streaming is not True:
+        site.fail(
+            "batch=Continuous(...) serves streams, and streaming=True is not given.",
+            "Add streaming=True: each call is a stream, and the function is its step.",
+        )
+    if is_generator:
+        site.fail(
+            "with batch=Continuous(...) the function is a step over the active streams: it "
+            "returns one entry per stream, it does not yield.",
+            "Return a list with one value (or Stop, or an exception) per stream.",
+        )
+
+
+def _step_parameter(
+    parameters: list[tuple[inspect.Parameter, object]], is_continuous: bool, site: Site
+) -> str | None:
+    """The `list[Step]` parameter the server fills, which a Continuous step function needs."""
+    found = [p.name for p, annotation in parameters if annotation == list[Step]]
+    if not is_continuous:
+        if found:
+            site.fail(
+                f"parameter {found[0]!r} is annotated list[Step], which only a "
+                "batch=Continuous(...) step function receives.",
+                "Add batch=Continuous(...) with streaming=True, or drop the parameter.",
+            )
+        return None
+    if len(found) != 1:
+        site.fail(
+            "a Continuous step function takes one parameter annotated list[Step]: each "
+            "stream's slot, with its state kept between steps.",
+            "Add one parameter `steps: list[Step]` (from blazerpc import Step).",
+        )
+    return found[0]
+
+
 def _check_batchable(
-    is_generator: bool, streamed: inspect.Parameter | None, context: str | None, site: Site
+    is_generator: bool,
+    streamed: inspect.Parameter | None,
+    context: str | None,
+    site: Site,
+    *,
+    is_continuous: bool = False,
 ) -> None:
-    if is_generator or streamed is not None:
+    if is_continuous and streamed is not None:
+        site.fail(
+            "Continuous batching steps server streams; a stream of requests from the client "
+            "has no place in a step.",
+            "Take the request's fields as lists (one item per stream), or drop batch=.",
+        )
+    if (is_generator and not is_continuous) or streamed is not None:
         site.fail(
             "batch= is given, but the model streams, and streams are served one by one: they "
             "bypass batching.",
@@ -197,13 +261,14 @@ def _per_item(
 
 
 def _without_exceptions(annotation: object) -> object:
-    """`int | Exception` -> `int`: a batch may return an exception to fail one call alone."""
+    """`int | Exception` -> `int`: a batch may return an exception to fail one call alone
+    (and a step `Stop` to end one stream)."""
     if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
         return annotation
     kept = [
         arg
         for arg in typing.get_args(annotation)
-        if not (isinstance(arg, type) and issubclass(arg, BaseException))
+        if not (isinstance(arg, type) and issubclass(arg, BaseException | Stop))
     ]
     return functools.reduce(operator.or_, kept) if kept else annotation
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from blazerpc.errors import DefinitionError
 from blazerpc.schema import naming
-from blazerpc.schema.markers import Batching, Tensor
+from blazerpc.schema.markers import Batching, Continuous, Tensor
 
 __all__ = (
     "NO_DEFAULT",
@@ -283,8 +283,11 @@ class ModelSpec:
     doc: str = ""
     context_parameter: str | None = None
     """The parameter annotated `Context`, injected by the server and absent from the wire."""
-    batching: Batching | None = None
-    """Set for a batch function: it is called with lists, one item per concurrent call."""
+    batching: Batching | Continuous | None = None
+    """Set for a batch function (called with lists, one item per concurrent call) or a
+    continuous step function (lists over the streams active in a step)."""
+    step_parameter: str | None = None
+    """A continuous step function's `list[Step]` parameter, filled by the server."""
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
     """Message or enum name -> `parameter 'box' is annotated Box`, for error messages."""
     version: str = "1"

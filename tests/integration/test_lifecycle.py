@@ -88,9 +88,14 @@ def _app(
 
 
 async def _health(port: int, service: str = "") -> Any:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        return (await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)).status
+    """grpcio's blocking stub in a thread (grpc.aio's process-wide state outlives a test's loop)."""
+
+    def check() -> Any:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+    return await anyio.to_thread.run_sync(check)
 
 
 async def test_health_is_not_serving_until_the_lifespan_is_ready() -> None:
@@ -118,7 +123,7 @@ async def test_health_is_not_serving_until_the_lifespan_is_ready() -> None:
 
 async def test_health_check_of_an_unknown_name_is_not_found() -> None:
     async with BlazeServer(_app([]), port=0) as server:
-        with pytest.raises(grpc.aio.AioRpcError) as err:
+        with pytest.raises(grpc.RpcError) as err:
             await _health(server.port, "nope")
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
         assert "slow" in (err.value.details() or "")
@@ -127,12 +132,13 @@ async def test_health_check_of_an_unknown_name_is_not_found() -> None:
 async def test_health_watch_sees_the_drain() -> None:
     server = BlazeServer(_app([]), port=0)
     await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         watch = stub.Watch(health_pb2.HealthCheckRequest(service="tokens"), timeout=10)
-        statuses = [(await watch.read()).status]
+        statuses = [(await anyio.to_thread.run_sync(next, watch)).status]
         drain = asyncio.ensure_future(server.drain(1))
-        statuses.append((await watch.read()).status)
+        statuses.append((await anyio.to_thread.run_sync(next, watch)).status)
+        watch.cancel()
         await drain
     assert statuses == [SERVING, NOT_SERVING]
 
@@ -154,10 +160,12 @@ async def test_a_failing_lifespan_stops_the_server_with_its_name() -> None:
 
 
 async def _reflect(port: int, *requests: Any) -> list[Any]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        call = stub.ServerReflectionInfo(iter(requests), timeout=5)
-        return [response async for response in call]
+    def ask() -> list[Any]:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            return list(stub.ServerReflectionInfo(iter(requests), timeout=5))
+
+    return await anyio.to_thread.run_sync(ask)
 
 
 async def test_a_stock_reflection_client_lists_and_describes_the_service() -> None:
@@ -199,7 +207,7 @@ async def test_a_stock_reflection_client_lists_and_describes_the_service() -> No
 
 async def test_reflection_can_be_turned_off() -> None:
     async with BlazeServer(_app([]), port=0, reflection=False) as server:
-        with pytest.raises(grpc.aio.AioRpcError) as err:
+        with pytest.raises(grpc.RpcError) as err:
             await _reflect(server.port)  # no request: the status comes before any write
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
 

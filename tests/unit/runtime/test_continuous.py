@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from blazerpc.runtime.continuous import ContinuousBatcher, Step, Stop
+from blazerpc import Step, Stop
+from blazerpc.runtime.continuous import ContinuousBatcher
 
 pytestmark = pytest.mark.anyio
 

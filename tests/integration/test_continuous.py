@@ -1,0 +1,116 @@
+"""Continuous batching through a real server: streams share steps, each gets its own values in
+order, every stream is released once (cancelled ones too), and the wire schema is the
+unbatched model's."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from blazerpc import BlazeApp, BlazeClient, Continuous, DefinitionError, Step, Stop
+from blazerpc.wire.proto_text import render_proto
+
+from .support import serve_http, wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+def _app(sizes: list[int], released: list[str]) -> BlazeApp:
+    app = BlazeApp()
+
+    @app.model(
+        "count",
+        streaming=True,
+        batch=Continuous(max_size=8, release=lambda step: released.append(step.state)),
+    )
+    async def count(name: list[str], n: list[int], steps: list[Step]) -> list[str | Stop]:
+        """One token per active stream per step, like a decoder."""
+        sizes.append(len(steps))
+        await asyncio.sleep(0.002)  # a "GPU" step
+        out: list[str | Stop] = []
+        for who, total, step in zip(name, n, steps, strict=True):
+            if step.is_first:
+                step.state = who
+            out.append(f"{who}:{step.index}" if step.index < total else Stop())
+        return out
+
+    return app
+
+
+async def test_concurrent_streams_share_steps_and_are_each_released_once() -> None:
+    sizes: list[int] = []
+    released: list[str] = []
+    app = _app(sizes, released)
+    async with serve_http(app) as served:
+
+        async def one(i: int) -> list[str]:
+            return [item async for item in served.client.stream("count", name=f"s{i}", n=i % 7 + 1)]
+
+        results = await asyncio.gather(*(one(i) for i in range(32)))
+        over_sse = await served.http.post("/models/count", json={"name": "h", "n": 2})
+        async with BlazeClient(port=served.server.port, app=app, timeout=5) as leaving:
+            stream = leaving.stream("count", name="gone", n=10_000)
+            assert await anext(stream) == "gone:0"
+            await stream.aclose()  # the caller leaves mid-stream
+        await wait_until(lambda: "gone" in released, "the stream that left was released")
+    assert results == [[f"s{i}:{k}" for k in range(i % 7 + 1)] for i in range(32)]
+    assert max(sizes) > 1 and max(sizes) <= 8
+    assert over_sse.text.count("data: ") == 3  # two items and the end event
+    assert sorted(released) == sorted([f"s{i}" for i in range(32)] + ["h", "gone"])
+
+
+def test_the_wire_schema_is_the_unbatched_models() -> None:
+    continuous = _app([], [])
+    plain = BlazeApp()
+
+    @plain.model("count", streaming=True)
+    async def count(name: str, n: int) -> AsyncIterator[str]:
+        """One token per active stream per step, like a decoder."""
+        yield name
+
+    assert render_proto(continuous.schema) == render_proto(plain.schema)
+
+
+def test_mistakes_in_a_step_function_fail_at_import() -> None:
+    app = BlazeApp()
+
+    def step(n: list[int], steps: list[Step]) -> list[int]:
+        return n
+
+    def no_steps(n: list[int]) -> list[int]:
+        return n
+
+    def generator(n: list[int], steps: list[Step]) -> Iterator[list[int]]:
+        yield n
+
+    def client_stream(n: Iterator[int], steps: list[Step]) -> list[int]:
+        return []
+
+    def stray(n: int, steps: list[Step]) -> int:
+        return n
+
+    cases: list[tuple[Any, dict[str, Any], str]] = [
+        (step, {"batch": Continuous()}, "streaming=True is not given"),
+        (
+            no_steps,
+            {"batch": Continuous(), "streaming": True},
+            "one parameter annotated list[Step]",
+        ),
+        (generator, {"batch": Continuous(), "streaming": True}, "it does not yield"),
+        (client_stream, {"batch": Continuous(), "streaming": True}, "a stream of requests"),
+        (stray, {}, "which only a batch=Continuous(...) step function receives"),
+        (
+            step,
+            {"batch": Continuous(), "streaming": True, "max_concurrent": 2},
+            "Continuous(max_size=N)",
+        ),
+    ]
+    for index, (function, options, expected) in enumerate(cases):
+        with pytest.raises(DefinitionError) as err:
+            app.model(f"m{index}", **options)(function)
+        assert expected in str(err.value), (index, str(err.value))
+    with pytest.raises(DefinitionError, match="max_size is a whole number of at least 1"):
+        Continuous(max_size=0)
