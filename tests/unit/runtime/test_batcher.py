@@ -10,8 +10,6 @@ the machine that runs them.
 from __future__ import annotations
 
 import asyncio
-import selectors
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -23,37 +21,13 @@ from blazerpc.errors import DeadlineExceededError
 from blazerpc.runtime.batcher import Batcher
 from blazerpc.schema.markers import Batching
 
+from .virtualtime import run_virtual as _run
+
 EXEC_S = 0.003
 """How long the batch function works, whatever the batch size, on the virtual clock."""
 ROUNDING_S = 1e-9
 """Float rounding in sums of virtual-clock readings; no real time is involved."""
 T = TypeVar("T")
-
-
-class _VirtualClock(selectors.DefaultSelector):
-    """A selector that never blocks: asked to wait for the next timer, it moves the clock."""
-
-    now = 0.0
-
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        if timeout is None:
-            raise RuntimeError("every task waits and no timer is set: the batcher is stuck")
-        self.now += timeout
-        return super().select(0)
-
-
-class _VirtualTimeLoop(asyncio.SelectorEventLoop):
-    def __init__(self) -> None:
-        self._clock = _VirtualClock()
-        super().__init__(self._clock)
-
-    def time(self) -> float:
-        return self._clock.now
-
-
-def _run(main: Coroutine[object, object, T]) -> T:
-    with asyncio.Runner(loop_factory=_VirtualTimeLoop) as runner:
-        return runner.run(main)
 
 
 @dataclass

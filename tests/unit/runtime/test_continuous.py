@@ -4,12 +4,17 @@ that every stream is released once, after its last step."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from blazerpc import Step, Stop
 from blazerpc.runtime.continuous import ContinuousBatcher
+
+from .virtualtime import run_virtual
 
 pytestmark = pytest.mark.anyio
 
@@ -89,3 +94,92 @@ async def test_a_slow_reader_sits_out_steps_and_never_stalls_the_others() -> Non
     rest = [value async for value in idle]
     assert rest == list(range(1001, 1100))  # nothing lost, in order, state kept
     assert sorted(released) == [0, 1000]
+
+
+@dataclass(frozen=True)
+class Arrival:
+    at: float
+    length: int
+    reads: int | None
+    """Items read before the caller leaves; None: it reads to the end."""
+
+
+arrivals = st.lists(
+    st.builds(
+        Arrival,
+        at=st.floats(min_value=0, max_value=0.05),
+        length=st.integers(min_value=0, max_value=12),
+        reads=st.none() | st.integers(min_value=0, max_value=8),
+    ),
+    min_size=1,
+    max_size=14,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(scenario=arrivals, max_size=st.integers(min_value=1, max_value=5))
+def test_scheduling_properties(scenario: list[Arrival], max_size: int) -> None:
+    """Steps never exceed max_size; streams join in arrival order; every caller that stays
+    gets exactly its values; every stream is released once, between steps, and never steps
+    again after."""
+    steps: list[list[int]] = []
+    released: list[int] = []
+    arrived: list[int] = []
+    in_step = False
+
+    async def step(who: list[int], length: list[int], slots: list[Step]) -> list[Any]:
+        nonlocal in_step
+        in_step = True
+        steps.append(list(who))
+        await asyncio.sleep(0.003)
+        in_step = False
+        out: list[Any] = []
+        for stream, total, slot in zip(who, length, slots, strict=True):
+            if slot.is_first:
+                slot.state = stream
+            out.append(f"{stream}:{slot.index}" if slot.index < total else Stop())
+        return out
+
+    def release(slot: Step) -> None:
+        assert not in_step, "release ran during a step"
+        released.append(slot.state)
+
+    async def main() -> list[list[str]]:
+        batcher = ContinuousBatcher(
+            step, ["who", "length"], "slots", is_async=True, max_size=max_size, release=release
+        )
+
+        async def caller(index: int, arrival: Arrival) -> list[str]:
+            await asyncio.sleep(arrival.at)
+            got: list[str] = []
+            stream = batcher.stream({"who": index, "length": arrival.length})
+            if arrival.reads == 0:  # it leaves before asking for anything: never joins
+                await stream.aclose()
+                return got
+            arrived.append(index)  # the stream's first step into the batcher comes next
+            async for value in stream:
+                got.append(value)
+                if arrival.reads is not None and len(got) >= arrival.reads:
+                    break
+            await stream.aclose()
+            return got
+
+        got = await asyncio.gather(*(caller(i, a) for i, a in enumerate(scenario)))
+        await asyncio.sleep(0.1)  # the last step returns and its streams are released
+        return got
+
+    got = run_virtual(main())
+    assert all(1 <= len(members) <= max_size for members in steps)
+    for index, (arrival, values) in enumerate(zip(scenario, got, strict=True)):
+        expected = [f"{index}:{k}" for k in range(arrival.length)]
+        if arrival.reads is None:
+            assert values == expected
+        else:
+            assert values == expected[: arrival.reads]
+    joined = list(dict.fromkeys(m for members in steps for m in members))
+    assert joined == [i for i in arrived if i in joined]  # in arrival order
+    stepped = {m for members in steps for m in members}
+    assert sorted(released) == sorted(stepped)  # every stream that joined left once
+    for stream in released:
+        last = max(n for n, members in enumerate(steps) if stream in members)
+        assert all(stream not in members for members in steps[last + 1 :])
