@@ -64,6 +64,7 @@ def model_calls(
                 Batcher(model, model.batching, metrics.batch_started if metrics else None)
                 if isinstance(model.batching, Batching)
                 else None,
+                metrics.step_ran if metrics else None,
             ),
             admission,
             metrics,

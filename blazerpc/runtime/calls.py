@@ -118,11 +118,16 @@ Body = Callable[["CallPort", dict[str, object], "Tally", "dict[str, Any] | None"
 class ModelCall:
     """Runs one model for one call: read its requests, call it (in a thread if sync), send."""
 
-    def __init__(self, model: ModelSpec, batcher: Batcher | None) -> None:
+    def __init__(
+        self,
+        model: ModelSpec,
+        batcher: Batcher | None,
+        on_step: Callable[[str, int, float, list[float]], None] | None = None,
+    ) -> None:
         self.model = model
         self.batcher = batcher
         self._function: Callable[..., Any] = model.function
-        self._continuous = _continuous_batcher(model)
+        self._continuous = _continuous_batcher(model, on_step)
         self._streamed = model.streamed_parameter
         self._body: Body = {
             Shape.UNARY: self.unary,
@@ -242,11 +247,14 @@ async def _stream_sync(
             await _in_thread(close, interrupt=interrupt)
 
 
-def _continuous_batcher(model: ModelSpec) -> ContinuousBatcher | None:
+def _continuous_batcher(
+    model: ModelSpec, on_step: Callable[[str, int, float, list[float]], None] | None
+) -> ContinuousBatcher | None:
     """The scheduler of a model with batch=Continuous(...), one per model."""
     config = model.batching
     if not isinstance(config, Continuous) or model.step_parameter is None:
         return None
+    step_ran = functools.partial(on_step, model.name) if on_step is not None else None
     return ContinuousBatcher(
         model.function,
         [field.name for field in model.request.fields],
@@ -255,6 +263,7 @@ def _continuous_batcher(model: ModelSpec) -> ContinuousBatcher | None:
         max_size=config.max_size,
         max_queue=config.max_queue,
         release=config.release,
+        on_step=step_ran,
     )
 
 

@@ -24,6 +24,7 @@ import asyncio
 import collections
 import functools
 import logging
+import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,7 @@ class _Stream:
     step: Step = field(default_factory=Step)
     values: collections.deque[Any] = field(default_factory=collections.deque)
     readable: asyncio.Event = field(default_factory=asyncio.Event)
+    arrived: float = field(default_factory=time.perf_counter)
     is_done: bool = False
     """The model ended it (Stop, an exception, a failed step)."""
     is_gone: bool = False
@@ -70,8 +72,11 @@ class ContinuousBatcher:
         max_size: int = 32,
         max_queue: int = 256,
         release: Callable[[Step], Any] | None = None,
+        on_step: Callable[[int, float, list[float]], None] | None = None,
     ) -> None:
         self._function = function
+        self._on_step = on_step
+        """Metrics: (streams, step duration, each newcomer's wait for its slot)."""
         self._names = names
         self._step_parameter = step_parameter
         self._is_async = is_async
@@ -144,6 +149,8 @@ class ContinuousBatcher:
         }
         arguments[self._step_parameter] = [s.step for s in streams]
         self.steps.append(len(streams))
+        started = time.perf_counter()
+        waits = [started - s.arrived for s in streams if s.step.is_first]
         try:
             if self._is_async:
                 results = await self._function(**arguments)
@@ -160,6 +167,9 @@ class ContinuousBatcher:
             for stream in streams:
                 self._end(stream, error)
             return
+        finally:
+            if self._on_step is not None:
+                self._on_step(len(streams), time.perf_counter() - started, waits)
         for stream, result in zip(streams, results, strict=True):
             stream.step.is_first = False
             if isinstance(result, Stop) or result is Stop:

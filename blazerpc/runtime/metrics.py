@@ -111,6 +111,27 @@ class Metrics:
             buckets=_LATENCY_BUCKETS_S,
             registry=registry,
         )
+        self._step = histogram(
+            "blazerpc_step_seconds",
+            "Duration of one step of a continuously batched model.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self._step_streams = histogram(
+            "blazerpc_step_streams",
+            "Streams active in one step of a continuously batched model.",
+            ["model"],
+            buckets=_BATCH_SIZES,
+            registry=registry,
+        )
+        self._slot_wait = histogram(
+            "blazerpc_slot_wait_seconds",
+            "Time a stream waited for a slot in a continuous batch: arrival to its first step.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=registry,
+        )
         self._children: dict[tuple[object, ...], Any] = {}
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -132,6 +153,15 @@ class Metrics:
         queue_time = self._child(self._queue_time, model)
         for waited in waits_s:
             queue_time.observe(waited)
+
+    def step_ran(self, model: str, streams: int, duration_s: float, waits_s: list[float]) -> None:
+        """A continuous step over `streams` streams took `duration_s`; the streams that joined
+        for it waited their entry of `waits_s` for a slot."""
+        self._child(self._step, model).observe(duration_s)
+        self._child(self._step_streams, model).observe(streams)
+        slot_wait = self._child(self._slot_wait, model)
+        for waited in waits_s:
+            slot_wait.observe(waited)
 
     def serve(
         self,

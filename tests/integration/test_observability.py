@@ -14,7 +14,17 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from blazerpc import Batching, BlazeApp, BlazeClient, BlazeServer, LifespanError, RpcError
+from blazerpc import (
+    Batching,
+    BlazeApp,
+    BlazeClient,
+    BlazeServer,
+    Continuous,
+    LifespanError,
+    RpcError,
+    Step,
+    Stop,
+)
 from blazerpc.runtime.loglines import LogLines
 
 from .support import serve_http
@@ -37,6 +47,10 @@ def _app() -> BlazeApp:
     @app.model("double", batch=Batching(max_size=8))
     async def double(x: list[float]) -> list[float]:
         return [v * 2 for v in x]
+
+    @app.model("decode", streaming=True, batch=Continuous(max_size=4))
+    async def decode(n: list[int], steps: list[Step]) -> list[int | Stop]:
+        return [s.index if s.index < total else Stop() for total, s in zip(n, steps, strict=True)]
 
     return app
 
@@ -62,6 +76,7 @@ async def test_metrics_count_calls_by_model_and_status_and_time_streams() -> Non
         assert [i async for i in client.stream("count", n=5)] == [0, 1, 2, 3, 4]
         assert len([i async for i in client.stream("count", n=600)]) == 600  # gaps flushed twice
         assert await client.predict("double", x=1.5) == 3.0
+        assert [i async for i in client.stream("decode", n=3)] == [0, 1, 2]
         async with httpx.AsyncClient() as http:
             response = await http.get(f"http://127.0.0.1:{server.metrics_port}/metrics")
     samples = _samples(response.text)
@@ -86,6 +101,9 @@ async def test_metrics_count_calls_by_model_and_status_and_time_streams() -> Non
     assert value("blazerpc_batch_size_count", model="double") == 1
     assert value("blazerpc_batch_size_sum", model="double") == 1
     assert value("blazerpc_batch_queue_seconds_count", model="double") == 1
+    assert value("blazerpc_step_seconds_count", model="decode") == 4  # 3 values, then Stop
+    assert value("blazerpc_step_streams_sum", model="decode") == 4  # one stream in each
+    assert value("blazerpc_slot_wait_seconds_count", model="decode") == 1  # it joined once
 
 
 async def test_two_servers_in_one_process_keep_their_own_metrics() -> None:
