@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from blazerpc import BlazeApp, BlazeClient, Continuous, DefinitionError, Step, Stop
+from blazerpc import BlazeApp, BlazeClient, BlazeServer, Continuous, DefinitionError, Step, Stop
 from blazerpc.wire.proto_text import render_proto
 
 from .support import serve_http, wait_until
@@ -114,3 +114,22 @@ def test_mistakes_in_a_step_function_fail_at_import() -> None:
         assert expected in str(err.value), (index, str(err.value))
     with pytest.raises(DefinitionError, match="max_size is a whole number of at least 1"):
         Continuous(max_size=0)
+
+
+async def test_a_drain_lets_the_active_streams_finish_and_releases_them() -> None:
+    sizes: list[int] = []
+    released: list[str] = []
+    app = _app(sizes, released)
+    server = BlazeServer(app, port=0)
+    await server.start()
+    async with BlazeClient(port=server.port, app=app, timeout=10) as client:
+
+        async def one(i: int) -> list[str]:
+            return [item async for item in client.stream("count", name=f"d{i}", n=40)]
+
+        streams = [asyncio.ensure_future(one(i)) for i in range(3)]
+        await wait_until(lambda: len(sizes) > 3, "the streams are stepping")
+        await server.drain(10)
+        results = await asyncio.gather(*streams)
+    assert results == [[f"d{i}:{k}" for k in range(40)] for i in range(3)]
+    assert sorted(released) == ["d0", "d1", "d2"]
