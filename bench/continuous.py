@@ -138,6 +138,48 @@ async def load(port: int, window: float, seed: int) -> dict[str, float]:
     }
 
 
+async def scheduler_only(window: float, seed: int, max_size: int = MAX_SIZE) -> dict[str, float]:
+    """The scheduler alone, in this process and with no network: each stream's time to first
+    value minus its wait for a slot, in steps (the issue's target: <= 2 at p99)."""
+    from blazerpc.runtime.continuous import ContinuousBatcher
+
+    durations: list[float] = []
+
+    async def step(n: list[int], steps: list[Step]) -> list[str | Stop]:
+        await asyncio.sleep(STEP_S + PER_STREAM_S * len(steps))
+        pairs = zip(n, steps, strict=True)
+        return [f"t{s.index}" if s.index < count else Stop() for count, s in pairs]
+
+    def on_step(streams: int, duration_s: float, waits_s: list[float]) -> None:
+        durations.append(duration_s)
+
+    batcher = ContinuousBatcher(
+        step, ["n"], "steps", is_async=True, max_size=max_size, on_step=on_step
+    )
+    rng = random.Random(seed)
+    first: list[float] = []
+    deadline = time.perf_counter() + window
+
+    async def client() -> None:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            stream = batcher.stream({"n": rng.randint(1, 200)})
+            async for _ in stream:
+                first.append(time.perf_counter() - started)
+                break
+            async for _ in stream:
+                pass
+
+    await asyncio.gather(*(client() for _ in range(64)))
+    step_s = statistics.mean(durations)
+    first.sort()
+    return {
+        "step (ms)": step_s * 1e3,
+        "first value p50 (steps)": statistics.median(first) / step_s,
+        "first value p99 (steps)": first[int(len(first) * 0.99) - 1] / step_s,
+    }
+
+
 def measure(kind: str, window: float, seed: int) -> dict[str, float]:
     port = free_port()
     with server_process("bench.continuous", "--serve", kind, str(port)):
@@ -164,6 +206,12 @@ def main() -> None:
         ratio = values[0] / values[1] if values[1] else 0.0
         cells = " | ".join(f"{value:,.1f}" for value in values)
         print(f"| {metric} | {cells} | {ratio:.2f}x |")
+    alone = [asyncio.run(scheduler_only(args.window, seed)) for seed in range(args.rounds)]
+    print()
+    print("| scheduler alone, 64 streams, max_size=64 | median |")
+    print("| --- | --- |")
+    for metric in alone[0]:
+        print(f"| {metric} | {statistics.median(r[metric] for r in alone):.2f} |")
 
 
 if __name__ == "__main__":

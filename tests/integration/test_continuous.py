@@ -5,6 +5,7 @@ unbatched model's."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -133,3 +134,29 @@ async def test_a_drain_lets_the_active_streams_finish_and_releases_them() -> Non
         results = await asyncio.gather(*streams)
     assert results == [[f"d{i}:{k}" for k in range(40)] for i in range(3)]
     assert sorted(released) == ["d0", "d1", "d2"]
+
+
+async def test_a_sync_step_runs_in_a_thread_and_serves_every_transport() -> None:
+    app = BlazeApp()
+    threads: set[str] = set()
+
+    @app.model("echo-words", streaming=True, batch=Continuous(max_size=4))
+    def echo_words(text: list[str], steps: list[Step]) -> list[str | Stop]:
+        threads.add(threading.current_thread().name)
+        out: list[str | Stop] = []
+        for words, step in zip(text, steps, strict=True):
+            split = words.split()
+            out.append(split[step.index] if step.index < len(split) else Stop())
+        return out
+
+    async with serve_http(app) as served:
+        over_grpc = [w async for w in served.client.stream("echo-words", text="a b c")]
+        sse = await served.http.post("/models/echo-words", json={"text": "d e"})
+        oip = await served.http.post("/v2/models/echo-words/generate_stream", json={"text": "f g"})
+    assert over_grpc == ["a", "b", "c"]
+    assert sse.text.count('"result":') == 2
+    assert [line for line in oip.text.splitlines() if line.startswith("data:")] == [
+        'data: {"model_name":"echo-words","model_version":"1","result":"f"}',
+        'data: {"model_name":"echo-words","model_version":"1","result":"g"}',
+    ]
+    assert threading.main_thread().name not in threads  # a worker thread, not the loop's
