@@ -5,11 +5,13 @@ unbatched model's."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+import websockets.asyncio.client
 
 from blazerpc import BlazeApp, BlazeClient, BlazeServer, Continuous, DefinitionError, Step, Stop
 from blazerpc.wire.proto_text import render_proto
@@ -140,23 +142,34 @@ async def test_a_sync_step_runs_in_a_thread_and_serves_every_transport() -> None
     app = BlazeApp()
     threads: set[str] = set()
 
-    @app.model("echo-words", streaming=True, batch=Continuous(max_size=4))
-    def echo_words(text: list[str], steps: list[Step]) -> list[str | Stop]:
+    @app.model("echo-words", streaming=True, batch=Continuous(max_size=4), openai="completions")
+    def echo_words(prompt: list[str], steps: list[Step]) -> list[str | Stop]:
         threads.add(threading.current_thread().name)
         out: list[str | Stop] = []
-        for words, step in zip(text, steps, strict=True):
+        for words, step in zip(prompt, steps, strict=True):
             split = words.split()
             out.append(split[step.index] if step.index < len(split) else Stop())
         return out
 
     async with serve_http(app) as served:
-        over_grpc = [w async for w in served.client.stream("echo-words", text="a b c")]
-        sse = await served.http.post("/models/echo-words", json={"text": "d e"})
-        oip = await served.http.post("/v2/models/echo-words/generate_stream", json={"text": "f g"})
+        over_grpc = [w async for w in served.client.stream("echo-words", prompt="a b c")]
+        sse = await served.http.post("/models/echo-words", json={"prompt": "d e"})
+        oip = await served.http.post(
+            "/v2/models/echo-words/generate_stream", json={"prompt": "f g"}
+        )
+        openai = await served.http.post(
+            "/v1/completions", json={"model": "echo-words", "prompt": "h i"}
+        )
+        url = f"ws://127.0.0.1:{served.server.http_port}/models/echo-words/ws"
+        async with websockets.asyncio.client.connect(url) as socket:
+            await socket.send(json.dumps({"prompt": "j k"}))
+            over_ws = [json.loads(await socket.recv())["result"] for _ in range(2)]
     assert over_grpc == ["a", "b", "c"]
     assert sse.text.count('"result":') == 2
     assert [line for line in oip.text.splitlines() if line.startswith("data:")] == [
         'data: {"model_name":"echo-words","model_version":"1","result":"f"}',
         'data: {"model_name":"echo-words","model_version":"1","result":"g"}',
     ]
+    assert openai.json()["choices"][0]["text"] == "hi"
+    assert over_ws == ["j", "k"]
     assert threading.main_thread().name not in threads  # a worker thread, not the loop's
