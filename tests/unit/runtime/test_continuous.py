@@ -183,3 +183,34 @@ def test_scheduling_properties(scenario: list[Arrival], max_size: int) -> None:
     for stream in released:
         last = max(n for n, members in enumerate(steps) if stream in members)
         assert all(stream not in members for members in steps[last + 1 :])
+
+
+async def test_a_paused_stream_keeps_its_slot_so_max_size_counts_it() -> None:
+    released: list[int] = []
+    seen: list[list[int]] = []
+
+    async def step(start: list[int], count: list[int], steps: list[Step]) -> list[Any]:
+        seen.append(list(start))
+        await asyncio.sleep(0.001)
+        return [
+            s + slot.index if slot.index < n else Stop()
+            for s, n, slot in zip(start, count, steps, strict=True)
+        ]
+
+    batcher = ContinuousBatcher(
+        step,
+        ["start", "count"],
+        "steps",
+        is_async=True,
+        max_size=2,
+        release=lambda slot: released.append(slot.index),
+    )
+    paused = batcher.stream({"start": 100, "count": 50})
+    assert await anext(paused) == 100  # then unread: its buffer fills and it sits out
+    first, third = await asyncio.gather(_collect(batcher, 200, 10), _collect(batcher, 300, 3))
+    assert (first, third) == (list(range(200, 210)), [300, 301, 302])
+    with_first = [n for n, members in enumerate(seen) if 200 in members]
+    with_third = [n for n, members in enumerate(seen) if 300 in members]
+    assert max(with_first) < min(with_third)  # the paused stream kept the other slot
+    assert released == [10, 3]  # the two that ended; the paused one still holds its slot
+    await paused.aclose()
