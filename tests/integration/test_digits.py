@@ -8,8 +8,10 @@ import asyncio
 import base64
 from typing import Any
 
+import anyio
 import numpy as np
 import pytest
+import tritonclient.grpc as triton
 from sklearn.datasets import load_digits
 
 from blazerpc.wire.protobuf import SchemaCodec
@@ -64,3 +66,23 @@ async def test_both_models_classify_digits_from_every_client() -> None:
     assert curl.json() == {"result": int(digits.target[2])}
     assert inference.json()["outputs"][0]["data"] == [int(digits.target[3])]
     assert max(stats.sizes) > 1  # concurrent calls shared predict calls
+
+
+async def test_tritonclient_classifies_a_batch_of_images_one_infer_each() -> None:
+    digits = load_digits()
+    images = digits.data[:8].astype(np.float32)
+    async with serve_http(app) as served:
+        client = triton.InferenceServerClient(f"127.0.0.1:{served.server.port}")
+
+        def infer(image: np.ndarray) -> int:
+            pixels = triton.InferInput("pixels", [64], "FP32")
+            pixels.set_data_from_numpy(image)
+            return int(client.infer("digit-batched", [pixels]).as_numpy("result")[0])
+
+        try:
+            labels = await asyncio.gather(
+                *(anyio.to_thread.run_sync(infer, image) for image in images)
+            )
+        finally:
+            client.close()
+    assert labels == [int(label) for label in digits.target[:8]]

@@ -15,6 +15,8 @@ from blazerpc import BlazeServer
 from blazerpc.wire.protobuf import SchemaCodec
 from examples.tinylm import app
 
+from .support import blaze_serve, free_port
+
 pytestmark = pytest.mark.anyio
 
 
@@ -50,3 +52,24 @@ async def test_the_model_streams_text_to_openai_and_grpcio_clients() -> None:
     assert texts[0] == texts[1]  # the same seed, the same text
     assert len(set(texts[1:])) == 3  # other seeds, other texts
     assert len(characters) == 20 and all(len(char) == 1 for char in characters)
+
+
+async def test_blaze_serve_streams_tinylm_to_the_openai_client() -> None:
+    """The issue's own check, through `blaze serve examples/tinylm.py:app --http-port PORT`."""
+    http_port = free_port()
+    with blaze_serve("examples/tinylm.py:app", "--http-port", str(http_port)):
+
+        def ask() -> str:
+            base = f"http://127.0.0.1:{http_port}/v1"
+            with openai.OpenAI(base_url=base, api_key="x", max_retries=0) as client:
+                with client.chat.completions.create(
+                    model="tinylm",
+                    messages=[{"role": "user", "content": "The model "}],
+                    stream=True,
+                    max_tokens=30,
+                    seed=4,
+                ) as chunks:
+                    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+        text = await anyio.to_thread.run_sync(ask)
+    assert len(text) == 30
