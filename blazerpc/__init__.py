@@ -18,7 +18,7 @@ from blazerpc.errors import (
     WireError,
 )
 from blazerpc.grpc.h2 import GracefulChannel
-from blazerpc.schema.markers import Batching, Continuous, Field, Step, Stop, Tensor
+from blazerpc.schema.markers import Batching, Continuous, Field, Skip, Step, Stop, Tensor
 from blazerpc.server import BlazeServer
 
 __all__ = (
@@ -39,6 +39,7 @@ __all__ = (
     "Registry",
     "RpcError",
     "ServerConfig",
+    "Skip",
     "Status",
     "Step",
     "Stop",

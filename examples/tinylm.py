@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from blazerpc import BlazeApp, Continuous, Step, Stop
+from blazerpc import BlazeApp, Continuous, Skip, Step, Stop
 from blazerpc.openai import ChatMessage
 
 CONTEXT = 8
@@ -81,8 +81,9 @@ def _generate(
     seed: list[int | None],
     stop: list[list[str]],
     steps: list[Step],
-) -> list[str | Stop]:
-    """One character for each active stream: one matrix product for all of them."""
+) -> list[str | Stop | Skip]:
+    """One character for each active stream: one matrix product for all of them. Characters
+    that may begin a stop sequence are held back (Skip) until they turn out not to."""
     model = lm["model"]
     for prompt, given_seed, step in zip(prompts, seed, steps, strict=True):
         if step.is_first:
@@ -90,26 +91,33 @@ def _generate(
             step.state = {
                 "context": context[-CONTEXT:],
                 "rng": np.random.default_rng(given_seed),
-                "text": "",
+                "held": "",
+                "made": 0,
             }
     contexts = np.array([step.state["context"] for step in steps], dtype=np.int64)
     scores = model.scores(contexts)
-    out: list[str | Stop] = []
+    out: list[str | Stop | Skip] = []
     for row, limit, heat, stops, step in zip(
         scores, max_tokens, temperature, stop, steps, strict=True
     ):
         state: dict[str, Any] = step.state
-        if step.index >= (16 if limit is None else limit):
-            out.append(Stop())
+        if state["made"] >= (16 if limit is None else limit):
+            out.append(Stop(state["held"]) if state["held"] else Stop())
             continue
         code = _sample(row, 1.0 if heat is None else heat, state["rng"])
-        char = model.chars[code]
         state["context"] = [*state["context"][1:], code]
-        state["text"] += char
-        if any(state["text"].endswith(word) for word in stops if word):
-            out.append(Stop())
+        state["made"] += 1
+        held = state["held"] + model.chars[code]
+        words = [word for word in stops if word]
+        if any(word in held for word in words):  # a stop sequence: none of it is sent
+            cut = min(held.index(word) for word in words if word in held)
+            out.append(Stop(held[:cut]) if cut else Stop())
+        elif any(word.startswith(held[i:]) for word in words for i in range(len(held))):
+            state["held"] = held  # it may be the start of a stop sequence: wait and see
+            out.append(Skip())
         else:
-            out.append(char)
+            state["held"] = ""
+            out.append(held)
     return out
 
 
@@ -130,7 +138,7 @@ def chat(
     seed: list[int | None],
     stop: list[list[str]],
     steps: list[Step],
-) -> list[str | Stop]:
+) -> list[str | Stop | Skip]:
     """Continue the conversation's last message, one character per step."""
     prompts = [conversation[-1].content if conversation else "" for conversation in messages]
     return _generate(prompts, max_tokens, temperature, seed, stop, steps)
@@ -144,6 +152,6 @@ def complete(
     seed: list[int | None],
     stop: list[list[str]],
     steps: list[Step],
-) -> list[str | Stop]:
+) -> list[str | Stop | Skip]:
     """Continue a prompt, one character per step."""
     return _generate(prompt, max_tokens, temperature, seed, stop, steps)

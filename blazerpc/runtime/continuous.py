@@ -32,7 +32,7 @@ from typing import Any
 import anyio.to_thread
 
 from blazerpc.errors import QueueFullError, ResultError
-from blazerpc.schema.markers import Step, Stop
+from blazerpc.schema.markers import Skip, Step, Stop
 
 __all__ = ("ContinuousBatcher",)
 
@@ -178,6 +178,8 @@ class ContinuousBatcher:
                 self._end(stream, _END)
             elif isinstance(result, BaseException):
                 self._end(stream, result)
+            elif result is Skip or isinstance(result, Skip):
+                continue  # nothing for this stream this step
             else:
                 self._put(stream, result)
 

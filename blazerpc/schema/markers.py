@@ -17,6 +17,7 @@ __all__ = (
     "Batching",
     "Continuous",
     "Field",
+    "Skip",
     "Step",
     "Stop",
     "Tensor",
@@ -200,3 +201,10 @@ class Stop:
     def has_value(self) -> bool:
         """`Stop(value)` rather than `Stop()`."""
         return self.value is not Stop._NOTHING
+
+
+class Skip:
+    """A step's entry that sends nothing to its stream this step (it stays, its index kept):
+    for a model holding back text that may turn out to be a stop sequence."""
+
+    __slots__ = ()

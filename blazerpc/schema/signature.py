@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 
 from blazerpc.context import Context
 from blazerpc.errors import DefinitionError
-from blazerpc.schema.markers import Batching, Continuous, Step, Stop
+from blazerpc.schema.markers import Batching, Continuous, Skip, Step, Stop
 from blazerpc.schema.naming import RESULT_FIELD, is_model_name, request_name, response_name
 from blazerpc.schema.spec import (
     NO_DEFAULT,
@@ -268,7 +268,7 @@ def _without_exceptions(annotation: object) -> object:
     kept = [
         arg
         for arg in typing.get_args(annotation)
-        if not (isinstance(arg, type) and issubclass(arg, BaseException | Stop))
+        if not (isinstance(arg, type) and issubclass(arg, BaseException | Stop | Skip))
     ]
     return functools.reduce(operator.or_, kept) if kept else annotation
 

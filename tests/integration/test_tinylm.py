@@ -46,21 +46,29 @@ async def test_the_model_streams_text_to_openai_and_grpcio_clients() -> None:
                 )
                 return [reply.result for reply in call(request, timeout=10)]
 
-        def stopped() -> str:
+        def stopped() -> tuple[str, str, str]:
             with openai.OpenAI(base_url=base, api_key="x", max_retries=0) as client:
-                answer = client.completions.create(
-                    model="tinylm-complete", prompt="The ", max_tokens=200, seed=1, stop=" "
+                free = (
+                    client.completions.create(
+                        model="tinylm-complete", prompt="The ", max_tokens=60, seed=1
+                    )
+                    .choices[0]
+                    .text
                 )
-                return answer.choices[0].text
+                word = free.strip().split()[1] if len(free.split()) > 1 else free.strip()
+                answer = client.completions.create(
+                    model="tinylm-complete", prompt="The ", max_tokens=60, seed=1, stop=[word]
+                )
+                return free, word, answer.choices[0].text
 
         texts = await asyncio.gather(*(anyio.to_thread.run_sync(ask, s) for s in (1, 1, 2, 3)))
-        first_word = await anyio.to_thread.run_sync(stopped)
+        free, word, cut = await anyio.to_thread.run_sync(stopped)
         characters = await anyio.to_thread.run_sync(over_grpc)
     assert all(len(text) == 40 for text in texts)
     assert texts[0] == texts[1]  # the same seed, the same text
     assert len(set(texts[1:])) == 3  # other seeds, other texts
     assert len(characters) == 20 and all(len(char) == 1 for char in characters)
-    assert " " not in first_word and len(first_word) < 200  # stopped at the first space
+    assert cut == free[: free.index(word)]  # the text up to the stop sequence, none of it
 
 
 async def test_blaze_serve_streams_tinylm_to_the_openai_client() -> None:

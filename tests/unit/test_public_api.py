@@ -26,6 +26,7 @@ PUBLIC = (
     "Registry",
     "RpcError",
     "ServerConfig",
+    "Skip",
     "Status",
     "Step",
     "Stop",

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blazerpc import Step, Stop
+from blazerpc import Skip, Step, Stop
 from blazerpc.runtime.continuous import ContinuousBatcher
 
 from .virtualtime import run_virtual
@@ -214,3 +214,18 @@ async def test_a_paused_stream_keeps_its_slot_so_max_size_counts_it() -> None:
     assert max(with_first) < min(with_third)  # the paused stream kept the other slot
     assert released == [10, 3]  # the two that ended; the paused one still holds its slot
     await paused.aclose()
+
+
+async def test_a_skip_entry_sends_nothing_and_keeps_the_stream() -> None:
+    async def step(n: list[int], steps: list[Step]) -> list[Any]:
+        out: list[Any] = []
+        for total, slot in zip(n, steps, strict=True):
+            slot.state = (slot.state or 0) + 1  # steps this stream took part in
+            if slot.state > total:
+                out.append(Stop())
+            else:
+                out.append(Skip() if slot.state % 2 else slot.state)
+        return out
+
+    batcher = ContinuousBatcher(step, ["n"], "steps", is_async=True)
+    assert [v async for v in batcher.stream({"n": 6})] == [2, 4, 6]
