@@ -332,8 +332,8 @@ class GrpcServer(_server.Server):
                 headers = _rerouted(headers, OVER_MAX_CALLS_PATH, (_MAX_CALLS, str(max_calls)))
             stream.request_headers = headers  # compression reads grpc-encoding from them
             self.held_calls += 1
-            if edge.keeps_calls_on_goaway and _ends_calls_on_goaway(headers):
-                edge.keeps_calls_on_goaway = False
+            if edge.keeps_calls_on_goaway is None:  # one client per connection: ask once
+                edge.keeps_calls_on_goaway = not _ends_calls_on_goaway(headers)
 
             def release() -> None:
                 self.held_calls -= 1
@@ -597,8 +597,9 @@ class _EdgeProtocol(_protocol.H2Protocol):
     _goaway_reason = ""
     _goaway_pending = ""
     """A GOAWAY waiting for the connection's calls to end (its client would lose them)."""
-    keeps_calls_on_goaway = True
-    """False once a call came from a client that ends its calls at any GOAWAY."""
+    keeps_calls_on_goaway: bool | None = None
+    """Whether the connection's client keeps its running calls at a GOAWAY, as its first
+    call's headers say (None: no call yet, so no call to lose)."""
     server_draining: Callable[[], bool] = staticmethod(lambda: False)
     """Whether the server's drain began (a connection whose TLS handshake ends later is told
     GOAWAY as soon as it is made)."""
@@ -719,7 +720,7 @@ class _EdgeProtocol(_protocol.H2Protocol):
             return
         if self.connection.is_closing():
             return
-        if not self.keeps_calls_on_goaway and self.processor.streams:
+        if self.keeps_calls_on_goaway is False and self.processor.streams:
             self._goaway_pending = reason
             self._schedule_check()
             return

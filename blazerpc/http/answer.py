@@ -13,6 +13,7 @@ from typing import Protocol
 
 import msgspec
 from grpclib.const import Status
+from starlette.responses import Response
 
 from blazerpc.errors import to_status
 from blazerpc.http.sse import EventStream, Send
@@ -26,6 +27,7 @@ __all__ = (
     "ErrorBody",
     "body_http_status",
     "error_body",
+    "failure_response",
     "open_inference_error_body",
     "open_inference_error_event",
     "openai_error_body",
@@ -227,6 +229,13 @@ class EventAnswer:
             return
         await self.events.named(b"error", self._event_errors(status, message))
         await self.events.end()
+
+
+def failure_response(error: Exception, model: str, *, body: ErrorBody = error_body) -> Response:
+    """A call refused before it reached a model, as a whole starlette Response (a GET route's
+    answer): the status errors.to_status picks, worded by its route family's `body`."""
+    status, message = to_status(error, model)
+    return Response(body(status, message), HTTP_STATUS[status], media_type="application/json")
 
 
 async def send_failure(

@@ -32,10 +32,10 @@ from starlette.websockets import WebSocket
 
 from blazerpc.errors import UnknownModelError, to_status
 from blazerpc.http.answer import (
-    HTTP_STATUS,
     EventAnswer,
     JsonAnswer,
     error_body,
+    failure_response,
     route_error_body,
     send_failure,
     status_of_http,
@@ -116,12 +116,7 @@ class Gateway:
         name = request.path_params["name"]
         entry = self._entries.get(name)
         if entry is None:
-            status, message = to_status(UnknownModelError.no_model(name, self._entries), name)
-            return Response(
-                error_body(status, message),
-                status_code=HTTP_STATUS[status],
-                media_type="application/json",
-            )
+            return failure_response(UnknownModelError.no_model(name, self._entries), name)
         return Response(entry, media_type="application/json")
 
     async def _openapi_json(self, request: Request) -> Response:

@@ -34,6 +34,7 @@ __all__ = (
     "RequestsKind",
     "Scope",
     "run_http_call",
+    "scope_peer",
     "uncancel",
 )
 
@@ -116,8 +117,7 @@ class HttpPort:
 
     @property
     def peer(self) -> str | None:
-        client = self._scope.get("client")
-        return f"{client[0]}:{client[1]}" if client else None
+        return scope_peer(self._scope)
 
     @property
     def deadline(self) -> float | None:
@@ -219,6 +219,12 @@ class _RequestDeadline:
         self.has_passed = True
         if call is not None:
             call.cancel()
+
+
+def scope_peer(scope: Scope) -> str | None:
+    """The caller's `host:port`, as the ASGI scope has it."""
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else None
 
 
 async def run_http_call(boundary: Boundary, port: HttpPort) -> None:

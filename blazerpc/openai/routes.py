@@ -47,11 +47,12 @@ from blazerpc.http.answer import (
     HTTP_STATUS,
     OPENAI_PREFIXES,
     body_http_status,
+    failure_response,
     openai_error_body,
     send_json,
 )
 from blazerpc.http.body import Decode, Receive, RequestBody
-from blazerpc.http.port import HttpPort, Scope, run_http_call, uncancel
+from blazerpc.http.port import HttpPort, Scope, run_http_call, scope_peer, uncancel
 from blazerpc.http.requestids import scope_request_id
 from blazerpc.http.sse import EventStream, Send
 from blazerpc.openai.mapping import Kind, request_fields
@@ -121,12 +122,8 @@ class _Listing:
         name = request.path_params["model"]
         entry = self._entries.get(name)
         if entry is None:
-            status, message = to_status(UnknownModelError.no_model(name, self._entries), name)
-            return Response(
-                openai_error_body(status, message),
-                status_code=HTTP_STATUS[status],
-                media_type="application/json",
-            )
+            error = UnknownModelError.no_model(name, self._entries)
+            return failure_response(error, name, body=openai_error_body)
         return Response(_ENCODER.encode(entry), media_type="application/json")
 
 
@@ -269,8 +266,7 @@ class _InputPort:
 
     @property
     def peer(self) -> str | None:
-        client = self._scope.get("client")
-        return f"{client[0]}:{client[1]}" if client else None
+        return scope_peer(self._scope)
 
     @property
     def deadline(self) -> float | None:

@@ -30,12 +30,11 @@ from blazerpc.errors import (
     UnknownModelError,
     UnsupportedCallError,
     WireError,
-    to_status,
 )
 from blazerpc.http.answer import (
-    HTTP_STATUS,
     EventAnswer,
     JsonAnswer,
+    failure_response,
     open_inference_error_body,
     open_inference_error_event,
     send_failure,
@@ -369,9 +368,4 @@ def _json(document: object, status: int = 200) -> Response:
 
 
 def _not_found(message: str) -> Response:
-    status, message = to_status(UnknownModelError(message), "-")
-    return Response(
-        open_inference_error_body(status, message),
-        status_code=HTTP_STATUS[status],
-        media_type="application/json",
-    )
+    return failure_response(UnknownModelError(message), "-", body=open_inference_error_body)

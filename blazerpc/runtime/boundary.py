@@ -25,6 +25,7 @@ from blazerpc.runtime.accesslog import AccessLog
 from blazerpc.runtime.admission import Admission
 from blazerpc.runtime.batcher import Batcher
 from blazerpc.runtime.calls import CallPort, ModelCall, Tally
+from blazerpc.runtime.continuous import ContinuousBatcher
 from blazerpc.runtime.hooks import CallHooks
 from blazerpc.runtime.metrics import Metrics
 from blazerpc.schema.markers import Batching
@@ -64,7 +65,7 @@ def model_calls(
                 Batcher(model, model.batching, metrics.batch_started if metrics else None)
                 if isinstance(model.batching, Batching)
                 else None,
-                metrics.step_ran if metrics else None,
+                ContinuousBatcher.of(model, metrics.step_ran if metrics else None),
             ),
             admission,
             metrics,

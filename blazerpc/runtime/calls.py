@@ -33,7 +33,6 @@ from blazerpc.errors import StreamEndedError, WireError
 from blazerpc.runtime.batcher import Batcher
 from blazerpc.runtime.continuous import ContinuousBatcher
 from blazerpc.runtime.metrics import StreamTimer
-from blazerpc.schema.markers import Continuous
 from blazerpc.schema.spec import ModelSpec, Shape
 
 __all__ = ("CallPort", "ModelCall", "Tally")
@@ -122,12 +121,12 @@ class ModelCall:
         self,
         model: ModelSpec,
         batcher: Batcher | None,
-        on_step: Callable[[str, int, float, list[float]], None] | None = None,
+        continuous: ContinuousBatcher | None = None,
     ) -> None:
         self.model = model
         self.batcher = batcher
         self._function: Callable[..., Any] = model.function
-        self._continuous = _continuous_batcher(model, on_step)
+        self._continuous = continuous
         self._streamed = model.streamed_parameter
         self._body: Body = {
             Shape.UNARY: self.unary,
@@ -245,26 +244,6 @@ async def _stream_sync(
         close = getattr(items, "close", None)
         if close is not None:
             await _in_thread(close, interrupt=interrupt)
-
-
-def _continuous_batcher(
-    model: ModelSpec, on_step: Callable[[str, int, float, list[float]], None] | None
-) -> ContinuousBatcher | None:
-    """The scheduler of a model with batch=Continuous(...), one per model."""
-    config = model.batching
-    if not isinstance(config, Continuous) or model.step_parameter is None:
-        return None
-    step_ran = functools.partial(on_step, model.name) if on_step is not None else None
-    return ContinuousBatcher(
-        model.function,
-        [field.name for field in model.request.fields],
-        model.step_parameter,
-        is_async=model.is_async,
-        max_size=config.max_size,
-        max_queue=config.max_queue,
-        release=config.release,
-        on_step=step_ran,
-    )
 
 
 def _required(first: Fields) -> dict[str, Any]:

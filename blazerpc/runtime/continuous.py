@@ -32,7 +32,8 @@ from typing import Any
 import anyio.to_thread
 
 from blazerpc.errors import QueueFullError, ResultError
-from blazerpc.schema.markers import Skip, Step, Stop
+from blazerpc.schema.markers import Continuous, Skip, Step, Stop
+from blazerpc.schema.spec import ModelSpec
 
 __all__ = ("ContinuousBatcher",)
 
@@ -61,6 +62,25 @@ class _Stream:
 
 class ContinuousBatcher:
     """Runs one model's step function over its active streams; `stream(fields)` is one call."""
+
+    @classmethod
+    def of(
+        cls, model: ModelSpec, on_step: Callable[[str, int, float, list[float]], None] | None
+    ) -> ContinuousBatcher | None:
+        """The scheduler of a model with batch=Continuous(...); None for any other model."""
+        config = model.batching
+        if not isinstance(config, Continuous) or model.step_parameter is None:
+            return None
+        return cls(
+            model.function,
+            [field.name for field in model.request.fields],
+            model.step_parameter,
+            is_async=model.is_async,
+            max_size=config.max_size,
+            max_queue=config.max_queue,
+            release=config.release,
+            on_step=functools.partial(on_step, model.name) if on_step is not None else None,
+        )
 
     def __init__(
         self,
