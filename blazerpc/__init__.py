@@ -18,7 +18,16 @@ from blazerpc.errors import (
     WireError,
 )
 from blazerpc.grpc.h2 import GracefulChannel
-from blazerpc.schema.markers import Batching, Continuous, Field, Skip, Step, Stop, Tensor
+from blazerpc.schema.markers import (
+    Batching,
+    Continuous,
+    Field,
+    Placement,
+    Skip,
+    Step,
+    Stop,
+    Tensor,
+)
 from blazerpc.server import BlazeServer
 
 __all__ = (
@@ -36,6 +45,7 @@ __all__ = (
     "GracefulChannel",
     "LifespanError",
     "ModelError",
+    "Placement",
     "Registry",
     "RpcError",
     "ServerConfig",

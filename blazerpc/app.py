@@ -21,7 +21,7 @@ from blazerpc.runtime.hooks import (
 )
 from blazerpc.runtime.lifespan import LifespanHook, check_hook
 from blazerpc.schema.lockfile import lock_path_for, number_fields, read_lock
-from blazerpc.schema.markers import Batching, Continuous
+from blazerpc.schema.markers import Batching, Continuous, Placement
 from blazerpc.schema.naming import is_package_name, is_wire_identifier
 from blazerpc.schema.signature import read_model
 from blazerpc.schema.spec import ModelSpec, ServiceSpec
@@ -77,6 +77,7 @@ class BlazeApp:
         version: str = "1",
         max_concurrent: int | None = None,
         openai: str | None = None,
+        placement: Placement | None = None,
     ) -> Callable[[F], F]:
         """Register a function as model `name`; the function itself is returned unchanged.
 
@@ -87,6 +88,7 @@ class BlazeApp:
         `max_concurrent` bounds how many calls of the model run at once; the others wait.
         `openai` ("chat", "completions", "embeddings") serves it on that OpenAI route too
         (docs/openai.md): its parameters take the request's fields of the same names.
+        `placement` sets its replicas and resources when scaled out on Ray (docs/scale-out.md).
         """
 
         def register(function: F) -> F:
@@ -100,6 +102,7 @@ class BlazeApp:
                 version=version,
                 max_concurrent=max_concurrent,
                 openai=openai,
+                placement=placement,
             )
             if spec.openai is not None:
                 check_model(spec, Kind(spec.openai))

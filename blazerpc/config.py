@@ -26,6 +26,8 @@ __all__ = (
 )
 
 ENV_PREFIX = "BLAZE_"
+COMMAND_ENV_PREFIXES = ("BLAZE_RAY_",)
+"""Variables of one command's own options (`blaze ray --address`), not server options."""
 _MIB = 1024 * 1024
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
@@ -191,7 +193,7 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, str]:
     fields = ServerConfig.__struct_fields__
     values = {}
     for key, value in environ.items():
-        if not key.startswith(ENV_PREFIX):
+        if not key.startswith(ENV_PREFIX) or key.startswith(COMMAND_ENV_PREFIXES):
             continue
         name = key[len(ENV_PREFIX) :].lower()
         if name not in fields:

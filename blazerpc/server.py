@@ -38,7 +38,7 @@ from blazerpc.openinference.tensors import tensors_by_model
 from blazerpc.runtime.accesslog import AccessLog
 from blazerpc.runtime.admission import Admission, Phase
 from blazerpc.runtime.batcher import BatchStats
-from blazerpc.runtime.boundary import Limits, model_calls
+from blazerpc.runtime.boundary import Limits, RunnerFactory, local_runner, model_calls
 from blazerpc.runtime.hooks import CallHooks
 from blazerpc.runtime.lifespan import LifespanHook, run_hooks
 from blazerpc.runtime.metrics import Metrics, scrape_guard
@@ -77,7 +77,8 @@ class BlazeServer:
 
     Options are ServerConfig's: pass `config=`, or its fields as keywords. The wire classes
     are built once, here, from the app's schema. Besides the models it serves health
-    (grpc.health.v1) and, unless `reflection=False`, server reflection.
+    (grpc.health.v1) and, unless `reflection=False`, server reflection. `runner` runs the
+    admitted calls (default: here; blazerpc.ray sends them to Ray replicas).
     """
 
     def __init__(
@@ -87,6 +88,7 @@ class BlazeServer:
         *,
         metrics: Metrics | None = None,
         shares_port: bool = False,
+        runner: RunnerFactory = local_runner,
         **options: Any,
     ) -> None:
         config = config or ServerConfig()
@@ -109,6 +111,7 @@ class BlazeServer:
             self._access,
             redacts_errors=self.config.error_detail == "redacted",
             hooks=app.call_hooks,
+            runner=runner,
         )
         self._batchers = {
             name: call.batcher for name, call in self._calls.items() if call.batcher is not None
@@ -200,6 +203,14 @@ class BlazeServer:
     def phase(self) -> Phase:
         """LOADING until the lifespan hooks are ready, SERVING, then DRAINING."""
         return self._admission.phase
+
+    def set_model_ready(self, name: str, ready: bool, reason: str = "") -> None:
+        """Serve or refuse one model's calls, and say so in its health and readiness checks:
+        for models whose replicas run elsewhere (blazerpc.ray). `reason` is what a refused
+        call's UNAVAILABLE says."""
+        self.app.schema.model(name)  # KeyError for a name the app does not serve
+        self._admission.set_model_ready(name, ready, reason)
+        self.health.set_model_serving(name, ready)
 
     async def start(self) -> None:
         """Bind, answer health checks (NOT_SERVING), run the lifespan hooks, then serve.

@@ -124,7 +124,7 @@ class InferenceProtocol:
     async def _model_ready(self, stream: Stream[Message, Message]) -> None:
         request: Any = await stream.recv_message()
         self._served(request.name, request.version)
-        ready = self._admission.is_ready
+        ready = self._admission.is_model_ready(request.name)
         await stream.send_message(_C["ModelReadyResponse"](ready=ready))
 
     async def _server_metadata(self, stream: Stream[Message, Message]) -> None:

@@ -170,7 +170,7 @@ class _Models:
         tensors, problem = self.find(request.path_params)
         if tensors is None:
             return _not_found(problem)
-        is_ready = self.admission.is_ready
+        is_ready = self.admission.is_model_ready(tensors.model.name)
         return _json({"name": tensors.model.name, "ready": is_ready}, 200 if is_ready else 503)
 
 

@@ -41,6 +41,8 @@ class Admission:
         self._idle: asyncio.Event | None = None
         self._ending = False
         """The grace period is over: nothing more is admitted."""
+        self._unready: dict[str, str] = {}
+        """Models that cannot take calls now, however the server is, and why."""
 
     @property
     def running(self) -> int:
@@ -52,6 +54,18 @@ class Admission:
         """Whether calls are admitted: what every readiness check answers, on every route."""
         return self.phase is Phase.SERVING
 
+    def is_model_ready(self, name: str) -> bool:
+        """Whether calls of model `name` are admitted: a model's readiness check."""
+        return self.is_ready and name not in self._unready
+
+    def set_model_ready(self, name: str, ready: bool, reason: str = "") -> None:
+        """Admit or refuse one model's calls (with UNAVAILABLE saying `reason`), for a model
+        whose replicas live elsewhere and can all be down while this server is up."""
+        if ready:
+            self._unready.pop(name, None)
+        else:
+            self._unready[name] = reason or f"model {name!r} is not ready; retry in a moment."
+
     def admit(self, model: ModelSpec, *, handover: bool = False) -> asyncio.Task[object]:
         """Register the current task's call, or raise the reason it may not start.
 
@@ -62,6 +76,8 @@ class Admission:
             handover and self.phase is Phase.DRAINING and not self._ending
         ):
             raise UnavailableError(_REFUSALS[self.phase])
+        if self._unready and model.name in self._unready:
+            raise UnavailableError(self._unready[model.name])
         if model.shape is not Shape.UNARY:
             if self._streams >= self._max_streams:
                 raise LimitError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from grpclib.const import Status
@@ -24,14 +25,14 @@ from blazerpc.errors import (
 from blazerpc.runtime.accesslog import AccessLog
 from blazerpc.runtime.admission import Admission
 from blazerpc.runtime.batcher import Batcher
-from blazerpc.runtime.calls import CallPort, ModelCall, Tally
+from blazerpc.runtime.calls import CallPort, ModelCall, ModelRunner, Tally
 from blazerpc.runtime.continuous import ContinuousBatcher
 from blazerpc.runtime.hooks import CallHooks
 from blazerpc.runtime.metrics import Metrics
 from blazerpc.schema.markers import Batching
-from blazerpc.schema.spec import ServiceSpec
+from blazerpc.schema.spec import ModelSpec, ServiceSpec
 
-__all__ = ("Boundary", "Limits", "model_calls")
+__all__ = ("Boundary", "Limits", "RunnerFactory", "local_runner", "model_calls")
 
 _NOTHING_INJECTED: dict[str, object] = {}
 """The arguments the server fills in for a model that takes none (never changed)."""
@@ -44,6 +45,21 @@ _ENDED_BY_DRAIN = (
 )
 
 
+RunnerFactory = Callable[[ModelSpec, "Metrics | None"], ModelRunner]
+"""Makes the runner of one model's calls (default: `local_runner`, in this process)."""
+
+
+def local_runner(model: ModelSpec, metrics: Metrics | None) -> ModelCall:
+    """The model's calls run here, batched as it asks."""
+    return ModelCall(
+        model,
+        Batcher(model, model.batching, metrics.batch_started if metrics else None)
+        if isinstance(model.batching, Batching)
+        else None,
+        ContinuousBatcher.of(model, metrics.step_ran if metrics else None),
+    )
+
+
 def model_calls(
     schema: ServiceSpec,
     admission: Admission,
@@ -52,21 +68,17 @@ def model_calls(
     *,
     redacts_errors: bool = False,
     hooks: CallHooks | None = None,
+    runner: RunnerFactory = local_runner,
 ) -> dict[str, Boundary]:
     """Each model's call behind the boundary: shared by gRPC and HTTP, batchers included.
 
     `redacts_errors`: an INTERNAL answer names the model and the request id, nothing more.
     `hooks`: the app's auth hooks and middleware, run around every call.
+    `runner`: what runs the calls once admitted (another process's replicas, for Ray).
     """
     return {
         model.name: Boundary(
-            ModelCall(
-                model,
-                Batcher(model, model.batching, metrics.batch_started if metrics else None)
-                if isinstance(model.batching, Batching)
-                else None,
-                ContinuousBatcher.of(model, metrics.step_ran if metrics else None),
-            ),
+            runner(model, metrics),
             admission,
             metrics,
             access,
@@ -86,7 +98,7 @@ class Boundary:
 
     def __init__(
         self,
-        call: ModelCall,
+        call: ModelRunner,
         admission: Admission,
         metrics: Metrics | None,
         access: AccessLog,

@@ -35,7 +35,7 @@ from blazerpc.runtime.continuous import ContinuousBatcher
 from blazerpc.runtime.metrics import StreamTimer
 from blazerpc.schema.spec import ModelSpec, Shape
 
-__all__ = ("CallPort", "ModelCall", "Tally")
+__all__ = ("CallPort", "ModelCall", "ModelRunner", "Tally")
 
 _DONE = object()
 Fields = dict[str, Any] | None
@@ -112,6 +112,27 @@ def default_bound(model: ModelSpec) -> int | None:
 
 
 Body = Callable[["CallPort", dict[str, object], "Tally", "dict[str, Any] | None"], Awaitable[None]]
+
+
+class ModelRunner(Protocol):
+    """What runs a model's calls behind the boundary: `ModelCall` in this process, or a
+    stand-in that sends them elsewhere (blazerpc.ray runs them in Ray replicas)."""
+
+    @property
+    def model(self) -> ModelSpec:
+        """The model it runs."""
+        ...
+
+    @property
+    def batcher(self) -> Batcher | None:
+        """The model's batcher, when it batches in this process."""
+        ...
+
+    def run(
+        self, port: CallPort, injected: dict[str, object], tally: Tally, first: Fields
+    ) -> Awaitable[None]:
+        """Run one call: `first` is its first request, already received (None: none came)."""
+        ...
 
 
 class ModelCall:

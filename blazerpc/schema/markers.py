@@ -17,6 +17,7 @@ __all__ = (
     "Batching",
     "Continuous",
     "Field",
+    "Placement",
     "Skip",
     "Step",
     "Stop",
@@ -174,6 +175,104 @@ class Continuous:
                 f"Continuous(release={self.release!r}): release is a function taking the "
                 "stream's Step, called once when the stream leaves."
             )
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where and how many copies of a model run when it is scaled out (`blaze ray`,
+    docs/scale-out.md); a server on one machine ignores it.
+
+    - `replicas`: a fixed number of copies; or autoscale between `min_replicas` and
+      `max_replicas`, aiming at `target_ongoing_requests` calls in progress per copy.
+    - `max_ongoing_requests`: the most calls one copy holds at once (more wait in the router).
+    - `num_cpus`, `num_gpus`: what one copy reserves on the cluster (fractions allowed).
+
+    A field left None takes its default (docs/scale-out.md) or a command-line value.
+    """
+
+    replicas: int | None = None
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    target_ongoing_requests: float | None = None
+    max_ongoing_requests: int | None = None
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+
+    def __post_init__(self) -> None:
+        for knob, smallest in (
+            ("replicas", 1),
+            ("min_replicas", 0),
+            ("max_replicas", 1),
+            ("max_ongoing_requests", 1),
+        ):
+            value = getattr(self, knob)
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < smallest
+            ):
+                raise DefinitionError(
+                    f"Placement({knob}={value!r}): {knob} is a whole number of at least "
+                    f"{smallest}. Use for example {knob}={max(smallest, 2)}."
+                )
+        for knob in ("target_ongoing_requests", "num_cpus", "num_gpus"):
+            value = getattr(self, knob)
+            is_number = isinstance(value, int | float) and not isinstance(value, bool)
+            if value is not None and (not is_number or value < 0):
+                raise DefinitionError(
+                    f"Placement({knob}={value!r}): {knob} is a number of at least 0 "
+                    f"(fractions allowed). Use for example {knob}=0.5."
+                )
+        autoscales = self.min_replicas is not None or self.max_replicas is not None
+        if self.replicas is not None and autoscales:
+            raise DefinitionError(
+                f"Placement(replicas={self.replicas}, min_replicas={self.min_replicas}, "
+                f"max_replicas={self.max_replicas}): a fixed count and autoscaling bounds "
+                "exclude each other. Give replicas=, or min_replicas= and max_replicas=."
+            )
+        if self.min_replicas is not None and self.max_replicas is not None:
+            if self.min_replicas > self.max_replicas:
+                raise DefinitionError(
+                    f"Placement(min_replicas={self.min_replicas}, "
+                    f"max_replicas={self.max_replicas}): the lower bound is above the upper "
+                    "one. Swap them."
+                )
+        if self.target_ongoing_requests == 0:
+            raise DefinitionError(
+                "Placement(target_ongoing_requests=0): autoscaling aims at a number of calls "
+                "per copy above 0. Use for example target_ongoing_requests=2."
+            )
+
+    @property
+    def autoscales(self) -> bool:
+        """Whether the number of copies follows the load (bounds or a target were given)."""
+        return self.replicas is None and (
+            self.min_replicas is not None
+            or self.max_replicas is not None
+            or self.target_ongoing_requests is not None
+        )
+
+    def merged(self, overrides: Placement) -> Placement:
+        """These values, with every field `overrides` sets taking its place; a fixed count
+        and autoscaling bounds replace each other."""
+        values = {name: getattr(self, name) for name in _PLACEMENT_FIELDS}
+        if overrides.replicas is not None:
+            values |= {"min_replicas": None, "max_replicas": None}
+        if overrides.min_replicas is not None or overrides.max_replicas is not None:
+            values["replicas"] = None
+        for name in _PLACEMENT_FIELDS:
+            if getattr(overrides, name) is not None:
+                values[name] = getattr(overrides, name)
+        return Placement(**values)
+
+
+_PLACEMENT_FIELDS = (
+    "replicas",
+    "min_replicas",
+    "max_replicas",
+    "target_ongoing_requests",
+    "max_ongoing_requests",
+    "num_cpus",
+    "num_gpus",
+)
 
 
 @dataclass(slots=True)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 
 from blazerpc.context import Context
 from blazerpc.errors import DefinitionError
-from blazerpc.schema.markers import Batching, Continuous, Skip, Step, Stop
+from blazerpc.schema.markers import Batching, Continuous, Placement, Skip, Step, Stop
 from blazerpc.schema.naming import RESULT_FIELD, is_model_name, request_name, response_name
 from blazerpc.schema.spec import (
     NO_DEFAULT,
@@ -66,6 +66,7 @@ def read_model(
     version: str = "1",
     max_concurrent: int | None = None,
     openai: str | None = None,
+    placement: Placement | None = None,
 ) -> ModelSpec:
     """Read a model's shape and wire messages off its signature; DefinitionError if it has none.
 
@@ -92,6 +93,11 @@ def read_model(
         site.fail(
             f"openai={openai!r} names no OpenAI route.",
             'Use openai="chat", "completions" or "embeddings".',
+        )
+    if placement is not None and not isinstance(placement, Placement):
+        site.fail(
+            f"placement={placement!r} is not a Placement.",
+            "Use placement=Placement(replicas=2, num_cpus=0.5) (from blazerpc import Placement).",
         )
     is_generator = inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function)
     is_async = inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)
@@ -139,6 +145,7 @@ def read_model(
         version=version,
         max_concurrent=max_concurrent,
         openai=openai,
+        placement=placement,
     )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from blazerpc.errors import DefinitionError
 from blazerpc.schema import naming
-from blazerpc.schema.markers import Batching, Continuous, Tensor
+from blazerpc.schema.markers import Batching, Continuous, Placement, Tensor
 
 __all__ = (
     "NO_DEFAULT",
@@ -297,6 +297,8 @@ class ModelSpec:
     """How many calls of the model run at once (None: no bound); later ones wait their turn."""
     openai: str | None = None
     """The OpenAI route that serves it too ("chat", "completions", "embeddings"), if any."""
+    placement: Placement | None = field(default=None, compare=False)
+    """Replicas and resources when scaled out (`blaze ray`); no part of the wire schema."""
 
     @property
     def rpc_name(self) -> str:

@@ -23,6 +23,7 @@ PUBLIC = (
     "GracefulChannel",
     "LifespanError",
     "ModelError",
+    "Placement",
     "Registry",
     "RpcError",
     "ServerConfig",

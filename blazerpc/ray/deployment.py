@@ -1,0 +1,260 @@
+"""RayDeployment: an app's models as Ray Serve applications, and blazerpc's server in front.
+
+Each model is one Serve application (`{package}.{Service}.{model}`) of `ModelReplica`s, with
+its own replicas or autoscaling bounds and resources (`Placement`: in code, overridden here).
+The front door is a `BlazeServer` whose runner sends admitted calls through the deployment
+handles (`RemoteModel`); its lifespan deploys the models, watches their replicas (per-model
+health and readiness), and deletes what it deployed when it has drained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+import ray
+from ray import serve
+from ray.serve.schema import ApplicationStatusOverview
+
+from blazerpc.config import ConfigError, ServerConfig
+from blazerpc.ray.inbox import StreamInbox
+from blazerpc.ray.remote import RemoteModel, Route
+from blazerpc.ray.replica import ModelReplica
+from blazerpc.runtime.hooks import CallHooks
+from blazerpc.runtime.lifespan import LifespanHook
+from blazerpc.runtime.metrics import Metrics
+from blazerpc.schema.markers import Batching, Continuous, Placement
+from blazerpc.schema.spec import ModelSpec, ServiceSpec
+from blazerpc.server import BlazeServer
+from blazerpc.target import load_app
+
+__all__ = ("DEFAULT_NUM_CPUS", "RayDeployment", "default_max_ongoing")
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NUM_CPUS = 0.25
+"""What one replica reserves unless told: a fraction, so an app of a few models with two
+replicas each fits on a 2-CPU machine. CPU-heavy models should ask for more."""
+_STREAMS_PER_REPLICA = 100
+"""Calls one replica holds at once by default (Ray's default, 5, would cap a replica of a
+token-streaming model at 5 streams); a batched model takes what its batcher accepts."""
+_WATCH_S = 1.0
+"""How often the replicas' states are read for health and readiness."""
+
+
+class RayDeployment:
+    """The models of the app `target` on the Ray cluster this process is connected to.
+
+    `placement` applies to every model and `placements` to the one it names, on top of each
+    model's `placement=` in code. `working_dir` is shipped to the cluster's nodes by Ray (for a
+    remote cluster); otherwise replicas import the app from this machine's paths.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        placement: Placement | None = None,
+        placements: Mapping[str, Placement] | None = None,
+        working_dir: str | Path | None = None,
+    ) -> None:
+        self.app = load_app(target)
+        self.schema: ServiceSpec = self.app.schema
+        served = [model.name for model in self.schema.models]
+        for name in placements or {}:
+            if name not in served:
+                raise ConfigError(
+                    f"placement for model {name!r}: the app serves no such model; "
+                    f"it serves: {', '.join(served)}."
+                )
+        self._placements = {
+            model.name: _with_defaults(
+                model,
+                (model.placement or Placement())
+                .merged(placement or Placement())
+                .merged((placements or {}).get(model.name, Placement())),
+            )
+            for model in self.schema.models
+        }
+        self._working_dir = str(working_dir) if working_dir is not None else None
+        location, _, attribute = target.partition(":")
+        if self._working_dir is None and location.endswith(".py"):  # replicas start elsewhere
+            target = f"{Path(location).resolve()}:{attribute or 'app'}"
+        self.target = target
+        self._routes = {model.name: Route() for model in self.schema.models}
+        self._inbox: Any = None
+        self._server: BlazeServer | None = None
+
+    def placement(self, model: str) -> Placement:
+        """Model `model`'s placement: its code's, the overrides, then the defaults."""
+        return self._placements[model]
+
+    def application_name(self, model: str) -> str:
+        """The Serve application that runs `model`: `blazerpc.InferenceService.generate`."""
+        return f"{self.schema.full_name}.{model}"
+
+    def applications(self, *, redacts_errors: bool = False) -> dict[str, Any]:
+        """Each model's Serve application (`Deployment.bind()`), for composing Ray apps of
+        your own; `deploy()` runs these."""
+        return {
+            model.name: serve.deployment(ModelReplica)  # type: ignore[attr-defined]
+            .options(**self._deployment_options(model))
+            .bind(
+                self.target,
+                model.name,
+                paths=() if self._working_dir else (os.getcwd(),),
+                redacts_errors=redacts_errors,
+            )
+            for model in self.schema.models
+        }
+
+    def _deployment_options(self, model: ModelSpec) -> dict[str, Any]:
+        placement = self._placements[model.name]
+        actor: dict[str, Any] = {"num_cpus": placement.num_cpus, "num_gpus": placement.num_gpus}
+        if self._working_dir is not None:
+            actor["runtime_env"] = {"working_dir": self._working_dir}
+        options: dict[str, Any] = {
+            "name": model.name,
+            "max_ongoing_requests": placement.max_ongoing_requests,
+            "ray_actor_options": actor,
+            "logging_config": {"enable_access_log": False},  # the front door logs every call
+        }
+        if placement.autoscales:
+            bounds = {
+                "min_replicas": placement.min_replicas,
+                "max_replicas": placement.max_replicas,
+                "target_ongoing_requests": placement.target_ongoing_requests,
+            }
+            options["autoscaling_config"] = {k: v for k, v in bounds.items() if v is not None}
+        else:
+            options["num_replicas"] = placement.replicas
+        return options
+
+    def deploy(self, *, redacts_errors: bool = False) -> None:
+        """Deploy every model and wait until each has its replicas running (blocking)."""
+        apps = self.applications(redacts_errors=redacts_errors)
+        targets = [
+            serve.RunTarget(target=app, name=self.application_name(name), route_prefix=None)
+            for name, app in apps.items()
+        ]
+        handles = serve.run_many(targets)
+        self._inbox = ray.remote(StreamInbox).options(num_cpus=0).remote()
+        for name, handle in zip(apps, handles, strict=True):
+            self._routes[name].set(handle, self._inbox)
+
+    def delete(self) -> None:
+        """Delete the models' applications (their replicas drain, then run their hooks' ends)."""
+        for model in self.schema.models:
+            serve.delete(self.application_name(model.name))
+        if self._inbox is not None:
+            ray.kill(self._inbox)
+            self._inbox = None
+
+    def server(self, config: ServerConfig | None = None, **options: Any) -> BlazeServer:
+        """blazerpc's server in front of the models: starting it deploys them (health
+        NOT_SERVING meanwhile), draining it deletes them. Options are ServerConfig's."""
+        server = BlazeServer(_FrontDoor(self), config, runner=self._runner, **options)
+        self._server = server
+        return server
+
+    def _runner(self, model: ModelSpec, metrics: Metrics | None) -> RemoteModel:
+        return RemoteModel(model, self._routes[model.name])
+
+    async def _lifespan_hook(self) -> AsyncIterator[None]:
+        """The front door's lifespan: deploy and watch the models, then delete them."""
+        server = self._server
+        assert server is not None
+        redacts = server.config.error_detail == "redacted"
+        log.info("deploying %d models on Ray", len(self.schema.models))
+        try:
+            await anyio.to_thread.run_sync(lambda: self.deploy(redacts_errors=redacts))
+        except BaseException:
+            await anyio.to_thread.run_sync(self.delete)
+            raise
+        watcher = asyncio.ensure_future(self._watch(server))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            await anyio.to_thread.run_sync(self.delete)
+
+    async def _watch(self, server: BlazeServer) -> None:
+        """Each model's health and readiness follow its replicas."""
+        while True:
+            await asyncio.sleep(_WATCH_S)
+            try:
+                status = await anyio.to_thread.run_sync(serve.status)
+            except Exception:  # the controller restarting: try again next time
+                log.warning("reading the models' replicas from Ray failed", exc_info=True)
+                continue
+            for model in self.schema.models:
+                app = status.applications.get(self.application_name(model.name))
+                ready, reason = _readiness(model.name, app, self._placements[model.name])
+                server.set_model_ready(model.name, ready, reason)
+
+
+def _readiness(
+    model: str, app: ApplicationStatusOverview | None, placement: Placement
+) -> tuple[bool, str]:
+    """Ready while a replica runs (or, scaled to zero, while Ray can start one)."""
+    if app is None:
+        return False, f"model {model!r} is not deployed on the Ray cluster; redeploy it."
+    running, status = 0, app.status.value
+    for deployment in app.deployments.values():
+        running += sum(n for state, n in deployment.replica_states.items() if state == "RUNNING")
+        status = deployment.status.value
+    if running or (placement.min_replicas == 0 and status not in ("UNHEALTHY", "DEPLOY_FAILED")):
+        return True, ""
+    return False, (
+        f"model {model!r} has no running replica on the Ray cluster (deployment {status}); "
+        "retry in a moment."
+    )
+
+
+def _with_defaults(model: ModelSpec, placement: Placement) -> Placement:
+    autoscales = placement.autoscales
+    return Placement(
+        replicas=None if autoscales else placement.replicas or 1,
+        min_replicas=placement.min_replicas,
+        max_replicas=placement.max_replicas,
+        target_ongoing_requests=placement.target_ongoing_requests,
+        max_ongoing_requests=placement.max_ongoing_requests or default_max_ongoing(model),
+        num_cpus=DEFAULT_NUM_CPUS if placement.num_cpus is None else placement.num_cpus,
+        num_gpus=placement.num_gpus or 0,
+    )
+
+
+def default_max_ongoing(model: ModelSpec) -> int:
+    """Calls one replica holds at once: what its batcher accepts, else `_STREAMS_PER_REPLICA`."""
+    batching = model.batching
+    if isinstance(batching, Continuous):
+        return batching.max_size + batching.max_queue
+    if isinstance(batching, Batching):
+        return batching.max_size * batching.max_concurrent + batching.max_queue
+    return _STREAMS_PER_REPLICA
+
+
+class _FrontDoor:
+    """The app as the front door serves it: its schema and call hooks; its lifespan hooks
+    run in the replicas, and the front door's own deploys the models."""
+
+    def __init__(self, deployment: RayDeployment) -> None:
+        self._deployment = deployment
+
+    @property
+    def schema(self) -> ServiceSpec:
+        return self._deployment.schema
+
+    @property
+    def lifespan_hooks(self) -> tuple[LifespanHook, ...]:
+        return (self._deployment._lifespan_hook,)
+
+    @property
+    def call_hooks(self) -> CallHooks:
+        return self._deployment.app.call_hooks
