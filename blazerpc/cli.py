@@ -12,7 +12,7 @@ import tempfile
 import typing
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 import msgspec
@@ -31,6 +31,7 @@ from blazerpc.runtime.metrics import (
     serve_multiprocess_metrics,
 )
 from blazerpc.schema.lockfile import Lock, breaking_changes, lock_of, read_lock, write_lock
+from blazerpc.schema.markers import Placement
 from blazerpc.schema.spec import ServiceSpec
 from blazerpc.security.keys import ApiKeys
 from blazerpc.security.tls import ServerTls
@@ -38,6 +39,9 @@ from blazerpc.server import BlazeServer
 from blazerpc.target import load_app, source_dir
 from blazerpc.wire.proto_text import render_proto
 from blazerpc.workers import ForcedExit, Supervisor, WorkerError
+
+if TYPE_CHECKING:
+    from blazerpc.ray import RayDeployment
 
 __all__ = ("configure_logging", "main")
 
@@ -277,6 +281,178 @@ def worker(target: str, config_json: str, ready_fd: int, metrics_dir: str | None
     _serve_one(_load(target), config, announce=announce, metrics=metrics, is_worker=True)
 
 
+_PLACEMENT_OPTIONS = {
+    "replicas": (int, "Replicas of each model (MODEL=N: of one model)."),
+    "min_replicas": (int, "Autoscaling: the fewest replicas (MODEL=N: of one model)."),
+    "max_replicas": (int, "Autoscaling: the most replicas (MODEL=N: of one model)."),
+    "target_ongoing_requests": (
+        float,
+        "Autoscaling: the calls in progress per replica Ray aims at (MODEL=X: one model).",
+    ),
+    "max_ongoing_requests": (
+        int,
+        "The most calls one replica holds at once; more wait (MODEL=N: one model). "
+        "[default: what the model's batcher accepts, else 100]",
+    ),
+    "num_cpus": (float, "CPUs one replica reserves (MODEL=X: one model). [default: 0.25]"),
+    "num_gpus": (float, "GPUs one replica reserves (MODEL=X: one model). [default: 0]"),
+}
+"""`blaze ray`'s placement flags: Placement's fields, over each model's `placement=`."""
+RAY_ENV_PREFIX = "BLAZE_RAY_"
+
+
+def _placement_options(command: C) -> C:
+    for name, (_, help_text) in reversed(_PLACEMENT_OPTIONS.items()):
+        env = RAY_ENV_PREFIX + name.upper()
+        command = click.option(
+            "--" + name.replace("_", "-"),
+            name,
+            multiple=True,
+            envvar=env,
+            metavar="[MODEL=]VALUE",
+            help=f"{help_text} [env {env}]",
+        )(command)
+    return command
+
+
+@main.command("ray")
+@click.argument("target")
+@click.option(
+    "--address",
+    default="local",
+    show_default=True,
+    envvar=RAY_ENV_PREFIX + "ADDRESS",
+    help="The Ray cluster: `local` starts one on this machine bound to 127.0.0.1 (and stops "
+    f"it on exit), `auto` or `ray://HOST:10001` joins one. [env {RAY_ENV_PREFIX}ADDRESS]",
+)
+@click.option(
+    "--cluster-cpus",
+    type=click.IntRange(min=1),
+    envvar=RAY_ENV_PREFIX + "CLUSTER_CPUS",
+    help="With --address local: the CPUs the cluster offers. [default: this machine's; "
+    f"env {RAY_ENV_PREFIX}CLUSTER_CPUS]",
+)
+@click.option(
+    "--working-dir",
+    type=click.Path(exists=True, file_okay=False),
+    envvar=RAY_ENV_PREFIX + "WORKING_DIR",
+    help="Ship this directory to the cluster's nodes (Ray's runtime_env) and import the app "
+    "from it: for a cluster on other machines. [default: replicas import the app from this "
+    f"machine's paths; env {RAY_ENV_PREFIX}WORKING_DIR]",
+)
+@click.option(
+    "--name",
+    envvar=RAY_ENV_PREFIX + "NAME",
+    help="Name the models' Serve applications NAME.MODEL, so a second deployment of the app "
+    "(a new version) runs beside the first. [default: the service's full name, "
+    f"blazerpc.InferenceService; env {RAY_ENV_PREFIX}NAME]",
+)
+@_placement_options
+@_config_options
+@_debug_option
+def ray_command(
+    target: str,
+    address: str,
+    cluster_cpus: int | None,
+    working_dir: str | None,
+    name: str | None,
+    **flags: Any,
+) -> None:
+    """Serve the app TARGET's models as replicated deployments on a Ray cluster.
+
+    blazerpc's server is the front door, on --port (and --http-port) as with `blaze serve`;
+    each model runs in its own Ray Serve replicas (`placement=` in code, the flags here).
+    The first line printed is `blazerpc serving N models on HOST:PORT` once every model has
+    its replicas running. SIGTERM or SIGINT drains the front door, then deletes the models'
+    deployments (and stops a local cluster). Needs `pip install 'blazerpc[ray]'`.
+    """
+    placement_flags = {name: flags.pop(name) for name in _PLACEMENT_OPTIONS}
+    try:
+        config = ServerConfig.load(flags, defaults=CLI_DEFAULTS)
+        _check_files(config)
+        if config.workers > 1:
+            raise ConfigError(
+                "option --workers: on Ray, each model scales out as replicas; use --replicas N."
+            )
+        placement, placements = _placements(placement_flags)
+    except (ConfigError, DefinitionError) as err:
+        _fail(err, str(err))
+    configure_logging(config)
+    try:
+        from blazerpc.ray import RayCluster, RayDeployment
+    except ModuleNotFoundError as err:
+        if (err.name or "").partition(".")[0] != "ray":
+            raise
+        _fail(err, "blaze ray needs Ray Serve: pip install 'blazerpc[ray]'.")
+    _load(target)  # a definition error is one line before any cluster starts
+    try:
+        deployment = RayDeployment(
+            target,
+            placement=placement,
+            placements=placements,
+            working_dir=working_dir,
+            name=name,
+        )
+    except ConfigError as err:
+        _fail(err, str(err))
+    cluster = RayCluster(address, num_cpus=cluster_cpus)
+    try:
+        cluster.start()
+    except Exception as err:
+        _fail(err, f"cannot reach the Ray cluster at {address!r}: {err}", status=_RUNTIME_ERROR)
+    try:
+        _serve_server(
+            lambda: deployment.server(config),
+            config,
+            lambda server: _print_lines(_ray_banner(server, deployment)),
+        )
+    finally:
+        cluster.stop()
+
+
+def _placements(flags: dict[str, tuple[str, ...]]) -> tuple[Placement, dict[str, Placement]]:
+    """`--replicas 2 --num-gpus generate=1` -> Placement(replicas=2), {generate: ...}."""
+    every: dict[str, Any] = {}
+    per_model: dict[str, dict[str, Any]] = {}
+    for name, values in flags.items():
+        kind = _PLACEMENT_OPTIONS[name][0]
+        for value in values:
+            model, _, text = value.rpartition("=")
+            try:
+                number = kind(text)
+            except ValueError:
+                raise ConfigError(
+                    f"option --{name.replace('_', '-')} {value!r}: {text!r} is not a "
+                    f"{'whole ' if kind is int else ''}number. Write VALUE or MODEL=VALUE."
+                ) from None
+            (per_model.setdefault(model, {}) if model else every)[name] = number
+    return Placement(**every), {model: Placement(**v) for model, v in per_model.items()}
+
+
+def _ray_banner(server: BlazeServer, deployment: RayDeployment) -> list[str]:
+    """The first line, then one per model with its replicas and resources."""
+    first, *models = _banner(server)
+    return [
+        first,
+        *(
+            f"{line}  {_describe_placement(deployment.placement(model.name))}"
+            for line, model in zip(models, server.app.schema.models, strict=True)
+        ),
+    ]
+
+
+def _describe_placement(placement: Placement) -> str:
+    """`2 replicas, 0.25 CPU` or `1-4 replicas (autoscaling), 1 CPU, 1 GPU`."""
+    if placement.autoscales:
+        replicas = f"{placement.min_replicas}-{placement.max_replicas} replicas (autoscaling)"
+    else:
+        replicas = f"{placement.replicas} replica{'' if placement.replicas == 1 else 's'}"
+    parts = [replicas, f"{placement.num_cpus:g} CPU"]
+    if placement.num_gpus:
+        parts.append(f"{placement.num_gpus:g} GPU")
+    return ", ".join(parts)
+
+
 def configure_logging(config: ServerConfig) -> None:
     """Log as `blaze serve` does: to stderr, at config.log_level (INFO: the access log on)."""
     logging.basicConfig(  # with --workers, each line says which worker wrote it
@@ -298,8 +474,24 @@ def _serve_one(
     *,
     is_worker: bool = False,
 ) -> None:
+    _serve_server(
+        lambda: BlazeServer(app, config, metrics=metrics, shares_port=is_worker),
+        config,
+        announce,
+        is_worker=is_worker,
+    )
+
+
+def _serve_server(
+    make_server: Callable[[], BlazeServer],
+    config: ServerConfig,
+    announce: Callable[[BlazeServer], None],
+    *,
+    is_worker: bool = False,
+) -> None:
+    """Serve until a signal; a failure to listen or to load is one line and an exit status."""
     try:
-        server = BlazeServer(app, config, metrics=metrics, shares_port=is_worker)
+        server = make_server()
         _run(_serve_until_signal(server, announce, is_worker=is_worker))
     except OSError as err:
         where = err.filename or f"{config.host}:{config.port}"

@@ -30,6 +30,7 @@ __all__ = (
     "WireError",
     "cancelled_status",
     "to_status",
+    "to_status_both_ways",
 )
 
 log = logging.getLogger(__name__)
@@ -191,18 +192,40 @@ def to_status(
 
 def _internal(error: Exception, model: str, request_id: str, redact: bool) -> str:
     """Log a bug in a model (with its traceback) and word what its caller is told."""
-    if isinstance(error, ResultError):
-        what, detail, exc_info = "returned an invalid result", str(error), None
-    else:
-        what, detail, exc_info = "failed", f"{type(error).__name__}: {error}", error
+    what, detail = _bug(error)
     tag = f" [request id {request_id}]" if request_id else ""
+    exc_info = None if isinstance(error, ResultError) else error
     log.error("model %r %s%s: %s", model, what, tag, detail, exc_info=exc_info)
+    full, redacted = _internal_messages(error, model, request_id)
+    return redacted if redact else full
+
+
+def to_status_both_ways(
+    error: Exception, model: str, *, request_id: str = ""
+) -> tuple[Status, str, str]:
+    """`to_status`, with the message both in full and redacted (they differ for INTERNAL
+    only): for a failure worded where it happened and answered by a server elsewhere, whose
+    config picks one (a Ray replica and its front door). Logs once."""
+    status, message = to_status(error, model, request_id=request_id)
+    if status is not Status.INTERNAL:
+        return status, message, message
+    full, redacted = _internal_messages(error, model, request_id)
+    return status, full, redacted
+
+
+def _internal_messages(error: Exception, model: str, request_id: str) -> tuple[str, str]:
+    """What the caller of a model that failed with a bug is told: in full, and redacted
+    (the model and the request id only). Logs nothing."""
+    what, detail = _bug(error)
     said = f"model {model!r} {what}"
-    if redact:
-        said += f" (request id {request_id})" if request_id else ""
-        return f"{said}; the server's log has the details."
-    said += f": {detail}"
-    return f"{said} (request id {request_id})" if request_id else said
+    tag = f" (request id {request_id})" if request_id else ""
+    return f"{said}: {detail}{tag}", f"{said}{tag}; the server's log has the details."
+
+
+def _bug(error: Exception) -> tuple[str, str]:
+    if isinstance(error, ResultError):
+        return "returned an invalid result", str(error)
+    return "failed", f"{type(error).__name__}: {error}"
 
 
 def cancelled_status(*, is_past_deadline: bool) -> Status:

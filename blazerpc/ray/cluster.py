@@ -14,6 +14,7 @@ from types import TracebackType
 
 import ray
 from ray import serve
+from ray._private import ray_constants
 
 __all__ = ("RayCluster",)
 
@@ -36,6 +37,7 @@ class RayCluster:
         """Connect (or start the local cluster), then start Serve without its proxies."""
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves here
         if self.is_local:
+            _bind_to_loopback()
             ray.init(
                 address="local",
                 num_cpus=self.num_cpus,
@@ -68,3 +70,16 @@ class RayCluster:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _bind_to_loopback() -> None:
+    """Make a local cluster's processes use 127.0.0.1 as the node's address.
+
+    Ray replaces a 127.0.0.1 `_node_ip_address` with the machine's network address, except
+    where it does not support clusters (its RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER switch). The
+    variable reaches the processes Ray starts; this process read it at import, so it is told
+    too. Ray Serve's replicas still open an internal gRPC port on every interface (hard-coded
+    in Ray): docs/scale-out.md says to firewall it.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False

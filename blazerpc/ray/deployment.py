@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,8 @@ class RayDeployment:
 
     `placement` applies to every model and `placements` to the one it names, on top of each
     model's `placement=` in code. `working_dir` is shipped to the cluster's nodes by Ray (for a
-    remote cluster); otherwise replicas import the app from this machine's paths.
+    remote cluster); otherwise replicas import the app from this machine's paths. `name`
+    prefixes the Serve applications' names (default: the service's full name).
     """
 
     def __init__(
@@ -62,9 +64,13 @@ class RayDeployment:
         placement: Placement | None = None,
         placements: Mapping[str, Placement] | None = None,
         working_dir: str | Path | None = None,
+        name: str | None = None,
     ) -> None:
         self.app = load_app(target)
         self.schema: ServiceSpec = self.app.schema
+        self.name = name or self.schema.full_name
+        """What the models' Serve applications are named after: two deployments of one app
+        with different names (a new version beside the old) do not touch each other."""
         served = [model.name for model in self.schema.models]
         for name in placements or {}:
             if name not in served:
@@ -89,6 +95,8 @@ class RayDeployment:
         self._routes = {model.name: Route() for model in self.schema.models}
         self._inbox: Any = None
         self._server: BlazeServer | None = None
+        self._deploys = True
+        self._redacts = False
 
     def placement(self, model: str) -> Placement:
         """Model `model`'s placement: its code's, the overrides, then the defaults."""
@@ -96,9 +104,9 @@ class RayDeployment:
 
     def application_name(self, model: str) -> str:
         """The Serve application that runs `model`: `blazerpc.InferenceService.generate`."""
-        return f"{self.schema.full_name}.{model}"
+        return f"{self.name}.{model}"
 
-    def applications(self, *, redacts_errors: bool = False) -> dict[str, Any]:
+    def applications(self) -> dict[str, Any]:
         """Each model's Serve application (`Deployment.bind()`), for composing Ray apps of
         your own; `deploy()` runs these."""
         return {
@@ -108,7 +116,6 @@ class RayDeployment:
                 self.target,
                 model.name,
                 paths=() if self._working_dir else (os.getcwd(),),
-                redacts_errors=redacts_errors,
             )
             for model in self.schema.models
         }
@@ -135,46 +142,87 @@ class RayDeployment:
             options["num_replicas"] = placement.replicas
         return options
 
-    def deploy(self, *, redacts_errors: bool = False) -> None:
+    def deploy(self) -> None:
         """Deploy every model and wait until each has its replicas running (blocking)."""
-        apps = self.applications(redacts_errors=redacts_errors)
+        apps = self.applications()
         targets = [
             serve.RunTarget(target=app, name=self.application_name(name), route_prefix=None)
             for name, app in apps.items()
         ]
-        handles = serve.run_many(targets)
-        self._inbox = ray.remote(StreamInbox).options(num_cpus=0).remote()
-        for name, handle in zip(apps, handles, strict=True):
-            self._routes[name].set(handle, self._inbox)
+        try:
+            serve.run_many(targets)
+        except RuntimeError as err:  # Ray's message names the deployment, not the cause
+            raise RuntimeError(self._why_not_running() or str(err)) from err
+        self.attach()
 
-    def delete(self) -> None:
-        """Delete the models' applications (their replicas drain, then run their hooks' ends)."""
+    def _why_not_running(self) -> str:
+        """The last line of what Ray says about each model that failed to deploy."""
+        status = serve.status()
+        reasons = []
         for model in self.schema.models:
-            serve.delete(self.application_name(model.name))
+            app = status.applications.get(self.application_name(model.name))
+            if app is None or app.status.value != "DEPLOY_FAILED":
+                continue
+            said = [d.message for d in app.deployments.values() if d.message] or [app.message]
+            last = [line.strip() for line in "\n".join(said).splitlines() if line.strip()]
+            reasons.append(
+                f"model {model.name!r} did not start on Ray: {last[-1] if last else '?'}"
+            )
+        return "; ".join(reasons)
+
+    def attach(self) -> None:
+        """Route calls to the models' applications, deployed already (by `deploy()`, or by
+        you: `serve.run(applications()[name], name=application_name(name))`)."""
+        self._inbox = ray.remote(StreamInbox).options(num_cpus=0).remote()
+        for model in self.schema.models:
+            handle = serve.get_app_handle(self.application_name(model.name))
+            self._routes[model.name].set(handle, self._inbox)
+
+    def detach(self) -> None:
+        """Stop routing calls; the applications stay deployed."""
         if self._inbox is not None:
             ray.kill(self._inbox)
             self._inbox = None
 
-    def server(self, config: ServerConfig | None = None, **options: Any) -> BlazeServer:
+    def delete(self) -> None:
+        """Delete the models' applications (their replicas drain, then run their hooks' ends)."""
+        self.detach()
+        names = [self.application_name(model.name) for model in self.schema.models]
+        for name in names:
+            serve.delete(name, _blocking=False)  # all drain at once
+        while any(name in serve.status().applications for name in names):
+            time.sleep(0.1)
+
+    def server(
+        self, config: ServerConfig | None = None, *, deploys: bool = True, **options: Any
+    ) -> BlazeServer:
         """blazerpc's server in front of the models: starting it deploys them (health
-        NOT_SERVING meanwhile), draining it deletes them. Options are ServerConfig's."""
-        server = BlazeServer(_FrontDoor(self), config, runner=self._runner, **options)
-        self._server = server
+        NOT_SERVING meanwhile), draining it deletes them. With `deploys=False` it serves
+        the applications deployed already and leaves them be. Options are ServerConfig's."""
+        config = (config or ServerConfig()).replace(**options)
+        self._redacts = config.error_detail == "redacted"
+        server = BlazeServer(_FrontDoor(self), config, runner=self._runner)
+        self._server, self._deploys = server, deploys
         return server
 
     def _runner(self, model: ModelSpec, metrics: Metrics | None) -> RemoteModel:
-        return RemoteModel(model, self._routes[model.name])
+        return RemoteModel(model, self._routes[model.name], redacts_errors=self._redacts)
 
-    async def _lifespan_hook(self) -> AsyncIterator[None]:
+    async def deploy_on_ray(self) -> AsyncIterator[None]:
         """The front door's lifespan: deploy and watch the models, then delete them."""
         server = self._server
         assert server is not None
-        redacts = server.config.error_detail == "redacted"
-        log.info("deploying %d models on Ray", len(self.schema.models))
+        deploys = self._deploys
+        if deploys:
+            log.info("deploying %d models on Ray", len(self.schema.models))
+        leave = self.delete if deploys else self.detach
         try:
-            await anyio.to_thread.run_sync(lambda: self.deploy(redacts_errors=redacts))
+            if deploys:
+                await anyio.to_thread.run_sync(self.deploy)
+            else:
+                await anyio.to_thread.run_sync(self.attach)
         except BaseException:
-            await anyio.to_thread.run_sync(self.delete)
+            await anyio.to_thread.run_sync(leave)
             raise
         watcher = asyncio.ensure_future(self._watch(server))
         try:
@@ -182,7 +230,7 @@ class RayDeployment:
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
-            await anyio.to_thread.run_sync(self.delete)
+            await anyio.to_thread.run_sync(leave)
 
     async def _watch(self, server: BlazeServer) -> None:
         """Each model's health and readiness follow its replicas."""
@@ -218,11 +266,16 @@ def _readiness(
 
 
 def _with_defaults(model: ModelSpec, placement: Placement) -> Placement:
-    autoscales = placement.autoscales
+    """Every field set: Ray's own defaults made visible (autoscaling bounds 1 to the lower
+    bound), and ours (see DEFAULT_NUM_CPUS and default_max_ongoing)."""
+    low, high = placement.min_replicas, placement.max_replicas
+    if placement.autoscales:
+        low = 1 if low is None else low
+        high = max(low, 1) if high is None else high
     return Placement(
-        replicas=None if autoscales else placement.replicas or 1,
-        min_replicas=placement.min_replicas,
-        max_replicas=placement.max_replicas,
+        replicas=None if placement.autoscales else placement.replicas or 1,
+        min_replicas=low,
+        max_replicas=high,
         target_ongoing_requests=placement.target_ongoing_requests,
         max_ongoing_requests=placement.max_ongoing_requests or default_max_ongoing(model),
         num_cpus=DEFAULT_NUM_CPUS if placement.num_cpus is None else placement.num_cpus,
@@ -253,7 +306,7 @@ class _FrontDoor:
 
     @property
     def lifespan_hooks(self) -> tuple[LifespanHook, ...]:
-        return (self._deployment._lifespan_hook,)
+        return (self._deployment.deploy_on_ray,)
 
     @property
     def call_hooks(self) -> CallHooks:

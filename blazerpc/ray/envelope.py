@@ -32,7 +32,9 @@ class RemoteRequest:
 
 @dataclass(frozen=True, slots=True)
 class RemoteFailure:
-    """How a call failed in its replica: the status (its number) and the message to answer."""
+    """How a call failed in its replica: the status (its number) and the message to answer,
+    in full and redacted (they differ for INTERNAL: the front door's config chooses)."""
 
     status: int
     message: str
+    redacted: str

@@ -47,9 +47,10 @@ class RemoteModel:
 
     batcher: Batcher | None = None  # batching happens in each replica
 
-    def __init__(self, model: ModelSpec, route: Route) -> None:
+    def __init__(self, model: ModelSpec, route: Route, *, redacts_errors: bool = False) -> None:
         self.model = model
         self._route = route
+        self._redacts = redacts_errors
         self._is_unary_response = not model.shape.is_server_streaming
         self._takes_stream = model.shape.is_client_streaming
 
@@ -91,22 +92,23 @@ class RemoteModel:
             except asyncio.CancelledError:
                 response.cancel()  # the replica's task is cancelled, its generator closed
                 raise
-            await port.send(_unwrapped(result))
+            await port.send(self._unwrapped(result))
             return
         items = self._route.streaming.stream.remote(request)
         try:
             async for item in items:
-                await port.send(_unwrapped(item))
+                await port.send(self._unwrapped(item))
                 tally.item_sent()
         except BaseException:
             items.cancel()  # a caller gone, a failed send: the model stops at once
             raise
 
-
-def _unwrapped(result: Any) -> Any:
-    if type(result) is RemoteFailure:
-        raise ModelError(Status(result.status), result.message)
-    return result
+    def _unwrapped(self, result: Any) -> Any:
+        """A result, or the failure it stands for raised with its status and message."""
+        if type(result) is RemoteFailure:
+            message = result.redacted if self._redacts else result.message
+            raise ModelError(Status(result.status), message)
+        return result
 
 
 async def _pumping(port: CallPort, request: RemoteRequest, call: Any) -> None:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from blazerpc.context import Context
-from blazerpc.errors import Status, TargetError, cancelled_status, to_status
+from blazerpc.errors import Status, TargetError, cancelled_status, to_status_both_ways
 from blazerpc.ray.envelope import RemoteFailure, RemoteRequest
 from blazerpc.runtime.boundary import local_runner
 from blazerpc.runtime.calls import Tally
@@ -47,7 +47,6 @@ class ModelReplica:
         model: str,
         *,
         paths: tuple[str, ...] = (),
-        redacts_errors: bool = False,
     ) -> None:
         global _serving
         for path in reversed(paths):  # where the front door imported the app from
@@ -62,7 +61,6 @@ class ModelReplica:
         _serving = model
         self._model = spec
         self._call = local_runner(spec, None)
-        self._redacts = redacts_errors
         self._lifespan = contextlib.AsyncExitStack()
         await self._lifespan.enter_async_context(run_hooks(app.lifespan_hooks))
 
@@ -117,11 +115,12 @@ class ModelReplica:
         return {} if parameter is None else {parameter: port.context()}
 
     def _failure(self, error: Exception, request: RemoteRequest) -> RemoteFailure:
-        """Worded here, where the traceback is: the caller gets what `blaze serve` says."""
-        status, message = to_status(
-            error, self._model.name, request_id=request.request_id, redact=self._redacts
+        """Worded (and logged) here, where the traceback is: the caller gets what `blaze
+        serve` would say."""
+        status, message, redacted = to_status_both_ways(
+            error, self._model.name, request_id=request.request_id
         )
-        return RemoteFailure(status.value, message)
+        return RemoteFailure(status.value, message, redacted)
 
 
 class _ReplicaPort:

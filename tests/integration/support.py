@@ -299,16 +299,17 @@ def blaze_serve(
     cwd: Path = ROOT,
     stderr: int | IO[str] | None = None,
     new_session: bool = False,
+    command: str = "serve",
 ) -> Iterator[ServeProcess]:
     """`blaze serve TARGET --port 0 OPTIONS`, up once it printed its first line, until the block
     ends; then SIGTERM if it still runs, and a kill if it does not exit within WAIT_S.
 
     Its stdout is a pipe (the first line names the port); `stderr=subprocess.PIPE` to read the
-    log, else it goes where pytest captures it.
+    log, else it goes where pytest captures it. `command="ray"` runs `blaze ray` instead.
     """
-    command = [BLAZE, "serve", target, "--port", "0", *options]
+    command_line = [BLAZE, command, target, "--port", "0", *options]
     process = subprocess.Popen(
-        command,
+        command_line,
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=stderr,
@@ -318,7 +319,7 @@ def blaze_serve(
     try:
         assert process.stdout is not None
         readable, _, _ = select.select([process.stdout], [], [], 60)  # nothing read yet: no buffer
-        assert readable, "blaze serve printed nothing in 60 s"
+        assert readable, f"blaze {command} printed nothing in 60 s"
         first_line = process.stdout.readline()
         found = re.search(r" on 127\.0\.0\.1:(\d+)", first_line)
         assert first_line.startswith("blazerpc serving ") and found, first_line

@@ -56,3 +56,9 @@ def test_replace_validates_like_load() -> None:
         ConfigError, match=r"option --max-streams \(max_streams=\): expected `int` >= 1"
     ):
         ServerConfig().replace(max_streams=0)
+
+
+def test_blaze_ray_variables_are_another_commands_options() -> None:
+    """`blaze ray`'s own options (BLAZE_RAY_*) may sit in the environment of `blaze serve`."""
+    config = ServerConfig.load({}, {"BLAZE_RAY_ADDRESS": "auto", "BLAZE_PORT": "9000"})
+    assert config.port == 9000

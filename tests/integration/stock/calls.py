@@ -64,7 +64,26 @@ def tracker(pb: Any, stub: Any, grpc: Any) -> dict[str, Any]:
     return {"answers": answers}
 
 
-SCENARIOS = {"chat": chat, "detect": detect, "transcribe": transcribe, "tracker": tracker}
+def ray_models(pb: Any, stub: Any, grpc: Any) -> dict[str, Any]:
+    """tests/apps/ray_models.py, served from Ray replicas: three shapes and a pid."""
+    words = stub.PredictTokens(pb.TokensRequest(prompt="the quick brown fox", max_tokens=3))
+    numbers = (pb.TotalRequest(numbers=n) for n in (1, 2, 3))
+    running = stub.PredictRunning((pb.RunningRequest(numbers=n) for n in (1, 2, 3)), timeout=10)
+    return {
+        "tokens": [r.result for r in words],
+        "total": stub.PredictTotal(numbers, timeout=10).result,
+        "running": [r.result for r in running],
+        "whoami_is_int": isinstance(stub.PredictWhoami(pb.WhoamiRequest(), timeout=10).result, int),
+    }
+
+
+SCENARIOS = {
+    "chat": chat,
+    "detect": detect,
+    "transcribe": transcribe,
+    "tracker": tracker,
+    "ray_models": ray_models,
+}
 
 if __name__ == "__main__":
     main()
