@@ -22,6 +22,7 @@ from blazerpc.app import BlazeApp
 from blazerpc.config import CLI_DEFAULTS, HELP, ConfigError, ServerConfig, env_name, flag_name
 from blazerpc.errors import BreakingChangeError, DefinitionError, LifespanError, TargetError
 from blazerpc.reload import ReloadUnavailableError, SourceWatcher
+from blazerpc.remote.health import check_health
 from blazerpc.remote.stubs import StubsError, generate_stubs
 from blazerpc.runtime.loglines import LogLines
 from blazerpc.runtime.metrics import (
@@ -34,7 +35,7 @@ from blazerpc.schema.lockfile import Lock, breaking_changes, lock_of, read_lock,
 from blazerpc.schema.markers import Placement
 from blazerpc.schema.spec import ServiceSpec
 from blazerpc.security.keys import ApiKeys
-from blazerpc.security.tls import ServerTls
+from blazerpc.security.tls import ServerTls, client_context
 from blazerpc.server import BlazeServer
 from blazerpc.target import load_app, source_dir
 from blazerpc.wire.proto_text import render_proto
@@ -279,6 +280,32 @@ def worker(target: str, config_json: str, ready_fd: int, metrics_dir: str | None
 
     metrics = Metrics(multiprocess_dir=metrics_dir) if metrics_dir else None
     _serve_one(_load(target), config, announce=announce, metrics=metrics, is_worker=True)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="The server's address.")
+@click.option("--port", type=int, default=50051, show_default=True, help="Its gRPC port.")
+@click.option("--model", default="", help="A model's health instead of the whole server's.")
+@click.option(
+    "--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait for it."
+)
+@click.option(
+    "--tls-ca",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The server speaks TLS; its certificate is signed by this CA.",
+)
+@_debug_option
+def health(host: str, port: int, model: str, timeout: float, tls_ca: str | None) -> None:
+    """Ask a running server whether it is SERVING (grpc.health.v1): exit 0 if so, else 1.
+
+    One line says what it answered: `127.0.0.1:50051: SERVING`, `... model generate:
+    NOT_SERVING`, `...: unreachable: Connection refused`. For a container's HEALTHCHECK and
+    Kubernetes exec probes: needs nothing but blazerpc, and speaks TLS.
+    """
+    tls = client_context(tls_ca, None, None) if tls_ca else None
+    answer = asyncio.run(check_health(host, port, model=model, timeout=timeout, tls=tls))
+    click.echo(answer.line)
+    sys.exit(0 if answer.is_serving else _RUNTIME_ERROR)
 
 
 _PLACEMENT_OPTIONS = {
