@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import random
 import ssl
 from collections.abc import (
     AsyncGenerator,
@@ -20,6 +22,7 @@ from collections.abc import (
     Iterable,
     Iterator,
     Mapping,
+    Sequence,
 )
 from dataclasses import dataclass
 from types import TracebackType
@@ -27,13 +30,15 @@ from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 import h2.exceptions
 from grpclib.client import Stream as ClientStream
+from grpclib.config import Configuration
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from blazerpc.app import BlazeApp, Registry
-from blazerpc.errors import RpcError, Status, UnknownModelError, WireError
+from blazerpc.errors import REFUSED_HEADER, RpcError, Status, UnknownModelError, WireError
 from blazerpc.grpc.h2 import GracefulChannel
 from blazerpc.grpc.service import CARDINALITIES, RawBytesCodec
 from blazerpc.remote.discovery import RemoteService, discover
+from blazerpc.remote.endpoints import Endpoint, Endpoints, parse_address
 from blazerpc.schema.naming import RESULT_FIELD
 from blazerpc.schema.spec import Shape
 from blazerpc.security.requestids import REQUEST_ID
@@ -41,6 +46,11 @@ from blazerpc.security.tls import client_context
 from blazerpc.wire.protobuf import SchemaCodec
 
 __all__ = ("BlazeClient",)
+
+_ATTEMPTS = 5
+"""Sends of one unary call the servers refused before running it, at most."""
+_RETRY_BACKOFF_S = 0.05
+"""The wait before the second send; it doubles (with jitter) for each one after."""
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -58,6 +68,11 @@ class BlazeClient:
     system's roots instead, and `tls=` also takes an `ssl.SSLContext` of your own);
     `tls_cert` and `tls_key` are the client's certificate for a server that requires one.
     `api_key` is sent as `authorization: Bearer <key>` with every call.
+
+    Several servers: `addresses=["10.0.0.7:50051", ...]`, or `resolve=True` for every address
+    `host` resolves to (a Kubernetes headless Service; looked up again every 30 s). Calls go to
+    each in turn, a server that refuses, drains or fails rests a while, and a unary call
+    refused before its model ran is sent again to the next (docs/clients.md).
     """
 
     def __init__(
@@ -75,6 +90,8 @@ class BlazeClient:
         tls_cert: str | None = None,
         tls_key: str | None = None,
         api_key: str | None = None,
+        addresses: Sequence[str] | None = None,
+        resolve: bool = False,
     ) -> None:
         if api_key is not None and (not api_key or not all(33 <= ord(c) <= 126 for c in api_key)):
             raise ValueError(  # never the key itself: messages end up in logs
@@ -95,7 +112,22 @@ class BlazeClient:
             if tls or tls_ca or tls_cert
             else None
         )
-        self._channel = GracefulChannel(host, port, codec=RawBytesCodec(), ssl=context)
+        if addresses is not None and resolve:
+            raise ValueError("BlazeClient: give addresses= or resolve=True, not both.")
+        pairs = [parse_address(address) for address in addresses or ()]
+        if addresses is not None and not pairs:
+            raise ValueError("BlazeClient(addresses=[]): name at least one host:port.")
+        if not pairs and not resolve:
+            pairs = [(host, port)]
+        # with resolve, the connections go to addresses: the certificate names the host
+        config = Configuration(ssl_target_name_override=host) if resolve and context else None
+
+        def connect(to_host: str, to_port: int) -> GracefulChannel:
+            return GracefulChannel(
+                to_host, to_port, codec=RawBytesCodec(), ssl=context, config=config
+            )
+
+        self._endpoints = Endpoints(pairs, connect, resolve=(host, port) if resolve else None)
         self._owns_channel = True
         self.timeout = timeout
         self.metadata: dict[str, str] = checked
@@ -129,9 +161,24 @@ class BlazeClient:
 
     async def _learn_schema(self) -> RemoteService:
         """Without an app, the server's models come from its reflection service, once."""
-        if self._remote is None:
-            self._remote = await discover(self._channel, self._service, self.metadata)
+        for attempt in itertools.count(1):
+            if self._remote is not None:
+                break
+            endpoint = await self._pick()
+            try:
+                self._remote = await discover(endpoint.channel, self._service, self.metadata)
+            except RpcError as err:  # unreachable: ask the next server, if there is another
+                if err.status is not Status.UNAVAILABLE or attempt >= len(self._endpoints.all):
+                    raise
+                self._endpoints.failed(endpoint)
+        assert self._remote is not None
         return self._remote
+
+    async def _pick(self) -> Endpoint:
+        try:
+            return await self._endpoints.pick()
+        except OSError as err:  # a name that resolves to nothing
+            raise RpcError(Status.UNAVAILABLE, f"no server to call: {err}", refused=True) from None
 
     async def __aexit__(
         self,
@@ -144,7 +191,7 @@ class BlazeClient:
     def close(self) -> None:
         """Close the connection (a view from with_timeout() or with_metadata() leaves it)."""
         if self._owns_channel:
-            self._channel.close()
+            self._endpoints.close()
 
     @overload
     async def predict(
@@ -157,12 +204,31 @@ class BlazeClient:
         self, model: str, /, *, timeout: float | None = ..., **fields: Any
     ) -> Any: ...
     async def predict(self, model: ModelRef, /, *args: Any, **fields: Any) -> Any:
-        """Call a unary model and return its result."""
+        """Call a unary model and return its result.
+
+        A call the server refused before its model ran (loading, draining, a GOAWAY, no
+        connection) is sent again, to the next server if there are several, after a short
+        backoff and within the call's deadline: the model never runs twice.
+        """
         target, timeout = await self._prepare(model, Shape.UNARY, args, fields)
         payload = _encode(target, fields)
-        async with self._call(target, timeout) as stream:
-            await stream.send_message(payload, end=True)
-            return _result(target, await _last_message(stream))
+        loop = asyncio.get_running_loop()
+        ends = None if timeout is None else loop.time() + timeout
+        for attempt in itertools.count(1):
+            endpoint = await self._pick()
+            left = None if ends is None else max(0.0, ends - loop.time())
+            try:
+                async with self._call(target, left, endpoint) as stream:
+                    await stream.send_message(payload, end=True)
+                    return _result(target, await _last_message(stream))
+            except RpcError as err:
+                wait = _RETRY_BACKOFF_S * 2 ** (attempt - 1) * (0.5 + random.random() / 2)
+                out_of_time = ends is not None and loop.time() + wait >= ends
+                retries = err.refused and err.status is Status.UNAVAILABLE
+                if not retries or attempt >= _ATTEMPTS or out_of_time:
+                    raise
+                await asyncio.sleep(wait)
+        raise AssertionError("unreachable")  # itertools.count never ends
 
     @overload
     def stream(
@@ -216,7 +282,7 @@ class BlazeClient:
     ) -> Any:
         """Call a client-streaming model with each of `items`, and return its one result."""
         target, deadline = await self._prepare(model, Shape.CLIENT_STREAMING, (), {}, timeout)
-        async with self._call(target, deadline) as stream:
+        async with self._call(target, deadline, await self._pick()) as stream:
             async for data in _send_while_receiving(stream, target, items):
                 return _result(target, data)
             return _result(target, await _last_message(stream))
@@ -264,7 +330,7 @@ class BlazeClient:
     ) -> AsyncGenerator[Any, None]:
         target, deadline = await self._prepare(model, Shape.SERVER_STREAMING, args, fields)
         payload = _encode(target, fields)
-        async with self._call(target, deadline) as stream:
+        async with self._call(target, deadline, await self._pick()) as stream:
             await stream.send_message(payload, end=True)
             while (data := await stream.recv_message()) is not None:
                 yield _result(target, data)
@@ -276,7 +342,7 @@ class BlazeClient:
         timeout: float | None,
     ) -> AsyncGenerator[Any, None]:
         target, deadline = await self._prepare(model, Shape.BIDIRECTIONAL, (), {}, timeout)
-        async with self._call(target, deadline) as stream:
+        async with self._call(target, deadline, await self._pick()) as stream:
             async for data in _send_while_receiving(stream, target, items):
                 yield _result(target, data)
 
@@ -352,11 +418,13 @@ class BlazeClient:
 
     @contextlib.asynccontextmanager
     async def _call(
-        self, spec: _Target, deadline: float | None
+        self, spec: _Target, deadline: float | None, endpoint: Endpoint
     ) -> AsyncIterator[ClientStream[bytes, bytes]]:
+        """One call on `endpoint`'s connection; a failure is an RpcError, `refused` when the
+        server never ran the model (then, and on any UNAVAILABLE, the endpoint rests)."""
         stream: ClientStream[bytes, bytes] | None = None
         try:
-            async with self._channel.request(
+            async with endpoint.channel.request(
                 spec.path,
                 CARDINALITIES[spec.shape],
                 bytes,
@@ -366,7 +434,14 @@ class BlazeClient:
             ) as stream:
                 yield stream
         except GRPCError as err:
-            raise RpcError(err.status, err.message or "", request_id=_request_id(stream)) from None
+            if err.status is Status.UNAVAILABLE:
+                self._endpoints.failed(endpoint)
+            raise RpcError(
+                err.status,
+                err.message or "",
+                request_id=_request_id(stream),
+                refused=_was_refused(stream),
+            ) from None
         except TimeoutError:
             raise RpcError(
                 Status.DEADLINE_EXCEEDED, f"no answer from model {spec.name!r} within {deadline} s"
@@ -377,7 +452,15 @@ class BlazeClient:
             OSError,
             h2.exceptions.ProtocolError,
         ) as err:
-            raise RpcError(Status.UNAVAILABLE, f"connection to the server failed: {err}") from None
+            self._endpoints.failed(endpoint)
+            # never sent, or refused unprocessed (REFUSED_STREAM, as at a GOAWAY): not run
+            refused = stream is None or not stream._send_request_done or _is_refused_stream(err)
+            raise RpcError(
+                Status.UNAVAILABLE,
+                f"connection to the server at {endpoint.address} failed: {err}",
+                refused=refused,
+            ) from None
+        self._endpoints.succeeded(endpoint)
 
 
 _METHODS = {
@@ -442,6 +525,18 @@ async def _last_message(stream: ClientStream[bytes, bytes]) -> bytes | None:
     if data is None:
         await stream.recv_trailing_metadata()  # GRPCError when the call failed
     return data
+
+
+def _was_refused(stream: ClientStream[bytes, bytes] | None) -> bool:
+    """Whether the server said the model never ran (REFUSED_HEADER in the trailers)."""
+    trailers = stream.trailing_metadata if stream is not None else None
+    return bool(trailers) and trailers.get(REFUSED_HEADER) == "1"  # type: ignore[union-attr]
+
+
+def _is_refused_stream(error: Exception) -> bool:
+    """grpclib's words for a stream the server reset with REFUSED_STREAM (unprocessed)."""
+    said = str(error)
+    return "error_code: 7" in said or "REFUSED_STREAM" in said
 
 
 def _request_id(stream: ClientStream[bytes, bytes] | None) -> str | None:

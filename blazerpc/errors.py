@@ -17,6 +17,8 @@ __all__ = (
     "ModelError",
     "QueueFullError",
     "ResultError",
+    "NOT_RUN",
+    "REFUSED_HEADER",
     "RpcError",
     "StalledError",
     "Status",
@@ -134,6 +136,14 @@ class StreamEndedError(BlazeError):
     """Raised in a sync model waiting for its client's next message when the call has ended."""
 
 
+REFUSED_HEADER = "x-blazerpc-refused"
+"""A trailer of a failed call whose model never ran (not admitted): a client may send it again
+elsewhere without running the model twice."""
+NOT_RUN = "not-run"
+"""GRPCError's `details` on a call refused before its model ran (the transport then sends
+REFUSED_HEADER)."""
+
+
 class RpcError(BlazeError):
     """A call failed: `.status` is the gRPC status and `.message` says why.
 
@@ -141,11 +151,21 @@ class RpcError(BlazeError):
     lines of this call carry it.
     """
 
-    def __init__(self, status: Status, message: str, *, request_id: str | None = None) -> None:
+    def __init__(
+        self,
+        status: Status,
+        message: str,
+        *,
+        request_id: str | None = None,
+        refused: bool = False,
+    ) -> None:
         super().__init__(f"{status.name}: {message}")
         self.status = status
         self.message = message
         self.request_id = request_id
+        self.refused = refused
+        """The server refused the call before its model ran (loading, draining, a GOAWAY, no
+        connection): safe to send again, to another server."""
 
 
 def to_status(

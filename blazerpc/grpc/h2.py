@@ -888,6 +888,9 @@ class GracefulChannel(_client.Channel):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._going_away: weakref.WeakSet[_protocol.H2Protocol] = weakref.WeakSet()
+        self.on_going_away: Callable[[], None] | None = None
+        """Called when the server says GOAWAY (it drains, or reloads): a balancing client
+        sends its next calls elsewhere for a while."""
 
     async def _create_connection(self) -> _protocol.H2Protocol:
         protocol = await super()._create_connection()
@@ -901,6 +904,8 @@ class GracefulChannel(_client.Channel):
         def going_away() -> None:
             protocol.handler.close()  # connection_lost: the channel connects anew for new calls
             self._going_away.add(protocol)
+            if self.on_going_away is not None:
+                self.on_going_away()
 
         graceful.going_away = going_away
         return protocol

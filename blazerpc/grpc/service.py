@@ -18,7 +18,7 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from blazerpc.context import Context
-from blazerpc.errors import ResultError, WireError, cancelled_status
+from blazerpc.errors import NOT_RUN, REFUSED_HEADER, ResultError, WireError, cancelled_status
 from blazerpc.grpc.h2 import request_reader
 from blazerpc.grpc.messages import receive_message, response_encoding, send_compressed
 from blazerpc.runtime.boundary import Boundary, Limits
@@ -131,9 +131,13 @@ async def with_request_id(stream: RawStream, call: GrpcCall, run: Awaitable[None
 
 
 async def send_failure(stream: RawStream, call: GrpcCall, error: GRPCError) -> None:
-    """End a failed call: its status, its message and its `x-request-id`, in the trailers."""
+    """End a failed call: its status, its message and its `x-request-id`, in the trailers;
+    and REFUSED_HEADER if its model never ran, so a client may send it elsewhere."""
+    metadata = call.id_metadata
+    if error.details is NOT_RUN:
+        metadata[REFUSED_HEADER] = "1"
     await stream.send_trailing_metadata(
-        status=error.status, status_message=error.message, metadata=call.id_metadata
+        status=error.status, status_message=error.message, metadata=metadata
     )
 
 

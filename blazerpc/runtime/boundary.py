@@ -18,6 +18,7 @@ from grpclib.exceptions import GRPCError
 from blazerpc.config import ServerConfig
 from blazerpc.context import Call, Context
 from blazerpc.errors import (
+    NOT_RUN,
     LimitError,
     UnavailableError,
     to_status,
@@ -165,7 +166,7 @@ class Boundary:
             status, message = to_status(
                 error, model.name, request_id=port.request_id, redact=self._redacts
             )
-            raise GRPCError(status, message) from None
+            raise GRPCError(status, message, NOT_RUN if task is None else None) from None
         finally:
             if task is not None:
                 admission.release(task, model)

@@ -217,6 +217,7 @@ async def test_a_drain_sends_new_calls_elsewhere_and_lets_running_ones_finish(pr
     app = _app(events, probe=probe)
     server = BlazeServer(app, port=0)
     await server.start()
+    port = server.port
     results: list[str] = []
     with anyio.fail_after(WAIT_S):  # a grace period of 60 s: the calls finish long before
         async with BlazeClient(port=server.port, app=app, timeout=WAIT_S) as client:
@@ -231,12 +232,15 @@ async def test_a_drain_sends_new_calls_elsewhere_and_lets_running_ones_finish(pr
                 group.start_soon(server.drain, 60)
                 await wait_until(lambda: server.phase is Phase.DRAINING, "the drain began")
                 # the drain's GOAWAY reached the client (GracefulChannel notes such connections)
-                told = client._channel._going_away
+                told = client._endpoints.all[0].channel._going_away
                 await wait_until(lambda: len(told) > 0, "the GOAWAY reached the client")
                 with pytest.raises(RpcError) as refused:  # told GOAWAY: it tries a new connection
                     await client.predict("slow", seconds=0)
                 assert refused.value.status is Status.UNAVAILABLE
-                assert "connection to the server failed" in refused.value.message
+                assert f"connection to the server at 127.0.0.1:{port} failed" in (
+                    refused.value.message
+                )
+                assert refused.value.refused  # never ran: it was sent again, in vain
                 assert events == ["loading", "loaded"]  # the five still run: nothing released
                 probe.release()
     assert results == ["done"] * 5
