@@ -12,7 +12,17 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from blazerpc import Batching, BlazeApp, Context, ModelError, Placement, Status
+from blazerpc import (
+    Batching,
+    BlazeApp,
+    Context,
+    Continuous,
+    ModelError,
+    Placement,
+    Status,
+    Step,
+    Stop,
+)
 from blazerpc.ray import current_model
 
 app = BlazeApp()
@@ -96,3 +106,14 @@ async def picky(word: str) -> str:
     if word != word.lower():
         raise ModelError(Status.INVALID_ARGUMENT, f"{word!r} is not lower case.")
     return word
+
+
+@app.model("steps", streaming=True, batch=Continuous(max_size=8), placement=SMALL)
+async def steps(name: list[str], n: list[int], step: list[Step]) -> list[str | Stop]:
+    """Continuous batching in the replica: one token per active stream per step, each token
+    saying how many streams shared its step."""
+    await asyncio.sleep(0.01)  # a "GPU" step: streams that arrive meanwhile join the next
+    out: list[str | Stop] = []
+    for who, total, current in zip(name, n, step, strict=True):
+        out.append(f"{who}:{current.index}:{len(step)}" if current.index < total else Stop())
+    return out

@@ -123,6 +123,23 @@ async def test_adaptive_batching_runs_inside_each_replica(deployment: RayDeploym
     assert sum(1 for size in sizes if size > 1) >= max(sizes)
 
 
+async def test_continuous_batching_steps_streams_together_inside_a_replica(
+    deployment: RayDeployment,
+) -> None:
+    async with front_door(deployment) as server:
+        async with BlazeClient("127.0.0.1", server.port, timeout=WAIT_S) as client:
+
+            async def one(who: str) -> list[str]:
+                return [t async for t in client.stream("steps", name=who, n=5)]
+
+            streams = await asyncio.gather(*(one(f"s{i}") for i in range(4)))
+    for i, tokens in enumerate(streams):
+        assert [t.split(":")[:2] for t in tokens] == [[f"s{i}", str(k)] for k in range(5)]
+    shared = [int(t.split(":")[2]) for tokens in streams for t in tokens]
+    assert max(shared) > 1  # streams shared steps
+    assert max(shared) <= 8
+
+
 async def test_cancel_and_deadline_reach_the_generator_in_its_replica(
     deployment: RayDeployment, events: Path
 ) -> None:
