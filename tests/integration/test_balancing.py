@@ -4,12 +4,15 @@ is left for the others, and only a call the server refused before running it is 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import Counter
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import pytest
 
+import blazerpc.remote.endpoints as endpoints
 from blazerpc import BlazeApp, BlazeClient, BlazeServer, ModelError, RpcError, Status
 
 from .support import WAIT_S, free_port, wait_until
@@ -149,3 +152,76 @@ def test_addresses_are_checked_when_the_client_is_made() -> None:
         BlazeClient(addresses=["nohost"])
     with pytest.raises(ValueError, match="give addresses= or resolve=True, not both"):
         BlazeClient("svc", 50051, addresses=["a:1"], resolve=True)
+
+
+def fake_resolver(monkeypatch: pytest.MonkeyPatch, answers: list[list[str]]) -> list[str]:
+    """The loop's getaddrinfo answering each lookup of a name with the next list of addresses
+    (the last repeats): a headless Service whose pods come and go. Returns the lookups made."""
+    looked_up: list[str] = []
+    loop = asyncio.get_running_loop()
+
+    async def getaddrinfo(host: str, port: int, **_: object) -> list[Any]:
+        looked_up.append(host)
+        ips = answers[min(len(looked_up), len(answers)) - 1]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in ips]
+
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+    return looked_up
+
+
+@pytest.mark.xfail(strict=True, reason="review finding: the first lookup is not awaited by all")
+async def test_a_name_that_does_not_resolve_yet_is_looked_up_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ran: Counter[str] = Counter()
+    async with BlazeServer(tagged_app("a", ran), port=0) as a:
+        looked_up = fake_resolver(monkeypatch, [[], [], ["127.0.0.1"]])
+        async with BlazeClient("svc", a.port, resolve=True, timeout=WAIT_S) as client:
+            # no address yet (the Service's DNS not ready): refused, looked up again, answered
+            assert await client.predict("which", pause=0) == "a"
+            together = await asyncio.gather(*(client.predict("which", pause=0) for _ in range(3)))
+    assert together == ["a"] * 3
+    assert len(looked_up) == 3
+
+
+@pytest.mark.xfail(strict=True, reason="review finding: a vanished address's calls are cut off")
+async def test_an_address_that_leaves_the_name_keeps_its_running_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ran: Counter[str] = Counter()
+    monkeypatch.setattr(endpoints, "RESOLVE_S", 0.0)  # look the name up before every call
+    async with (
+        BlazeServer(tagged_app("a", ran), host="127.0.0.1", port=0) as a,
+        BlazeServer(tagged_app("b", ran), host="127.0.0.2", port=a.port),
+    ):
+        both, only_b = ["127.0.0.1", "127.0.0.2"], ["127.0.0.2"]
+        fake_resolver(monkeypatch, [both, both, both, only_b])
+        async with BlazeClient("svc", a.port, resolve=True, timeout=WAIT_S) as client:
+            assert await client.predict("which", pause=0) == "a"
+            long_call = asyncio.ensure_future(client.predict("which", pause=0.5))
+            await wait_until(lambda: ran["a"] == 2, "the long call runs on a")
+            assert await client.predict("which", pause=0) == "b"  # a has left the name
+            assert await long_call == "a"  # and its call still finished there
+
+
+@pytest.mark.xfail(strict=True, reason="review finding: a slow lookup ignores the deadline")
+async def test_looking_a_name_up_stays_within_the_calls_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cancelled = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def hanging(host: str, port: int, **_: object) -> list[Any]:
+        try:
+            await asyncio.Event().wait()  # a resolver that never answers
+        finally:
+            cancelled.set()
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(loop, "getaddrinfo", hanging)
+    with anyio.fail_after(WAIT_S):  # a bound on the test, far beyond the call's deadline
+        async with BlazeClient("svc", free_port(), resolve=True, timeout=0.2) as client:
+            with pytest.raises(RpcError) as failed:
+                await client.predict("which", pause=0)
+    assert failed.value.status is Status.DEADLINE_EXCEEDED
+    assert cancelled.is_set()

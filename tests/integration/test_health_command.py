@@ -80,3 +80,25 @@ async def test_health_over_tls(tmp_path: Path) -> None:
         plain = await blaze_health("--port", port, "--timeout", "2")
     assert trusted == (0, f"127.0.0.1:{port}: SERVING\n")
     assert plain[0] == 1
+
+
+@pytest.mark.xfail(strict=True, reason="review finding: a broken connection is a traceback")
+async def test_something_that_is_not_grpc_is_one_line() -> None:
+    async def not_grpc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    listening = await asyncio.start_server(not_grpc, "127.0.0.1", 0)
+    port = str(listening.sockets[0].getsockname()[1])
+    try:
+        with anyio.fail_after(30):
+            done = await anyio.run_process(
+                [BLAZE, "health", "--port", port, "--timeout", "5"], check=False
+            )
+    finally:
+        listening.close()
+        await listening.wait_closed()
+    assert done.returncode == 1
+    assert done.stdout.decode().startswith(f"127.0.0.1:{port}: unreachable: ")
+    assert done.stderr == b""
