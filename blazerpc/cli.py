@@ -284,7 +284,9 @@ def worker(target: str, config_json: str, ready_fd: int, metrics_dir: str | None
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="The server's address.")
-@click.option("--port", type=int, default=50051, show_default=True, help="Its gRPC port.")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=50051, show_default=True, help="Its gRPC port."
+)
 @click.option("--model", default="", help="A model's health instead of the whole server's.")
 @click.option(
     "--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait for it."

@@ -164,20 +164,26 @@ class BlazeClient:
         for attempt in itertools.count(1):
             if self._remote is not None:
                 break
-            endpoint = await self._pick()
             try:
+                endpoint = await self._pick(self.timeout)
                 self._remote = await discover(endpoint.channel, self._service, self.metadata)
-            except RpcError as err:  # unreachable: ask the next server, if there is another
-                if err.status is not Status.UNAVAILABLE or attempt >= len(self._endpoints.all):
+            except RpcError as err:  # unreachable, or no address yet: again, or the next one
+                if err.status is not Status.UNAVAILABLE or attempt >= _ATTEMPTS:
                     raise
-                self._endpoints.failed(endpoint)
+                await asyncio.sleep(_backoff(attempt))
         assert self._remote is not None
         return self._remote
 
-    async def _pick(self) -> Endpoint:
+    async def _pick(self, timeout: float | None = None) -> Endpoint:
+        """The server for the next call, within `timeout` (looking its name up may wait)."""
         try:
-            return await self._endpoints.pick()
-        except OSError as err:  # a name that resolves to nothing
+            async with asyncio.timeout(timeout):
+                return await self._endpoints.pick()
+        except TimeoutError:
+            raise RpcError(
+                Status.DEADLINE_EXCEEDED, f"no server address found within {timeout} s"
+            ) from None
+        except OSError as err:  # a name that resolves to nothing (yet)
             raise RpcError(Status.UNAVAILABLE, f"no server to call: {err}", refused=True) from None
 
     async def __aexit__(
@@ -215,14 +221,14 @@ class BlazeClient:
         loop = asyncio.get_running_loop()
         ends = None if timeout is None else loop.time() + timeout
         for attempt in itertools.count(1):
-            endpoint = await self._pick()
             left = None if ends is None else max(0.0, ends - loop.time())
             try:
+                endpoint = await self._pick(left)
                 async with self._call(target, left, endpoint) as stream:
                     await stream.send_message(payload, end=True)
                     return _result(target, await _last_message(stream))
             except RpcError as err:
-                wait = _RETRY_BACKOFF_S * 2 ** (attempt - 1) * (0.5 + random.random() / 2)
+                wait = _backoff(attempt)
                 out_of_time = ends is not None and loop.time() + wait >= ends
                 retries = err.refused and err.status is Status.UNAVAILABLE
                 if not retries or attempt >= _ATTEMPTS or out_of_time:
@@ -282,7 +288,7 @@ class BlazeClient:
     ) -> Any:
         """Call a client-streaming model with each of `items`, and return its one result."""
         target, deadline = await self._prepare(model, Shape.CLIENT_STREAMING, (), {}, timeout)
-        async with self._call(target, deadline, await self._pick()) as stream:
+        async with self._call(target, deadline, await self._pick(deadline)) as stream:
             async for data in _send_while_receiving(stream, target, items):
                 return _result(target, data)
             return _result(target, await _last_message(stream))
@@ -330,7 +336,7 @@ class BlazeClient:
     ) -> AsyncGenerator[Any, None]:
         target, deadline = await self._prepare(model, Shape.SERVER_STREAMING, args, fields)
         payload = _encode(target, fields)
-        async with self._call(target, deadline, await self._pick()) as stream:
+        async with self._call(target, deadline, await self._pick(deadline)) as stream:
             await stream.send_message(payload, end=True)
             while (data := await stream.recv_message()) is not None:
                 yield _result(target, data)
@@ -342,7 +348,7 @@ class BlazeClient:
         timeout: float | None,
     ) -> AsyncGenerator[Any, None]:
         target, deadline = await self._prepare(model, Shape.BIDIRECTIONAL, (), {}, timeout)
-        async with self._call(target, deadline, await self._pick()) as stream:
+        async with self._call(target, deadline, await self._pick(deadline)) as stream:
             async for data in _send_while_receiving(stream, target, items):
                 yield _result(target, data)
 
@@ -443,6 +449,8 @@ class BlazeClient:
                 refused=_was_refused(stream),
             ) from None
         except TimeoutError:
+            if stream is None or not stream._send_request_done:  # never connected: it rests
+                self._endpoints.failed(endpoint)
             raise RpcError(
                 Status.DEADLINE_EXCEEDED, f"no answer from model {spec.name!r} within {deadline} s"
             ) from None
@@ -525,6 +533,11 @@ async def _last_message(stream: ClientStream[bytes, bytes]) -> bytes | None:
     if data is None:
         await stream.recv_trailing_metadata()  # GRPCError when the call failed
     return data
+
+
+def _backoff(attempt: int) -> float:
+    """The wait before send number `attempt + 1`: doubling, with jitter."""
+    return float(_RETRY_BACKOFF_S * 2 ** (attempt - 1) * (0.5 + random.random() / 2))
 
 
 def _was_refused(stream: ClientStream[bytes, bytes] | None) -> bool:

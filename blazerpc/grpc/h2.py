@@ -916,6 +916,12 @@ class GracefulChannel(_client.Channel):
         pairs = list(metadata.items() if hasattr(metadata, "items") else metadata or ())
         return super().request(*args, metadata=[*pairs, (_GRACEFUL_HEADER, "1")], **kwargs)
 
+    @property
+    def has_calls(self) -> bool:
+        """Whether a call still runs on one of its connections."""
+        protocols = [self._protocol, *self._going_away]
+        return any(p is not None and p.processor.streams for p in protocols)
+
     def close(self) -> None:
         """Close the connection, and any told GOAWAY whose calls still run."""
         for protocol in list(self._going_away):

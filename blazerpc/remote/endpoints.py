@@ -54,7 +54,10 @@ class Endpoints:
         self._make_channel = make_channel
         self._resolve = resolve
         self._resolved_at = 0.0
+        self._looking_up = asyncio.Lock()  # one lookup at a time; the others wait for it
         self._all: list[Endpoint] = [self._endpoint(host, port) for host, port in addresses]
+        self._retired: list[GracefulChannel] = []
+        """Connections to addresses the name no longer has, closed once their calls end."""
         self._next = 0
 
     def _endpoint(self, host: str, port: int) -> Endpoint:
@@ -67,9 +70,16 @@ class Endpoints:
         return list(self._all)
 
     async def pick(self) -> Endpoint:
-        """The next server in turn that is not resting; if all rest, the first to wake."""
-        if self._resolve is not None and time.monotonic() - self._resolved_at >= RESOLVE_S:
-            await self._look_up(*self._resolve)
+        """The next server in turn that is not resting; if all rest, the first to wake.
+
+        OSError when a name resolves to no address (yet): the next pick looks it up again.
+        """
+        if self._resolve is not None and self._is_stale():
+            async with self._looking_up:
+                if self._is_stale():  # not done meanwhile by the call we waited for
+                    await self._look_up(*self._resolve)
+        if self._retired:
+            self._close_idle_retired()
         now = time.monotonic()
         count = len(self._all)
         for step in range(count):
@@ -90,28 +100,40 @@ class Endpoints:
         endpoint.failures = 0
         endpoint.resting_until = 0.0
 
+    def _is_stale(self) -> bool:
+        return not self._all or time.monotonic() - self._resolved_at >= RESOLVE_S
+
     async def _look_up(self, host: str, port: int) -> None:
         """The name's addresses now: new ones join, vanished ones leave (their connections
-        close once their calls are over)."""
-        self._resolved_at = time.monotonic()
+        close once their calls are over). A failed lookup keeps the servers known so far."""
         try:
             found = await asyncio.get_running_loop().getaddrinfo(
                 host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
             )
         except OSError:
-            if self._all:
-                return  # keep the servers known so far
-            raise
+            if not self._all:
+                raise
+            found = []
         hosts = list(dict.fromkeys(str(info[4][0]) for info in found))
+        if not hosts:
+            if not self._all:
+                raise OSError(f"{host} resolves to no address")
+            self._resolved_at = time.monotonic()
+            return
         known = {endpoint.host: endpoint for endpoint in self._all}
         self._all = [known.get(h) or self._endpoint(h, port) for h in hosts]
-        for host_gone in set(known) - set(hosts):
-            known[host_gone].channel.close()
-        self._next %= max(1, len(self._all))
+        self._retired += [known[gone].channel for gone in set(known) - set(hosts)]
+        self._next %= len(self._all)
+        self._resolved_at = time.monotonic()
+
+    def _close_idle_retired(self) -> None:
+        for channel in [c for c in self._retired if not c.has_calls]:
+            channel.close()
+            self._retired.remove(channel)
 
     def close(self) -> None:
-        for endpoint in self._all:
-            endpoint.channel.close()
+        for channel in [*(endpoint.channel for endpoint in self._all), *self._retired]:
+            channel.close()
 
 
 def parse_address(address: str) -> tuple[str, int]:

@@ -11,9 +11,10 @@ import asyncio
 import ssl
 from dataclasses import dataclass
 
+import h2.exceptions
 from grpclib.client import Channel
 from grpclib.const import Cardinality
-from grpclib.exceptions import GRPCError
+from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from blazerpc.grpc.health import CHECK_PATH
 from blazerpc.grpc.protocols import HEALTH
@@ -58,6 +59,8 @@ async def check_health(
         return HealthAnswer(f"{what}: no answer within {timeout:g} s", False)
     except OSError as error:  # refused, reset, no route: the server is not there
         return HealthAnswer(f"{what}: unreachable: {error.strerror or error}", False)
+    except (StreamTerminatedError, h2.exceptions.ProtocolError) as error:  # not gRPC, or TLS
+        return HealthAnswer(f"{what}: unreachable: {error}", False)
     finally:
         channel.close()
     number: int = getattr(reply, "status", 0)

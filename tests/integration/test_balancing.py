@@ -169,7 +169,6 @@ def fake_resolver(monkeypatch: pytest.MonkeyPatch, answers: list[list[str]]) -> 
     return looked_up
 
 
-@pytest.mark.xfail(strict=True, reason="review finding: the first lookup is not awaited by all")
 async def test_a_name_that_does_not_resolve_yet_is_looked_up_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -184,7 +183,6 @@ async def test_a_name_that_does_not_resolve_yet_is_looked_up_again(
     assert len(looked_up) == 3
 
 
-@pytest.mark.xfail(strict=True, reason="review finding: a vanished address's calls are cut off")
 async def test_an_address_that_leaves_the_name_keeps_its_running_calls(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -195,16 +193,17 @@ async def test_an_address_that_leaves_the_name_keeps_its_running_calls(
         BlazeServer(tagged_app("b", ran), host="127.0.0.2", port=a.port),
     ):
         both, only_b = ["127.0.0.1", "127.0.0.2"], ["127.0.0.2"]
-        fake_resolver(monkeypatch, [both, both, both, only_b])
-        async with BlazeClient("svc", a.port, resolve=True, timeout=WAIT_S) as client:
-            assert await client.predict("which", pause=0) == "a"
+        answers = [both, both, both, only_b]
+        fake_resolver(monkeypatch, answers)
+        app = tagged_app("a", ran)
+        async with BlazeClient("svc", a.port, resolve=True, app=app, timeout=WAIT_S) as client:
+            assert [await client.predict("which", pause=0) for _ in range(2)] == ["a", "b"]
             long_call = asyncio.ensure_future(client.predict("which", pause=0.5))
             await wait_until(lambda: ran["a"] == 2, "the long call runs on a")
             assert await client.predict("which", pause=0) == "b"  # a has left the name
             assert await long_call == "a"  # and its call still finished there
 
 
-@pytest.mark.xfail(strict=True, reason="review finding: a slow lookup ignores the deadline")
 async def test_looking_a_name_up_stays_within_the_calls_deadline(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -220,7 +219,8 @@ async def test_looking_a_name_up_stays_within_the_calls_deadline(
 
     monkeypatch.setattr(loop, "getaddrinfo", hanging)
     with anyio.fail_after(WAIT_S):  # a bound on the test, far beyond the call's deadline
-        async with BlazeClient("svc", free_port(), resolve=True, timeout=0.2) as client:
+        app = tagged_app("a", Counter())
+        async with BlazeClient("svc", free_port(), resolve=True, app=app, timeout=0.2) as client:
             with pytest.raises(RpcError) as failed:
                 await client.predict("which", pause=0)
     assert failed.value.status is Status.DEADLINE_EXCEEDED

@@ -80,9 +80,9 @@ async def test_health_over_tls(tmp_path: Path) -> None:
         plain = await blaze_health("--port", port, "--timeout", "2")
     assert trusted == (0, f"127.0.0.1:{port}: SERVING\n")
     assert plain[0] == 1
+    assert plain[1].startswith(f"127.0.0.1:{port}: unreachable: ") and plain[1].count("\n") == 1
 
 
-@pytest.mark.xfail(strict=True, reason="review finding: a broken connection is a traceback")
 async def test_something_that_is_not_grpc_is_one_line() -> None:
     async def not_grpc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
@@ -102,3 +102,4 @@ async def test_something_that_is_not_grpc_is_one_line() -> None:
     assert done.returncode == 1
     assert done.stdout.decode().startswith(f"127.0.0.1:{port}: unreachable: ")
     assert done.stderr == b""
+    assert (await blaze_health("--port", "70000"))[0] == 2  # click: out of range, one line
