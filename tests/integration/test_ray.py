@@ -312,3 +312,39 @@ def test_a_model_is_ready_while_a_replica_runs(deployment: RayDeployment) -> Non
     to_zero = Placement(min_replicas=0, max_replicas=2)
     assert _readiness("m", app(DeploymentStatus.HEALTHY, 0), to_zero) == (True, "")
     assert not _readiness("m", None, fixed)[0]
+
+
+@pytest.mark.xfail(strict=True, reason="review finding: an empty client stream is refused")
+async def test_empty_client_and_bidirectional_streams_as_without_ray(
+    deployment: RayDeployment,
+) -> None:
+    async with front_door(deployment) as server:
+        async with BlazeClient("127.0.0.1", server.port, timeout=WAIT_S) as client:
+            total = await client.send_stream("total", [])
+            running = [n async for n in client.exchange("running", [])]
+    assert (total, running) == (0, [])
+
+
+@pytest.mark.xfail(strict=True, reason="review finding: an early cancel leaks an inbox entry")
+async def test_client_streams_cancelled_at_once_leave_nothing_in_the_inbox(
+    deployment: RayDeployment,
+) -> None:
+    async def forever() -> Any:
+        while True:
+            yield 1
+            await asyncio.sleep(0.01)
+
+    async with front_door(deployment) as server:
+        async with BlazeClient("127.0.0.1", server.port, timeout=WAIT_S) as client:
+            for pause in [0.0, 0.001, 0.002, 0.005] * 8:
+                call = asyncio.ensure_future(client.send_stream("total", forever()))
+                await asyncio.sleep(pause)
+                call.cancel()
+                await asyncio.gather(call, return_exceptions=True)
+            await wait_until(lambda: server.running_calls == 0, "the calls ended")
+        inbox = deployment._inbox
+        for _ in range(100):  # the front door's discards reach the actor shortly
+            if await inbox.count.remote() == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await inbox.count.remote() == 0

@@ -93,3 +93,58 @@ def test_blaze_ray_says_why_a_model_did_not_start(tmp_path: Path) -> None:
     assert "model 'double' did not start on Ray" in said
     assert "RuntimeError: weights file missing" in said
     assert "blazerpc serving" not in result.stdout  # no first line: it never served
+
+
+CODE_BOUNDS = """
+from blazerpc import BlazeApp, Placement
+
+app = BlazeApp()
+
+
+@app.model("double", placement=Placement(min_replicas=2, max_replicas=8))
+async def double(x: int) -> int:
+    return 2 * x
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="review finding: a traceback, naming no model")
+def test_a_flag_that_does_not_fit_the_codes_placement_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "bounded.py").write_text(CODE_BOUNDS, encoding="utf-8")
+    result = subprocess.run(
+        [BLAZE, "ray", "bounded.py:app", "--max-replicas", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("blaze: model 'double': ")
+    assert "the lower bound is above the upper one" in result.stderr
+
+
+@pytest.mark.xfail(strict=True, reason="review finding: SIGTERM waits for the deploy")
+def test_sigterm_while_the_models_deploy_stops_the_deploy(tmp_path: Path) -> None:
+    """A replica that cannot be placed (a GPU on a machine without one) never starts: SIGTERM
+    stops waiting for it, deletes what was deployed, stops the cluster and exits 0."""
+    command = [BLAZE, "ray", "examples/chat.py:app", "--port", "0", "--cluster-cpus", "2"]
+    with subprocess.Popen(
+        [*command, "--num-gpus", "generate=1"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            assert process.stderr is not None
+            while "deploying 3 models on Ray" not in (line := process.stderr.readline()):
+                assert line, "blaze ray ended before it deployed"
+            process.send_signal(signal.SIGTERM)
+            status = process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        out, err = process.communicate()
+    assert status == 0, err[-2000:]
+    assert "blazerpc serving" not in out
