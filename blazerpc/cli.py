@@ -677,6 +677,9 @@ async def _serve_until_signal(
         start.result()  # a failed lifespan raises here
         announce(server)
         await stop.wait()
+    else:  # still loading: stop loading (blaze ray: stop deploying) instead of waiting for it
+        start.cancel()
+        await asyncio.gather(start, return_exceptions=True)
     log.info("draining: %d calls running, grace %.1f s", server.running_calls, server.config.grace)
     await server.drain()
     await asyncio.gather(start, return_exceptions=True)

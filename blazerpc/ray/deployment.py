@@ -23,6 +23,7 @@ from ray import serve
 from ray.serve.schema import ApplicationStatusOverview
 
 from blazerpc.config import ConfigError, ServerConfig
+from blazerpc.errors import DefinitionError
 from blazerpc.ray.inbox import StreamInbox
 from blazerpc.ray.remote import RemoteModel, Route
 from blazerpc.ray.replica import ModelReplica
@@ -45,6 +46,7 @@ _STREAMS_PER_REPLICA = 100
 """Calls one replica holds at once by default (Ray's default, 5, would cap a replica of a
 token-streaming model at 5 streams); a batched model takes what its batcher accepts."""
 _WATCH_S = 1.0
+_DEPLOY_POLL_S = 0.25
 """How often the replicas' states are read for health and readiness."""
 
 
@@ -79,12 +81,7 @@ class RayDeployment:
                     f"it serves: {', '.join(served)}."
                 )
         self._placements = {
-            model.name: _with_defaults(
-                model,
-                (model.placement or Placement())
-                .merged(placement or Placement())
-                .merged((placements or {}).get(model.name, Placement())),
-            )
+            model.name: _placed(model, placement, (placements or {}).get(model.name))
             for model in self.schema.models
         }
         self._working_dir = str(working_dir) if working_dir is not None else None
@@ -144,16 +141,36 @@ class RayDeployment:
 
     def deploy(self) -> None:
         """Deploy every model and wait until each has its replicas running (blocking)."""
-        apps = self.applications()
-        targets = [
-            serve.RunTarget(target=app, name=self.application_name(name), route_prefix=None)
-            for name, app in apps.items()
-        ]
         try:
-            serve.run_many(targets)
+            serve.run_many(self._run_targets())
         except RuntimeError as err:  # Ray's message names the deployment, not the cause
             raise RuntimeError(self._why_not_running() or str(err)) from err
         self.attach()
+
+    async def deploy_async(self) -> None:
+        """`deploy()`, waiting on the event loop: cancelling it stops the wait (the front door
+        stops deploying at a signal), and the caller deletes what was deployed."""
+        targets = self._run_targets()
+        await anyio.to_thread.run_sync(
+            lambda: serve.run_many(targets, wait_for_applications_running=False)
+        )
+        names = [self.application_name(model.name) for model in self.schema.models]
+        while True:
+            status = await anyio.to_thread.run_sync(serve.status)
+            found = [status.applications.get(name) for name in names]
+            states = [app.status.value if app else "NOT_STARTED" for app in found]
+            if "DEPLOY_FAILED" in states:
+                raise RuntimeError(await anyio.to_thread.run_sync(self._why_not_running))
+            if all(state == "RUNNING" for state in states):
+                break
+            await asyncio.sleep(_DEPLOY_POLL_S)
+        await anyio.to_thread.run_sync(self.attach)
+
+    def _run_targets(self) -> list[Any]:
+        return [
+            serve.RunTarget(target=app, name=self.application_name(name), route_prefix=None)
+            for name, app in self.applications().items()
+        ]
 
     def _why_not_running(self) -> str:
         """The last line of what Ray says about each model that failed to deploy."""
@@ -218,10 +235,10 @@ class RayDeployment:
         leave = self.delete if deploys else self.detach
         try:
             if deploys:
-                await anyio.to_thread.run_sync(self.deploy)
+                await self.deploy_async()
             else:
                 await anyio.to_thread.run_sync(self.attach)
-        except BaseException:
+        except BaseException:  # failed, or cancelled (a signal while deploying)
             await anyio.to_thread.run_sync(leave)
             raise
         watcher = asyncio.ensure_future(self._watch(server))
@@ -263,6 +280,22 @@ def _readiness(
         f"model {model!r} has no running replica on the Ray cluster (deployment {status}); "
         "retry in a moment."
     )
+
+
+def _placed(model: ModelSpec, every: Placement | None, this_one: Placement | None) -> Placement:
+    """The model's placement in code, overridden for every model, then for this one; with
+    the defaults filled in. ConfigError when the overrides do not fit the code's."""
+    code = model.placement or Placement()
+    try:
+        return _with_defaults(
+            model, code.merged(every or Placement()).merged(this_one or Placement())
+        )
+    except DefinitionError as err:
+        given = [repr(p) for p in (every, this_one) if p is not None and p != Placement()]
+        raise ConfigError(
+            f"model {model.name!r}: {' and '.join(given) or 'the defaults'} over "
+            f"{code!r} from its code: {str(err).partition('): ')[2] or err}"
+        ) from None
 
 
 def _with_defaults(model: ModelSpec, placement: Placement) -> Placement:

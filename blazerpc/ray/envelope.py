@@ -17,8 +17,8 @@ __all__ = ("RemoteFailure", "RemoteRequest")
 class RemoteRequest:
     """One call, as a replica needs it: the first request's fields and who called."""
 
-    fields: dict[str, Any]
-    """The call's first request message, decoded."""
+    fields: dict[str, Any] | None
+    """The call's first request message, decoded (None: a client stream that sent none)."""
     request_id: str
     peer: str | None
     metadata: dict[str, str] | None

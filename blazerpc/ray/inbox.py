@@ -16,6 +16,8 @@ __all__ = ("StreamInbox",)
 
 DEPTH = 4
 """Messages held per stream before the front door's `put` waits."""
+_REMEMBERED = 4096
+"""Streams discarded before their `open` arrived, remembered (the oldest are forgotten)."""
 
 
 class _Stream:
@@ -37,9 +39,14 @@ class StreamInbox:
 
     def __init__(self) -> None:
         self._streams: dict[str, _Stream] = {}
+        self._discarded: dict[str, None] = {}
+        """Streams discarded before they were opened: an async actor may run a caller's calls
+        out of order (a call cancelled while its `open` was on the way discards at once)."""
 
     async def open(self, stream_id: str) -> None:
         """Make room for a stream, before its call is sent to a replica."""
+        if self._discarded.pop(stream_id, 0) is None:
+            return  # its call is over already
         self._streams[stream_id] = _Stream()
 
     def _stream(self, stream_id: str) -> _Stream:
@@ -74,11 +81,15 @@ class StreamInbox:
     async def discard(self, stream_id: str) -> None:
         """The call is over: forget the stream and wake whoever still waits on it."""
         stream = self._streams.pop(stream_id, None)
-        if stream is not None:
-            stream.is_closed = True
-            stream.items.clear()
-            stream.readable.set()
-            stream.writable.set()
+        if stream is None:  # not opened yet: remember not to
+            self._discarded[stream_id] = None
+            if len(self._discarded) > _REMEMBERED:
+                del self._discarded[next(iter(self._discarded))]
+            return
+        stream.is_closed = True
+        stream.items.clear()
+        stream.readable.set()
+        stream.writable.set()
 
     async def count(self) -> int:
         """Streams in transit now (tests check none is left behind)."""

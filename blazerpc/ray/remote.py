@@ -61,7 +61,7 @@ class RemoteModel:
         tally: Tally,
         first: dict[str, Any] | None,
     ) -> None:
-        if first is None:
+        if first is None and not self._takes_stream:
             raise WireError("the call ended before its request message arrived.")
         context = injected.get(self.model.context_parameter or "")
         deadline = port.deadline
@@ -73,7 +73,7 @@ class RemoteModel:
             None if deadline is None else max(0.0, deadline - asyncio.get_running_loop().time()),
         )
         try:
-            if not self._takes_stream:
+            if not self._takes_stream or first is None:  # an empty stream: nothing to pump
                 await self._call(port, request, tally)
                 return
             request.inbox, request.stream_id = self._route.inbox, uuid.uuid4().hex
@@ -118,19 +118,24 @@ async def _pumping(port: CallPort, request: RemoteRequest, call: Any) -> None:
     error, as it would in one process; the inbox forgets the stream when the call ends.
     """
     inbox, stream_id = request.inbox, request.stream_id
-    await inbox.open.remote(stream_id)
     main = asyncio.current_task()
     assert main is not None
-    pump = asyncio.ensure_future(_pump(port.receive, inbox, stream_id))
-    pump.add_done_callback(lambda _: _cancel_on_failure(pump, main))
+    pump: asyncio.Task[None] | None = None
     try:
+        await inbox.open.remote(stream_id)
+        pump = asyncio.ensure_future(_pump(port.receive, inbox, stream_id))
+        pump.add_done_callback(lambda task: _cancel_on_failure(task, main))
         await call
     except asyncio.CancelledError:
-        if _failed(pump) is not None and main.uncancel() == 0:
-            raise _failed(pump) from None  # type: ignore[misc]  # checked: not None
+        failure = _failed(pump) if pump is not None else None
+        if failure is not None and main.uncancel() == 0:
+            raise failure from None
         raise
     finally:
-        pump.cancel()
+        if pump is not None:
+            pump.cancel()
+        else:
+            call.close()  # never awaited
         inbox.discard.remote(stream_id)  # no need to wait: nothing else uses the id
 
 

@@ -314,7 +314,6 @@ def test_a_model_is_ready_while_a_replica_runs(deployment: RayDeployment) -> Non
     assert not _readiness("m", None, fixed)[0]
 
 
-@pytest.mark.xfail(strict=True, reason="review finding: an empty client stream is refused")
 async def test_empty_client_and_bidirectional_streams_as_without_ray(
     deployment: RayDeployment,
 ) -> None:
@@ -325,7 +324,6 @@ async def test_empty_client_and_bidirectional_streams_as_without_ray(
     assert (total, running) == (0, [])
 
 
-@pytest.mark.xfail(strict=True, reason="review finding: an early cancel leaks an inbox entry")
 async def test_client_streams_cancelled_at_once_leave_nothing_in_the_inbox(
     deployment: RayDeployment,
 ) -> None:

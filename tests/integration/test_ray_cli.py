@@ -107,7 +107,6 @@ async def double(x: int) -> int:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="review finding: a traceback, naming no model")
 def test_a_flag_that_does_not_fit_the_codes_placement_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "bounded.py").write_text(CODE_BOUNDS, encoding="utf-8")
     result = subprocess.run(
@@ -124,7 +123,6 @@ def test_a_flag_that_does_not_fit_the_codes_placement_is_one_line(tmp_path: Path
     assert "the lower bound is above the upper one" in result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="review finding: SIGTERM waits for the deploy")
 def test_sigterm_while_the_models_deploy_stops_the_deploy(tmp_path: Path) -> None:
     """A replica that cannot be placed (a GPU on a machine without one) never starts: SIGTERM
     stops waiting for it, deletes what was deployed, stops the cluster and exits 0."""
