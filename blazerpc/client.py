@@ -72,7 +72,7 @@ class BlazeClient:
     Several servers: `addresses=["10.0.0.7:50051", ...]`, or `resolve=True` for every address
     `host` resolves to (a Kubernetes headless Service; looked up again every 30 s). Calls go to
     each in turn, a server that refuses, drains or fails rests a while, and a unary call
-    refused before its model ran is sent again to the next (docs/clients.md).
+    refused before its model ran is sent again to the next (docs/serving.md).
     """
 
     def __init__(

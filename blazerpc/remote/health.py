@@ -23,7 +23,7 @@ __all__ = ("HealthAnswer", "check_health")
 
 _Request = HEALTH.classes["HealthCheckRequest"]
 _Response = HEALTH.classes["HealthCheckResponse"]
-_STATUS_NAMES = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
+_STATUS_NAMES = _Response.DESCRIPTOR.enum_types_by_name["ServingStatus"].values_by_number
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,5 +64,5 @@ async def check_health(
     finally:
         channel.close()
     number: int = getattr(reply, "status", 0)
-    status = _STATUS_NAMES.get(number, str(number))
+    status = _STATUS_NAMES[number].name if number in _STATUS_NAMES else str(number)
     return HealthAnswer(f"{what}: {status}", status == "SERVING")

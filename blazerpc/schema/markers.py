@@ -5,6 +5,7 @@ Each checks its own arguments when it is made, so a mistake fails at import, nam
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -253,26 +254,16 @@ class Placement:
     def merged(self, overrides: Placement) -> Placement:
         """These values, with every field `overrides` sets taking its place; a fixed count
         and autoscaling bounds replace each other."""
-        values = {name: getattr(self, name) for name in _PLACEMENT_FIELDS}
+        names = [field.name for field in dataclasses.fields(self)]
+        values = {name: getattr(self, name) for name in names}
         if overrides.replicas is not None:
             values |= {"min_replicas": None, "max_replicas": None}
         if overrides.min_replicas is not None or overrides.max_replicas is not None:
             values["replicas"] = None
-        for name in _PLACEMENT_FIELDS:
+        for name in names:
             if getattr(overrides, name) is not None:
                 values[name] = getattr(overrides, name)
         return Placement(**values)
-
-
-_PLACEMENT_FIELDS = (
-    "replicas",
-    "min_replicas",
-    "max_replicas",
-    "target_ongoing_requests",
-    "max_ongoing_requests",
-    "num_cpus",
-    "num_gpus",
-)
 
 
 @dataclass(slots=True)

@@ -988,6 +988,13 @@ async def test_a_pipelined_head_is_not_timed_while_the_answer_before_it_goes_out
     assert (status, body) == (200, {"result": "done"})
 
 
+def _answer_three(conn: Any, stream_id: int) -> None:
+    """A whole gRPC answer (headers, the message 3, status OK) on `stream_id`."""
+    conn.send_headers(stream_id, [(":status", "200"), ("content-type", "application/grpc")])
+    conn.send_data(stream_id, grpc_message(THREE))
+    conn.send_headers(stream_id, [("grpc-status", "0")], end_stream=True)
+
+
 class _GoawayServer:
     """A bare HTTP/2 server: once two calls are open it says GOAWAY(NO_ERROR) naming the first
     as the last it serves, then answers that one when `answer_first` is set."""
@@ -1014,9 +1021,7 @@ class _GoawayServer:
                 for event in conn.receive_data(await reader.read(65536)):
                     if isinstance(event, h2.events.RequestReceived):
                         opened.append(event.stream_id)
-            conn.send_headers(opened[0], [(":status", "200"), ("content-type", "application/grpc")])
-            conn.send_data(opened[0], grpc_message(THREE))
-            conn.send_headers(opened[0], [("grpc-status", "0")], end_stream=True)
+            _answer_three(conn, opened[0])
             writer.write(conn.data_to_send())
             await writer.drain()
             writer.close()
@@ -1031,9 +1036,7 @@ class _GoawayServer:
         goaway = hyperframe.frame.GoAwayFrame(0, last_stream_id=opened[0], error_code=0)
         writer.write(goaway.serialize())  # past h2, which then would send nothing
         await self.answer_first.wait()
-        conn.send_headers(opened[0], [(":status", "200"), ("content-type", "application/grpc")])
-        conn.send_data(opened[0], grpc_message(THREE))
-        conn.send_headers(opened[0], [("grpc-status", "0")], end_stream=True)
+        _answer_three(conn, opened[0])
         writer.write(conn.data_to_send())
         await writer.drain()
         writer.close()
