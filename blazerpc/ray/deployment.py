@@ -47,6 +47,8 @@ _STREAMS_PER_REPLICA = 100
 token-streaming model at 5 streams); a batched model takes what its batcher accepts."""
 _WATCH_S = 1.0
 _DEPLOY_POLL_S = 0.25
+_DELETE_WAIT_S = 30.0
+"""Longer than Ray Serve's own graceful shutdown of a replica (20 s by default)."""
 """How often the replicas' states are read for health and readiness."""
 
 
@@ -202,13 +204,21 @@ class RayDeployment:
             self._inbox = None
 
     def delete(self) -> None:
-        """Delete the models' applications (their replicas drain, then run their hooks' ends)."""
+        """Delete the models' applications (their replicas drain, then run their hooks' ends).
+
+        Waits up to `_DELETE_WAIT_S` for them to be gone: a replica Ray could never place (a
+        GPU the cluster lacks) keeps its application from going, and Ray deletes it later.
+        """
         self.detach()
         names = [self.application_name(model.name) for model in self.schema.models]
         for name in names:
             serve.delete(name, _blocking=False)  # all drain at once
-        while any(name in serve.status().applications for name in names):
-            time.sleep(0.1)
+        give_up = time.monotonic() + _DELETE_WAIT_S
+        while left := [name for name in names if name in serve.status().applications]:
+            if time.monotonic() >= give_up:
+                log.warning("Ray has not yet deleted %s; it goes on without us", ", ".join(left))
+                return
+            time.sleep(_DEPLOY_POLL_S)
 
     def server(
         self, config: ServerConfig | None = None, *, deploys: bool = True, **options: Any
