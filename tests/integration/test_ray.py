@@ -53,23 +53,31 @@ def events() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def deployment(events: Path) -> Iterator[RayDeployment]:
-    """Ray is imported here, not at collection: importing it replaces the process's log record
-    factory (and ray.init its SIGTERM handler), which the other modules' tests must not see."""
+def ray_imported() -> Iterator[None]:
+    """Ray is imported under this fixture, not at collection: importing it replaces the
+    process's log record factory (and ray.init its SIGTERM handler), which the other modules'
+    tests must not see."""
     factory, on_sigterm = logging.getLogRecordFactory(), signal.getsignal(signal.SIGTERM)
-    from blazerpc.ray import RayCluster, RayDeployment
+    import blazerpc.ray  # noqa: F401
 
     try:
-        with RayCluster("local", num_cpus=2):
-            deployment = RayDeployment(f"{APP}:app")
-            deployment.deploy()
-            try:
-                yield deployment
-            finally:
-                deployment.delete()
+        yield
     finally:
         logging.setLogRecordFactory(factory)
         signal.signal(signal.SIGTERM, on_sigterm)
+
+
+@pytest.fixture(scope="module")
+def deployment(events: Path, ray_imported: None) -> Iterator[RayDeployment]:
+    from blazerpc.ray import RayCluster, RayDeployment
+
+    with RayCluster("local", num_cpus=2):
+        deployment = RayDeployment(f"{APP}:app")
+        deployment.deploy()
+        try:
+            yield deployment
+        finally:
+            deployment.delete()
 
 
 def front_door(deployment: RayDeployment, **options: Any) -> BlazeServer:
@@ -346,3 +354,64 @@ async def test_client_streams_cancelled_at_once_leave_nothing_in_the_inbox(
                 break
             await asyncio.sleep(0.05)
         assert await inbox.count.remote() == 0
+
+
+# Ray delivers an actor task at least once: a call retried after a transient network error may
+# run twice, late, after calls sent later (github.com/ray-project/ray/pull/47659). The inbox is
+# driven here directly, in that order, as its actor would run the calls.
+
+
+@pytest.fixture
+def inbox(ray_imported: None) -> Any:
+    from blazerpc.ray.inbox import StreamInbox
+
+    return StreamInbox()
+
+
+@pytest.mark.xfail(strict=True, reason="an open run again after its discard keeps the stream")
+async def test_an_open_run_twice_around_its_discard_leaves_no_stream(inbox: Any) -> None:
+    await inbox.open("s")
+    await inbox.discard("s")
+    await inbox.open("s")  # the first attempt's repeat
+    assert await inbox.count() == 0
+    assert await inbox.put("s", 0, {"value": 1}) is False  # the call is over
+
+
+@pytest.mark.xfail(strict=True, reason="messages are not numbered: a repeated put is kept twice")
+async def test_a_put_run_twice_is_taken_once(inbox: Any) -> None:
+    await inbox.open("s")
+    assert await inbox.put("s", 0, {"value": 1})
+    assert await inbox.put("s", 0, {"value": 1})  # repeated: accepted, not kept again
+    assert await inbox.put("s", 1, {"value": 2})
+    assert await inbox.put("s", 2, None)
+    assert [await inbox.take("s", i) for i in range(3)] == [{"value": 1}, {"value": 2}, None]
+
+
+@pytest.mark.xfail(strict=True, reason="messages are not numbered: a repeated take loses one")
+async def test_a_take_run_twice_gives_the_same_message(inbox: Any) -> None:
+    await inbox.open("s")
+    for index, value in enumerate([1, 2]):
+        await inbox.put("s", index, {"value": value})
+    assert await inbox.take("s", 0) == {"value": 1}
+    assert await inbox.take("s", 0) == {"value": 1}  # the first reply was lost: asked again
+    assert await inbox.take("s", 1) == {"value": 2}
+    assert await inbox.put("s", 0, {"value": 1})  # a late repeat of a put already taken
+    await inbox.put("s", 2, None)
+    assert await inbox.take("s", 2) is None
+
+
+@pytest.mark.xfail(strict=True, reason="messages are not numbered")
+async def test_a_stream_holds_a_few_messages_until_the_replica_takes(inbox: Any) -> None:
+    from blazerpc.ray.inbox import DEPTH
+
+    await inbox.open("s")
+    for index in range(DEPTH):
+        assert await inbox.put("s", index, {"value": index})
+    late = asyncio.ensure_future(inbox.put("s", DEPTH, {"value": DEPTH}))
+    await asyncio.sleep(0.01)
+    assert not late.done()  # full: the front door waits, so its client is slowed down
+    assert await inbox.take("s", 0) == {"value": 0}
+    assert await inbox.take("s", 1) == {"value": 1}  # taking 1 says 0 arrived: room for one
+    assert await late is True
+    await inbox.discard("s")
+    assert await inbox.take("s", 2) is None  # the call is over
