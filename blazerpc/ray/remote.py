@@ -140,10 +140,12 @@ async def _pumping(port: CallPort, request: RemoteRequest, call: Any) -> None:
 
 
 async def _pump(receive: Callable[[], Any], inbox: Any, stream_id: str) -> None:
+    index = 0
     while (fields := await receive()) is not None:
-        if not await inbox.put.remote(stream_id, fields):
+        if not await inbox.put.remote(stream_id, index, fields):
             return  # the call is over
-    await inbox.put.remote(stream_id, None)
+        index += 1
+    await inbox.put.remote(stream_id, index, None)
 
 
 def _failed(task: asyncio.Task[None]) -> BaseException | None:

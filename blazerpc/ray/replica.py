@@ -135,6 +135,8 @@ class _ReplicaPort:
         self.outbox = outbox
         self.result: Any = None
         self._context: Context | None = None
+        self._taken = 0
+        """Messages taken from the inbox; -1 once the client's last was."""
         timeout = request.timeout
         self.deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         self._monotonic_deadline = None if timeout is None else time.monotonic() + timeout
@@ -166,9 +168,11 @@ class _ReplicaPort:
 
     async def receive(self) -> dict[str, Any] | None:
         inbox = self.request.inbox
-        if inbox is None:
+        if inbox is None or self._taken < 0:
             return None
-        return await inbox.take.remote(self.request.stream_id)  # type: ignore[no-any-return]
+        fields: dict[str, Any] | None = await inbox.take.remote(self.request.stream_id, self._taken)
+        self._taken = -1 if fields is None else self._taken + 1
+        return fields
 
     async def send(self, result: object) -> None:
         if self.outbox is None:

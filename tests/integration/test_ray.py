@@ -368,7 +368,6 @@ def inbox(ray_imported: None) -> Any:
     return StreamInbox()
 
 
-@pytest.mark.xfail(strict=True, reason="an open run again after its discard keeps the stream")
 async def test_an_open_run_twice_around_its_discard_leaves_no_stream(inbox: Any) -> None:
     await inbox.open("s")
     await inbox.discard("s")
@@ -377,7 +376,6 @@ async def test_an_open_run_twice_around_its_discard_leaves_no_stream(inbox: Any)
     assert await inbox.put("s", 0, {"value": 1}) is False  # the call is over
 
 
-@pytest.mark.xfail(strict=True, reason="messages are not numbered: a repeated put is kept twice")
 async def test_a_put_run_twice_is_taken_once(inbox: Any) -> None:
     await inbox.open("s")
     assert await inbox.put("s", 0, {"value": 1})
@@ -387,7 +385,6 @@ async def test_a_put_run_twice_is_taken_once(inbox: Any) -> None:
     assert [await inbox.take("s", i) for i in range(3)] == [{"value": 1}, {"value": 2}, None]
 
 
-@pytest.mark.xfail(strict=True, reason="messages are not numbered: a repeated take loses one")
 async def test_a_take_run_twice_gives_the_same_message(inbox: Any) -> None:
     await inbox.open("s")
     for index, value in enumerate([1, 2]):
@@ -400,7 +397,6 @@ async def test_a_take_run_twice_gives_the_same_message(inbox: Any) -> None:
     assert await inbox.take("s", 2) is None
 
 
-@pytest.mark.xfail(strict=True, reason="messages are not numbered")
 async def test_a_stream_holds_a_few_messages_until_the_replica_takes(inbox: Any) -> None:
     from blazerpc.ray.inbox import DEPTH
 
