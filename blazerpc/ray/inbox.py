@@ -22,7 +22,8 @@ DEPTH = 4
 """Messages held per stream (the one being taken included) before the front door's `put`
 waits."""
 _REMEMBERED = 32768
-"""Discarded streams remembered (the oldest are forgotten): about 5 MB at most."""
+"""Discarded streams remembered (the oldest are forgotten): about 5 MB at most. A repeated
+`open` arriving after this many later streams ended would keep its stream (one small leak)."""
 
 
 class _Stream:
@@ -94,6 +95,7 @@ class StreamInbox:
 
     async def discard(self, stream_id: str) -> None:
         """The call is over: forget the stream and wake whoever still waits on it."""
+        self._discarded.pop(stream_id, None)  # a repeat is remembered from now on
         self._discarded[stream_id] = None
         if len(self._discarded) > _REMEMBERED:
             del self._discarded[next(iter(self._discarded))]
