@@ -4,6 +4,7 @@ is left for the others, and only a call the server refused before running it is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -50,16 +51,23 @@ def tagged_app(tag: str, ran: Counter[str], loaded: asyncio.Event | None = None)
     return app
 
 
-async def test_calls_spread_round_robin_over_the_addresses() -> None:
-    ran: Counter[str] = Counter()
+@contextlib.asynccontextmanager
+async def client_over_a_and_b(ran: Counter[str]) -> AsyncIterator[BlazeClient]:
+    """A client over two servers of `tagged_app`, tagged a and b."""
     async with (
         BlazeServer(tagged_app("a", ran), port=0) as a,
         BlazeServer(tagged_app("b", ran), port=0) as b,
     ):
         addresses = [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]
         async with BlazeClient(addresses=addresses, timeout=WAIT_S) as client:
-            answers = [await client.predict("which", pause=0) for _ in range(10)]
-            streams = [[t async for t in client.stream("count", n=2)] for _ in range(2)]
+            yield client
+
+
+async def test_calls_spread_round_robin_over_the_addresses() -> None:
+    ran: Counter[str] = Counter()
+    async with client_over_a_and_b(ran) as client:
+        answers = [await client.predict("which", pause=0) for _ in range(10)]
+        streams = [[t async for t in client.stream("count", n=2)] for _ in range(2)]
     assert answers == answers[:2] * 5  # in turn
     assert sorted(answers[:2]) == ["a", "b"]
     assert sorted(s[0] for s in streams) == ["a", "b"]
@@ -121,14 +129,9 @@ async def test_a_loading_server_refuses_and_the_call_goes_to_the_next() -> None:
 
 async def test_a_failure_of_the_model_itself_is_not_sent_again() -> None:
     ran: Counter[str] = Counter()
-    async with (
-        BlazeServer(tagged_app("a", ran), port=0) as a,
-        BlazeServer(tagged_app("b", ran), port=0) as b,
-    ):
-        addresses = [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]
-        async with BlazeClient(addresses=addresses, timeout=WAIT_S) as client:
-            with pytest.raises(RpcError) as failed:
-                await client.predict("flaky")
+    async with client_over_a_and_b(ran) as client:
+        with pytest.raises(RpcError) as failed:
+            await client.predict("flaky")
     assert (failed.value.status, failed.value.message) == (Status.UNAVAILABLE, "the GPU is busy")
     assert not failed.value.refused
     assert sum(n for key, n in ran.items() if key.startswith("flaky")) == 1  # ran once
